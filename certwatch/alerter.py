@@ -1,0 +1,325 @@
+"""From a matched certificate to a stored, decided alert.
+
+The alerter owns the decisions: it deduplicates issuances, classifies against the in-memory
+inventory, stores every alert before anything else happens, holds unrecognised ones for
+``SUSPICIOUS_GRACE_S`` (the hold is stored, so it survives a restart), and reconciles held
+and suspicious alerts when the inventory learns something new. Decided alerts go to the
+webhook sender by id; the database row is the outbox, the channel only a fast path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import math
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, TypeVar
+
+import attrs
+import trio
+
+from certwatch.classify import Inventory, Recognition, facts_from_update
+from certwatch.domains import Match
+from certwatch.errors import StoreUnavailable
+from certwatch.events import (
+    ALERT,
+    HELD,
+    INFO,
+    OBSERVED,
+    PENDING,
+    RESOLVED,
+    SUSPICIOUS,
+    Alert,
+    cert_summary,
+    facts_from_json,
+    facts_to_json,
+)
+from certwatch.identity import CertFacts
+from certwatch.messages import UpdateDetails
+from certwatch.metrics import Metrics
+from certwatch.store import Store
+
+__all__ = ["Alerter", "DedupeCache"]
+
+log = logging.getLogger("certwatch.alerts")
+
+T = TypeVar("T")
+
+DEDUPE_CAPACITY = 200_000
+"""Issuances remembered in memory; matched certificates are rare, so this is generous."""
+
+
+class DedupeCache:
+    """Issuance key -> alert id, oldest first, bounded in size and age."""
+
+    __slots__ = ("_capacity", "_entries")
+
+    def __init__(self, capacity: int = DEDUPE_CAPACITY) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> int | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
+    def add(self, key: str, alert_id: int, seen_at: float) -> None:
+        self._entries[key] = (alert_id, seen_at)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+    def prune(self, seen_before: float) -> int:
+        """Forget issuances seen before ``seen_before``; return how many."""
+        stale = [k for k, (_, seen) in self._entries.items() if seen < seen_before]
+        for key in stale:
+            del self._entries[key]
+        return len(stale)
+
+
+@attrs.define
+class _Hold:
+    alert: Alert
+    facts: list[CertFacts]
+    """Facts of the first copy and of every duplicate seen during the hold."""
+
+
+class Alerter:
+    """Decides, stores and hands over alerts. Runs its hold timer as a task."""
+
+    def __init__(
+        self,
+        store: Store,
+        inventory: Inventory,
+        metrics: Metrics,
+        *,
+        grace_s: float,
+        retention_s: float,
+        observer: bool,
+        outbox: trio.MemorySendChannel[int] | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._inventory = inventory
+        self._metrics = metrics
+        self._grace_s = grace_s
+        self._retention_s = retention_s
+        self._observer = observer
+        self._outbox = outbox
+        self._clock = clock
+        self.dedupe = DedupeCache()
+        self._holds: dict[int, _Hold] = {}
+        self._deadlines: list[tuple[float, int]] = []
+        self._holds_changed = trio.Event()
+        metrics.mirror(metrics.dedupe_cache_size, lambda: len(self.dedupe))
+        metrics.mirror(metrics.alerts_held, lambda: len(self._holds))
+
+    @property
+    def held(self) -> int:
+        return len(self._holds)
+
+    async def load(self) -> None:
+        """Restore the dedupe cache and the holds from the database (at start)."""
+        since = self._clock() - self._retention_s
+        for issuance, alert_id, seen_at in await self._store.recent_issuances(since):
+            self.dedupe.add(issuance, alert_id, seen_at)
+        for alert in await self._store.held_alerts():
+            self._hold(alert, facts_from_json(alert.facts))
+
+    # --- new matches ------------------------------------------------------------------------
+
+    async def on_match(self, update: UpdateDetails, match: Match) -> None:
+        """Handle a certificate that matched the watch list."""
+        facts = facts_from_update(update)
+        issuance = facts.issuance_key()
+        existing = self.dedupe.get(issuance)
+        if existing is not None:
+            await self._on_copy(existing, facts)
+            return
+        now = self._clock()
+        recognition = self._inventory.recognise(facts)
+        alert = Alert(
+            event_id=str(uuid.uuid4()),
+            kind=ALERT,
+            issuance=issuance,
+            status=HELD,
+            severity=None,
+            matched_entries=match.entries,
+            matched_sans=match.sans,
+            cert=cert_summary(update),
+            facts=facts_to_json(facts),
+            seen_at=update.seen if update.seen is not None else now,
+            created_at=now,
+        )
+        if recognition is not None or self._grace_s == 0:
+            alert = self._decided_now(alert, recognition, now)
+        else:
+            alert = attrs.evolve(alert, decide_at=now + self._grace_s)
+        alert = await self._retry(lambda: self._store.insert_alert(alert))
+        assert alert.id is not None
+        self.dedupe.add(issuance, alert.id, alert.seen_at)
+        if alert.status == HELD:
+            log.info(
+                "holding unrecognised certificate for %s (issuance %s) for %g s",
+                ",".join(alert.matched_sans),
+                issuance,
+                self._grace_s,
+            )
+            self._hold(alert, facts)
+        else:
+            self._announce(alert)
+
+    def _decided_now(self, alert: Alert, recognition: Recognition | None, now: float) -> Alert:
+        return attrs.evolve(
+            alert,
+            severity=INFO if recognition else SUSPICIOUS,
+            status=OBSERVED if self._observer else PENDING,
+            recognised_by=None if recognition is None else recognition.as_dict(),
+            next_attempt_at=now,
+            queued_at=now,
+        )
+
+    async def _on_copy(self, alert_id: int, facts: CertFacts) -> None:
+        """Another copy of an issuance already alerted (another log, the final cert...)."""
+        hold = self._holds.get(alert_id)
+        if hold is not None:
+            hold.facts.append(facts)
+            if self._inventory.recognise(facts) is not None:
+                await self._decide(alert_id)
+            return
+        recognition = self._inventory.recognise(facts)
+        if recognition is None:
+            return
+        alert = await self._retry(lambda: self._store.get_alert(alert_id))
+        if alert is not None and alert.severity == SUSPICIOUS and alert.resolved_at is None:
+            await self._resolve(alert, recognition)
+
+    # --- holds ------------------------------------------------------------------------------
+
+    def _hold(self, alert: Alert, facts: CertFacts) -> None:
+        assert alert.id is not None
+        assert alert.decide_at is not None
+        self._holds[alert.id] = _Hold(alert, [facts])
+        heapq.heappush(self._deadlines, (alert.decide_at, alert.id))
+        self._holds_changed.set()
+
+    async def run_holds(self) -> NoReturn:
+        """Decide held alerts when their grace period ends."""
+        while True:
+            now = self._clock()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, alert_id = heapq.heappop(self._deadlines)
+                if alert_id in self._holds:
+                    await self._decide(alert_id)
+            wait = self._deadlines[0][0] - now if self._deadlines else math.inf
+            self._holds_changed = trio.Event()
+            with trio.move_on_after(wait):
+                await self._holds_changed.wait()
+
+    async def _decide(self, alert_id: int) -> None:
+        """Decide a held alert now, with everything known at this moment."""
+        hold = self._holds.get(alert_id)
+        if hold is None:
+            return
+        recognition = None
+        for facts in hold.facts:
+            recognition = self._inventory.recognise(facts)
+            if recognition is not None:
+                break
+        now = self._clock()
+        decided = self._decided_now(hold.alert, recognition, now)
+        stored = await self._retry(
+            lambda: self._store.decide(
+                alert_id, decided.severity or SUSPICIOUS, decided.status, decided.recognised_by, now
+            )
+        )
+        self._holds.pop(alert_id, None)
+        if stored is not None:
+            self._announce(stored)
+
+    # --- registrations ----------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Re-check held and unresolved suspicious alerts after the inventory changed.
+
+        A held alert that is now recognised is decided ``info`` at once; a suspicious one
+        gets a follow-up ``resolved`` event.
+        """
+        for alert_id, hold in list(self._holds.items()):
+            if any(self._inventory.recognise(f) is not None for f in hold.facts):
+                await self._decide(alert_id)
+        since = self._clock() - self._retention_s
+        for alert in await self._retry(lambda: self._store.unresolved_suspicious(since)):
+            recognition = self._inventory.recognise(facts_from_json(alert.facts))
+            if recognition is not None:
+                await self._resolve(alert, recognition)
+
+    async def _resolve(self, alert: Alert, recognition: Recognition) -> None:
+        assert alert.id is not None
+        now = self._clock()
+        follow_up = attrs.evolve(
+            alert,
+            id=None,
+            event_id=str(uuid.uuid4()),
+            kind=RESOLVED,
+            parent_id=alert.id,
+            severity=INFO,
+            status=OBSERVED if self._observer else PENDING,
+            created_at=now,
+            decide_at=None,
+            recognised_by=recognition.as_dict(),
+            resolved_at=now,
+            resolved_by=recognition.as_dict(),
+            attempts=0,
+            last_error=None,
+            next_attempt_at=now,
+            delivered_at=None,
+            queued_at=now,
+        )
+        stored = await self._retry(
+            lambda: self._store.resolve(alert.id or 0, recognition.as_dict(), now, follow_up)
+        )
+        if stored is not None:
+            self._metrics.alerts_resolved.inc()
+            self._announce(stored)
+
+    # --- hand-over --------------------------------------------------------------------------
+
+    def _announce(self, alert: Alert) -> None:
+        """Log a decided alert and offer it to the webhook sender."""
+        assert alert.id is not None
+        if alert.kind == ALERT:
+            self._metrics.alerts.labels(alert.severity or SUSPICIOUS).inc()
+        level = logging.WARNING if alert.severity == SUSPICIOUS else logging.INFO
+        log.log(
+            level,
+            "%s %s: %s (issuer %s, serial %s)%s",
+            alert.kind,
+            alert.severity,
+            ",".join(alert.matched_sans),
+            alert.cert.get("issuer_cn"),
+            alert.cert.get("serial"),
+            f" recognised by {alert.recognised_by['evidence']}" if alert.recognised_by else "",
+        )
+        if alert.status == PENDING and self._outbox is not None:
+            # When the channel is full, the sender finds it in the outbox table on its next poll.
+            with contextlib.suppress(trio.WouldBlock):
+                self._outbox.send_nowait(alert.id)
+
+    async def _retry(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Retry a store operation through transient faults: an alert is never dropped."""
+        delay = 0.5
+        while True:
+            try:
+                return await operation()
+            except StoreUnavailable as e:
+                problem = str(e)
+            log.error("cannot store alert state, retrying in %.1f s: %s", delay, problem)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 30.0)

@@ -1,0 +1,617 @@
+"""The HTTP API (Quart-Trio): watch entries, inventory, keys, alerts, health and metrics.
+
+Every route except ``/healthz`` and ``/metrics`` needs ``Authorization: Bearer <token>``.
+Errors are JSON ``{"error": ..., "fields": [{"field": ..., "problem": ...}]}``; nothing a
+client sends produces a 500. A change is committed to SQLite before it is acknowledged, and
+the in-memory views follow the database under a lock, shielded from cancellation, so they
+never disagree with it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import msgspec
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from certwatch import __version__
+from certwatch.alerter import Alerter
+from certwatch.certificates import parse_certificate, spki_sha256_from_pem
+from certwatch.classify import Inventory, InventoryCert, KnownKey
+from certwatch.domains import WatchIndex, normalise_entry, normalise_san
+from certwatch.errors import (
+    InputError,
+    InvalidBody,
+    InvalidCertificate,
+    InvalidName,
+    MalformedMessage,
+    StoreError,
+)
+from certwatch.events import SEVERITIES, STATUSES, Alert
+from certwatch.feed import FeedConsumer
+from certwatch.identity import fingerprint, serial_number
+from certwatch.messages import decode_json
+from certwatch.metrics import CONTENT_TYPE, Metrics
+from certwatch.pipeline import Pipeline
+from certwatch.store import Store
+from certwatch.validation import CertIn, DomainIn, KeyIn, structure
+from certwatch.webhook import WebhookSender
+
+__all__ = ["MAX_BODY_BYTES", "ApiContext", "create_app"]
+
+log = logging.getLogger("certwatch.api")
+
+MAX_BODY_BYTES = 1024 * 1024
+BODY_TIMEOUT_S = 30
+MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z
+MAX_OFFSET = 10_000_000
+_PUBLIC = frozenset({"healthz", "metrics"})
+_JSON_TYPES = frozenset({"application/json"})
+_PEM_TYPES = frozenset(
+    {"application/x-pem-file", "application/pem-certificate-chain", "text/plain"}
+)
+
+
+@attrs.define
+class ApiContext:
+    """What the handlers work on; built by the supervisor."""
+
+    token: str
+    store: Store
+    index: WatchIndex
+    inventory: Inventory
+    alerter: Alerter
+    feed: FeedConsumer
+    pipeline: Pipeline
+    metrics: Metrics
+    sender: WebhookSender | None = None
+    clock: Callable[[], float] = time.time
+    started_at: float = attrs.field(factory=time.time)
+    lock: trio.Lock = attrs.field(factory=trio.Lock)
+
+
+def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        msgspec.json.encode(value),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _error(status: int, message: str, problems: list[tuple[str, str]] | None = None) -> Response:
+    body: dict[str, Any] = {"error": message}
+    if problems:
+        body["fields"] = [{"field": f, "problem": p} for f, p in problems]
+    headers = {"WWW-Authenticate": 'Bearer realm="certwatch"'} if status == 401 else None
+    return _json(body, status, headers)
+
+
+def _field(field: str, error: InputError) -> InputError:
+    return error.in_field(field)
+
+
+def _query_number(name: str, default: float | None, lo: float, hi: float, *, integer: bool) -> Any:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value: float = int(raw, 10) if integer else float(raw)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise InputError("invalid query", [(name, f"must be {kind}, got {raw[:40]!r}")]) from None
+    if not lo <= value <= hi:
+        raise InputError("invalid query", [(name, f"must be from {lo:g} to {hi:g}")])
+    return value
+
+
+def _query_choice(name: str, choices: tuple[str, ...]) -> str | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw not in choices:
+        raise InputError("invalid query", [(name, f"must be one of {', '.join(choices)}")])
+    return raw
+
+
+async def _body() -> tuple[str, bytes]:
+    """The raw body and its kind (``json`` or ``pem``); 413, 415 or 400 when unusable."""
+    mimetype = request.mimetype
+    data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+    if not data:
+        raise InvalidBody("the request body is empty", [("body", "expected a JSON object")])
+    if mimetype in _JSON_TYPES or mimetype.endswith("+json"):
+        return "json", data
+    if mimetype in _PEM_TYPES or (not mimetype and data.lstrip().startswith(b"-----BEGIN")):
+        return "pem", data
+    if not mimetype:
+        return "json", data
+    error = InputError(
+        "unsupported content type",
+        [("Content-Type", f"must be application/json, got {mimetype[:60]!r}")],
+    )
+    error.status = 415
+    raise error
+
+
+async def _json_body() -> Any:
+    kind, data = await _body()
+    if kind != "json":
+        error = InputError(
+            "unsupported content type", [("Content-Type", "must be application/json")]
+        )
+        error.status = 415
+        raise error
+    try:
+        return decode_json(data)
+    except MalformedMessage as e:
+        raise InvalidBody("the body is not valid JSON", [("body", e.detail[:200])]) from None
+
+
+def _names(field: str, values: list[str], *, wildcards: bool) -> list[str]:
+    """Validate certificate names; ``*.`` kept where allowed."""
+    if not values:
+        raise InputError("invalid request body", [(field, "must be a non-empty list of names")])
+    out: list[str] = []
+    problems: list[tuple[str, str]] = []
+    for i, value in enumerate(values):
+        wildcard = value.strip().startswith("*.")
+        try:
+            name = normalise_entry(value)
+        except InvalidName as e:
+            problems.append((f"{field}[{i}]", e.message))
+            continue
+        if wildcard and not wildcards:
+            problems.append((f"{field}[{i}]", "a wildcard is not allowed here"))
+            continue
+        out.append(f"*.{name}" if wildcard else name)
+    if problems:
+        raise InputError("invalid request body", problems)
+    return sorted(set(out))
+
+
+def _epoch_field(name: str, value: int | None) -> int:
+    if value is None:
+        raise InputError("invalid request body", [(name, "required field is missing")])
+    if not 0 <= value <= MAX_EPOCH:
+        raise InputError(
+            "invalid request body", [(name, f"must be epoch seconds from 0 to {MAX_EPOCH}")]
+        )
+    return value
+
+
+def _cert_from_pem(pem: str, source: str, now: float, field: str = "pem") -> InventoryCert:
+    try:
+        info = parse_certificate(pem)
+    except InvalidCertificate as e:
+        raise _field(field, e) from None
+    if info.is_precert:
+        raise InputError(
+            "invalid certificate", [(field, "is a precertificate; push the issued certificate")]
+        )
+    if not info.sans and not (info.subject_cn and normalise_san(info.subject_cn)):
+        raise InputError("invalid certificate", [(field, "has no DNS names")])
+    return InventoryCert(
+        fingerprint_sha1=info.sha1,
+        serial=info.serial_hex.lower(),
+        sans=info.sans or ((info.subject_cn,) if info.subject_cn else ()),
+        not_before=info.not_before,
+        not_after=info.not_after,
+        source=source,
+        added_at=now,
+        fingerprint_sha256=info.sha256,
+        authority_key_id=info.authority_key_id,
+        tbs_sha256=info.tbs_sha256,
+        spki_sha256=info.spki_sha256,
+        issuer=info.issuer,
+    )
+
+
+def _cert_from_json(body: CertIn, now: float) -> InventoryCert:
+    problems: list[tuple[str, str]] = []
+    sha1 = fingerprint(body.fingerprint) if body.fingerprint is not None else None
+    if sha1 is None:
+        problems.append(("fingerprint", "required: 40 hex digits (colons optional)"))
+    sans: list[str] = []
+    try:
+        sans = _names("sans", body.sans or [], wildcards=True)
+    except InputError as e:
+        problems.extend(e.problems)
+    for name in ("not_before", "not_after"):
+        try:
+            _epoch_field(name, getattr(body, name))
+        except InputError as e:
+            problems.extend(e.problems)
+    if (
+        body.not_before is not None
+        and body.not_after is not None
+        and body.not_before >= body.not_after
+    ):
+        problems.append(("not_after", "must be later than not_before"))
+    serial = None
+    if body.serial is not None:
+        number = serial_number(body.serial)
+        if number is None:
+            problems.append(("serial", "must be hex digits (colons optional), at most 64"))
+        else:
+            serial = body.serial.replace(":", "").strip().lower()
+    if problems:
+        raise InputError("invalid request body", problems)
+    assert sha1 is not None
+    assert body.not_before is not None
+    assert body.not_after is not None
+    return InventoryCert(
+        fingerprint_sha1=sha1,
+        serial=serial,
+        sans=tuple(sans),
+        not_before=body.not_before,
+        not_after=body.not_after,
+        source=body.source,
+        added_at=now,
+    )
+
+
+def _check_pem_agrees(body: CertIn, cert: InventoryCert) -> None:
+    """A push with both PEM and JSON fields must describe one certificate."""
+    problems = []
+    if body.fingerprint is not None and fingerprint(body.fingerprint) != cert.fingerprint_sha1:
+        problems.append(("fingerprint", "does not match the certificate in pem"))
+    if body.serial is not None and serial_number(body.serial) != serial_number(cert.serial or ""):
+        problems.append(("serial", "does not match the certificate in pem"))
+    if problems:
+        raise InputError("invalid request body", problems)
+
+
+def _cert_json(cert: InventoryCert) -> dict[str, Any]:
+    return {
+        "fingerprint_sha1": cert.fingerprint_sha1,
+        "serial": cert.serial,
+        "sans": list(cert.sans),
+        "not_before": cert.not_before,
+        "not_after": cert.not_after,
+        "source": cert.source,
+        "added_at": cert.added_at,
+        "fingerprint_sha256": cert.fingerprint_sha256,
+        "authority_key_id": cert.authority_key_id,
+        "tbs_sha256": cert.tbs_sha256,
+        "spki_sha256": cert.spki_sha256,
+        "issuer": cert.issuer,
+        "matchable_by": cert.matchable_by(),
+    }
+
+
+def _key_json(key: KnownKey) -> dict[str, Any]:
+    return {
+        "spki_sha256": key.spki_sha256,
+        "names": list(key.names),
+        "note": key.note,
+        "added_at": key.added_at,
+    }
+
+
+def _alert_json(alert: Alert) -> dict[str, Any]:
+    cert = alert.cert
+    return {
+        "id": alert.id,
+        "fingerprint": alert.fingerprint,
+        "severity": alert.severity,
+        "sans": cert.get("all_sans", []),
+        "matched": list(alert.matched_entries),
+        "issuer": cert.get("issuer") or cert.get("issuer_cn"),
+        "seen_at": alert.seen_at,
+        "delivered": alert.delivered,
+        "event_id": alert.event_id,
+        "kind": alert.kind,
+        "parent_id": alert.parent_id,
+        "status": alert.status,
+        "matched_sans": list(alert.matched_sans),
+        "issuance_id": alert.issuance,
+        "serial": cert.get("serial"),
+        "update_type": cert.get("update_type"),
+        "source_log": cert.get("source_log"),
+        "not_before": cert.get("not_before"),
+        "not_after": cert.get("not_after"),
+        "created_at": alert.created_at,
+        "decide_at": alert.decide_at,
+        "recognised_by": alert.recognised_by,
+        "resolved_at": alert.resolved_at,
+        "resolved_by": alert.resolved_by,
+        "attempts": alert.attempts,
+        "last_error": alert.last_error,
+        "next_attempt_at": alert.next_attempt_at,
+        "delivered_at": alert.delivered_at,
+    }
+
+
+def create_app(ctx: ApiContext) -> QuartTrio:
+    """The Quart-Trio application for one running service."""
+    app = QuartTrio("certwatch")
+    app.config.update(
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        BODY_TIMEOUT=BODY_TIMEOUT_S,
+        RESPONSE_TIMEOUT=60,
+        PROPAGATE_EXCEPTIONS=False,
+    )
+
+    @asynccontextmanager
+    async def mutation() -> AsyncIterator[None]:
+        """Serialise changes; a cancelled request never splits the database from memory."""
+        with trio.CancelScope(shield=True):
+            async with ctx.lock:
+                yield
+
+    # --- authentication and errors -------------------------------------------------------
+
+    @app.before_request
+    async def authenticate() -> Response | None:
+        if request.endpoint in _PUBLIC:
+            return None
+        header = request.headers.get("Authorization", "")
+        if not header:
+            return _error(401, "missing Authorization header; send 'Bearer <API_TOKEN>'")
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return _error(401, "malformed Authorization header; expected 'Bearer <API_TOKEN>'")
+        if not hmac.compare_digest(token.encode(), ctx.token.encode()):
+            return _error(403, "invalid token")
+        return None
+
+    @app.errorhandler(InputError)
+    async def input_error(e: InputError) -> Response:
+        return _error(e.status, e.message, e.problems)
+
+    @app.errorhandler(StoreError)
+    async def store_error(e: StoreError) -> Response:
+        log.error("%s %s: %s", request.method, request.path, e)
+        body = {"error": "the database is unavailable; nothing was changed, retry later"}
+        return _json(body, 503, {"Retry-After": "5"})
+
+    @app.errorhandler(HTTPException)
+    async def http_error(e: HTTPException) -> Response:
+        status = e.code or 500
+        return _error(status, (e.description or e.name).split("\n")[0])
+
+    @app.errorhandler(Exception)
+    async def unexpected(e: Exception) -> Response:
+        log.error("unhandled error in %s %s", request.method, request.path, exc_info=e)
+        return _error(500, "internal error")
+
+    # --- health and metrics -------------------------------------------------------------------
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        feed = ctx.feed.statistics()
+        body: dict[str, Any] = {
+            "status": "ok",
+            "version": __version__,
+            "uptime_s": round(ctx.clock() - ctx.started_at, 3),
+            "feed": {
+                "url": feed.url,
+                "connected": feed.connected,
+                "last_event_at": ctx.pipeline.last_event_at,
+                "connections": feed.connections,
+                "reconnects": feed.reconnects,
+                "messages": feed.messages,
+                "dropped": feed.dropped,
+                "missed_entries": ctx.pipeline.coverage.missed,
+                "disconnected_seconds": feed.disconnected_seconds,
+                "last_error": feed.last_error,
+            },
+            "watch_entries": len(ctx.index),
+            "known_fingerprints": len(ctx.inventory),
+            "known_keys": ctx.inventory.key_count,
+            "alerts": {"held": ctx.alerter.held, "dedupe_cache": len(ctx.alerter.dedupe)},
+            "webhook": "observer mode" if ctx.sender is None else "enabled",
+        }
+        if ctx.sender is not None:
+            stats = ctx.sender.stats
+            body["outbox"] = {
+                "pending": stats.pending,
+                "failed": stats.failed,
+                "oldest_pending_at": stats.oldest_pending_at,
+            }
+        return _json(body)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(ctx.metrics.exposition(), content_type=CONTENT_TYPE)
+
+    # --- watch entries ----------------------------------------------------------------------
+
+    @app.post("/domains")
+    async def add_domain() -> Response:
+        body = structure(await _json_body(), DomainIn)
+        try:
+            value = normalise_entry(body.value)
+        except InvalidName as e:
+            raise _field("value", e) from None
+        async with mutation():
+            created = await ctx.store.upsert_domain(value, body.note, ctx.clock())
+            ctx.index.add(value)
+        log.info("watch entry %s %s", value, "added" if created else "updated")
+        return _json({"value": value, "created": created}, 201)
+
+    @app.get("/domains")
+    async def list_domains() -> Response:
+        domains = await ctx.store.list_domains()
+        return _json([{"value": d.value, "note": d.note, "added_at": d.added_at} for d in domains])
+
+    @app.delete("/domains/<path:value>")
+    async def delete_domain(value: str) -> Response:
+        try:
+            entry = normalise_entry(value)
+        except InvalidName as e:
+            raise _field("value", e) from None
+        async with mutation():
+            deleted = await ctx.store.delete_domain(entry)
+            if deleted:
+                ctx.index.discard(entry)
+        if not deleted:
+            return _error(404, f"no watch entry {entry!r}")
+        log.info("watch entry %s deleted", entry)
+        return _json({"deleted": 1})
+
+    # --- inventory --------------------------------------------------------------------------
+
+    @app.post("/certs")
+    async def add_cert() -> Response:
+        kind, data = await _body()
+        now = ctx.clock()
+        if kind == "pem":
+            source = request.args.get("source", "")[:200]
+            cert = _cert_from_pem(data.decode("utf-8", "replace"), source, now, field="body")
+        else:
+            try:
+                decoded = decode_json(data)
+            except MalformedMessage as e:
+                raise InvalidBody(
+                    "the body is not valid JSON", [("body", e.detail[:200])]
+                ) from None
+            body = structure(decoded, CertIn)
+            if len(body.source) > 200:
+                raise InputError(
+                    "invalid request body", [("source", "must be at most 200 characters")]
+                )
+            if body.pem is not None:
+                cert = _cert_from_pem(body.pem, body.source, now)
+                _check_pem_agrees(body, cert)
+            else:
+                cert = _cert_from_json(body, now)
+        async with mutation():
+            old = await ctx.store.upsert_cert(cert)
+            if old is not None:
+                ctx.inventory.remove_cert(old)
+            ctx.inventory.add_cert(cert)
+        log.info(
+            "inventory: %s %s (%s)",
+            "updated" if old else "added",
+            cert.fingerprint_sha1,
+            cert.source,
+        )
+        await ctx.alerter.reconcile()
+        return _json(_cert_json(cert), 201)
+
+    @app.get("/certs")
+    async def list_certs() -> Response:
+        limit = _query_number("limit", 100, 1, 1000, integer=True)
+        offset = _query_number("offset", 0, 0, MAX_OFFSET, integer=True)
+        certs = await ctx.store.list_certs(limit, offset)
+        return _json([_cert_json(c) for c in certs])
+
+    @app.delete("/certs/<path:sha1>")
+    async def delete_cert(sha1: str) -> Response:
+        digest = fingerprint(sha1)
+        if digest is None:
+            raise InputError("invalid path", [("sha1", "must be 40 hex digits (colons optional)")])
+        async with mutation():
+            old = await ctx.store.delete_cert(digest)
+            if old is not None:
+                ctx.inventory.remove_cert(old)
+        if old is None:
+            return _error(404, f"no certificate {digest}")
+        log.info("inventory: deleted %s", digest)
+        return _json({"deleted": 1})
+
+    # --- registered keys --------------------------------------------------------------------
+
+    @app.post("/keys")
+    async def add_key() -> Response:
+        body = structure(await _json_body(), KeyIn)
+        problems: list[tuple[str, str]] = []
+        spki: str | None = None
+        if (body.spki_sha256 is None) == (body.pem is None):
+            problems.append(("spki_sha256", "give exactly one of spki_sha256 and pem"))
+        elif body.pem is not None:
+            try:
+                spki = spki_sha256_from_pem(body.pem)
+            except InvalidCertificate as e:
+                problems.extend(_field("pem", e).problems)
+        else:
+            spki = fingerprint(body.spki_sha256 or "", length=64)
+            if spki is None:
+                problems.append(("spki_sha256", "must be 64 hex digits (SHA-256 of the DER SPKI)"))
+        names: list[str] = []
+        try:
+            names = _names("names", body.names, wildcards=True)
+        except InputError as e:
+            problems.extend(e.problems)
+        if len(body.note) > 1000:
+            problems.append(("note", "must be at most 1000 characters"))
+        if problems:
+            raise InputError("invalid request body", problems)
+        assert spki is not None
+        key = KnownKey(spki_sha256=spki, names=tuple(names), note=body.note, added_at=ctx.clock())
+        async with mutation():
+            created = await ctx.store.upsert_key(key)
+            ctx.inventory.remove_key(spki)
+            ctx.inventory.add_key(key)
+        log.info("key %s registered for %s", spki, ",".join(names))
+        await ctx.alerter.reconcile()
+        return _json({**_key_json(key), "created": created}, 201)
+
+    @app.get("/keys")
+    async def list_keys() -> Response:
+        return _json([_key_json(k) for k in await ctx.store.list_keys()])
+
+    @app.delete("/keys/<path:spki>")
+    async def delete_key(spki: str) -> Response:
+        digest = fingerprint(spki, length=64)
+        if digest is None:
+            raise InputError("invalid path", [("spki_sha256", "must be 64 hex digits")])
+        async with mutation():
+            deleted = await ctx.store.delete_key(digest)
+            if deleted:
+                ctx.inventory.remove_key(digest)
+        if not deleted:
+            return _error(404, f"no key {digest}")
+        return _json({"deleted": 1})
+
+    # --- alerts -----------------------------------------------------------------------------
+
+    @app.get("/alerts")
+    async def list_alerts() -> Response:
+        since = _query_number("since", None, 0, MAX_EPOCH, integer=False)
+        limit = _query_number("limit", 100, 1, 1000, integer=True)
+        severity = _query_choice("severity", SEVERITIES)
+        status = _query_choice("status", STATUSES)
+        delivered = _query_choice("delivered", ("true", "false"))
+        alerts = await ctx.store.list_alerts(
+            since=since,
+            limit=limit,
+            severity=severity,
+            status=status,
+            delivered=None if delivered is None else delivered == "true",
+        )
+        return _json([_alert_json(a) for a in alerts])
+
+    @app.post("/alerts/<int:alert_id>/retry")
+    async def retry_alert(alert_id: int) -> Response:
+        if ctx.sender is None:
+            return _error(409, "observer mode: no WEBHOOK_URL is set, nothing is sent")
+        async with mutation():
+            count = await ctx.store.requeue(alert_id, ctx.clock())
+        if not count:
+            return _error(404, f"no alert {alert_id} that can be re-queued")
+        ctx.sender.wake()
+        return _json({"requeued": count})
+
+    @app.post("/alerts/retry-failed")
+    async def retry_failed() -> Response:
+        if ctx.sender is None:
+            return _error(409, "observer mode: no WEBHOOK_URL is set, nothing is sent")
+        async with mutation():
+            count = await ctx.store.requeue(None, ctx.clock())
+        ctx.sender.wake()
+        return _json({"requeued": count})
+
+    return app

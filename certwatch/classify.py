@@ -1,0 +1,251 @@
+"""Recognising the organisation's own certificates. Pure logic, no I/O.
+
+The inventory (certificates the load balancers pushed) and the registered keys live here
+in memory, indexed by every kind of evidence that can recognise a certificate seen in CT.
+The hot path asks :meth:`Inventory.recognise` and never waits on SQLite.
+
+Evidence, strongest first:
+
+``fingerprint``
+    The SHA-1/SHA-256 of the very certificate the LB deployed. Exact, but only final
+    certificates carry it, and few final certificates are ever logged.
+``tbs``
+    The hash of the TBS certificate without the CT poison / SCT list: the same value for a
+    precert and its final certificate. Exact; needs the DER (full stream, RFC 6962 logs).
+``issuance``
+    (authority key identifier, serial) from a PEM push. A CA never reuses a serial under
+    one key, so this is one issuance; works on every stream and tiled logs.
+``key``
+    A public key registered in advance, and every name on the certificate in its list.
+    Strong (whoever has the certificate has our key) but needs the DER to see the key.
+``serial_and_names``
+    For rows pushed as JSON without the PEM: the same serial with the same set of names.
+    Serials carry at least 64 random bits (CA/B Forum BR 7.1), so a collision across CAs
+    is not practical, but nothing binds the row to a CA: the weakest kind.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+
+import attrs
+
+from certwatch.certificates import parse_certificate
+from certwatch.domains import normalise_names, normalise_san
+from certwatch.errors import InvalidCertificate
+from certwatch.identity import CertFacts, serial_number
+from certwatch.messages import UpdateDetails
+
+__all__ = [
+    "Evidence",
+    "Inventory",
+    "InventoryCert",
+    "KnownKey",
+    "Recognition",
+    "facts_from_update",
+]
+
+
+class Evidence(enum.StrEnum):
+    FINGERPRINT = "fingerprint"
+    TBS = "tbs"
+    ISSUANCE = "issuance"
+    KEY = "key"
+    SERIAL_AND_NAMES = "serial_and_names"
+
+
+@attrs.frozen
+class Recognition:
+    """Why a certificate counts as the organisation's own."""
+
+    evidence: Evidence
+    source: str
+    """The inventory row's ``source`` or the registered key's note."""
+    reference: str
+    """The inventory row's SHA-1 fingerprint, or the key's SPKI SHA-256."""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"evidence": self.evidence.value, "source": self.source, "ref": self.reference}
+
+
+@attrs.frozen
+class InventoryCert:
+    """One certificate an LB obtained (a row of ``certs``)."""
+
+    fingerprint_sha1: str
+    sans: tuple[str, ...]
+    not_before: int
+    not_after: int
+    serial: str | None = None
+    source: str = ""
+    added_at: float = 0.0
+    fingerprint_sha256: str | None = None
+    authority_key_id: str | None = None
+    tbs_sha256: str | None = None
+    spki_sha256: str | None = None
+    issuer: str | None = None
+
+    def matchable_by(self) -> list[str]:
+        """The kinds of evidence this row can provide (shown by ``GET /certs``)."""
+        kinds = [Evidence.FINGERPRINT]
+        if self.tbs_sha256:
+            kinds.append(Evidence.TBS)
+        if self.authority_key_id and self.serial:
+            kinds.append(Evidence.ISSUANCE)
+        if self.serial:
+            kinds.append(Evidence.SERIAL_AND_NAMES)
+        return [k.value for k in kinds]
+
+    def name_set(self) -> frozenset[str]:
+        return normalise_names(self.sans)
+
+
+@attrs.frozen
+class KnownKey:
+    """A public key registered in advance, with the names it may be used for."""
+
+    spki_sha256: str
+    names: tuple[str, ...]
+    note: str = ""
+    added_at: float = 0.0
+
+    def name_set(self) -> frozenset[str]:
+        return normalise_names(self.names)
+
+
+def facts_from_update(update: UpdateDetails) -> CertFacts:
+    """The identifying facts of a matched certificate from the feed.
+
+    With the DER present, the facts come from the certificate itself (exact key identifier,
+    serial, TBS hash, public key); otherwise from the message's own fields.
+    """
+    cn = normalise_san(update.subject_cn) if update.subject_cn else None
+    names = normalise_names(update.names)
+    if update.der is not None:
+        try:
+            info = parse_certificate(update.der)
+        except InvalidCertificate:
+            pass
+        else:
+            return CertFacts(
+                names=names,
+                subject_cn=cn,
+                # The feed's own fingerprint is kept: a DER-derived one is the same or better.
+                sha1=update.sha1 or info.sha1,
+                sha256=update.sha256 or info.sha256,
+                authority_key_id=info.authority_key_id or update.authority_key_id,
+                serial=info.serial,
+                issuer=update.issuer or info.issuer,
+                tbs_sha256=info.tbs_sha256,
+                spki_sha256=info.spki_sha256,
+            )
+    return CertFacts(
+        names=names,
+        subject_cn=cn,
+        sha1=update.sha1,
+        sha256=update.sha256,
+        authority_key_id=update.authority_key_id,
+        serial=serial_number(update.serial) if update.serial else None,
+        issuer=update.issuer,
+    )
+
+
+class Inventory:
+    """The inventory and the registered keys, indexed by evidence."""
+
+    __slots__ = ("_by_issuance", "_by_serial", "_by_sha1", "_by_sha256", "_by_tbs", "_keys")
+
+    def __init__(self, certs: Iterable[InventoryCert] = (), keys: Iterable[KnownKey] = ()) -> None:
+        self._by_sha1: dict[str, str] = {}
+        """SHA-1 -> source; the one entry per row (its length is the row count)."""
+        self._by_sha256: dict[str, str] = {}
+        self._by_tbs: dict[str, str] = {}
+        self._by_issuance: dict[tuple[str, int], str] = {}
+        self._by_serial: dict[int, dict[frozenset[str], str]] = {}
+        self._keys: dict[str, tuple[frozenset[str], str]] = {}
+        for cert in certs:
+            self.add_cert(cert)
+        for key in keys:
+            self.add_key(key)
+
+    def __len__(self) -> int:
+        return len(self._by_sha1)
+
+    @property
+    def key_count(self) -> int:
+        return len(self._keys)
+
+    def add_cert(self, cert: InventoryCert) -> None:
+        """Index a row. To replace a row, :meth:`remove_cert` the old one first."""
+        sha1 = cert.fingerprint_sha1
+        self._by_sha1[sha1] = cert.source
+        if cert.fingerprint_sha256:
+            self._by_sha256[cert.fingerprint_sha256] = sha1
+        if cert.tbs_sha256:
+            self._by_tbs[cert.tbs_sha256] = sha1
+        serial = serial_number(cert.serial) if cert.serial else None
+        if serial is not None:
+            if cert.authority_key_id:
+                self._by_issuance[(cert.authority_key_id, serial)] = sha1
+            self._by_serial.setdefault(serial, {})[cert.name_set()] = sha1
+
+    def remove_cert(self, cert: InventoryCert) -> None:
+        """Forget a row (as stored: the index keys are recomputed from it)."""
+        sha1 = cert.fingerprint_sha1
+        if self._by_sha1.pop(sha1, None) is None:
+            return
+        if cert.fingerprint_sha256 and self._by_sha256.get(cert.fingerprint_sha256) == sha1:
+            del self._by_sha256[cert.fingerprint_sha256]
+        if cert.tbs_sha256 and self._by_tbs.get(cert.tbs_sha256) == sha1:
+            del self._by_tbs[cert.tbs_sha256]
+        serial = serial_number(cert.serial) if cert.serial else None
+        if serial is None:
+            return
+        if cert.authority_key_id:
+            issuance = (cert.authority_key_id, serial)
+            if self._by_issuance.get(issuance) == sha1:
+                del self._by_issuance[issuance]
+        by_names = self._by_serial.get(serial, {})
+        names = cert.name_set()
+        if by_names.get(names) == sha1:
+            del by_names[names]
+        if not by_names:
+            self._by_serial.pop(serial, None)
+
+    def add_key(self, key: KnownKey) -> None:
+        self._keys[key.spki_sha256] = (key.name_set(), key.note)
+
+    def remove_key(self, spki_sha256: str) -> None:
+        self._keys.pop(spki_sha256, None)
+
+    def recognise(self, facts: CertFacts) -> Recognition | None:
+        """The strongest evidence that this certificate is the organisation's own."""
+        sha1 = None
+        if facts.sha1 and facts.sha1 in self._by_sha1:
+            sha1 = facts.sha1
+        elif facts.sha256 and facts.sha256 in self._by_sha256:
+            sha1 = self._by_sha256[facts.sha256]
+        if sha1 is not None:
+            return self._from_row(Evidence.FINGERPRINT, sha1)
+        if facts.tbs_sha256 and facts.tbs_sha256 in self._by_tbs:
+            return self._from_row(Evidence.TBS, self._by_tbs[facts.tbs_sha256])
+        if facts.serial is not None and facts.authority_key_id:
+            sha1 = self._by_issuance.get((facts.authority_key_id, facts.serial))
+            if sha1 is not None:
+                return self._from_row(Evidence.ISSUANCE, sha1)
+        if facts.spki_sha256 and facts.spki_sha256 in self._keys:
+            allowed, note = self._keys[facts.spki_sha256]
+            if facts.names and facts.names <= allowed:
+                return Recognition(Evidence.KEY, note, facts.spki_sha256)
+        if facts.serial is not None:
+            by_names = self._by_serial.get(facts.serial)
+            if by_names:
+                for names in facts.name_sets():
+                    sha1 = by_names.get(names)
+                    if sha1 is not None:
+                        return self._from_row(Evidence.SERIAL_AND_NAMES, sha1)
+        return None
+
+    def _from_row(self, evidence: Evidence, sha1: str) -> Recognition:
+        return Recognition(evidence, self._by_sha1[sha1], sha1)

@@ -1,0 +1,94 @@
+"""The ``certwatch`` command: run the service.
+
+Exit status: 0 after a clean shutdown (SIGINT/SIGTERM), 2 for a bad environment variable
+(one line on stderr naming it), 1 when the database cannot be used or a task crashed (the
+traceback is logged: a half-alive process is worse than a restarted one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import trio
+
+from certwatch import __version__
+from certwatch.errors import ConfigError, StoreError
+from certwatch.service import serve
+from certwatch.settings import Settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("certwatch")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every request URL at INFO; a webhook URL can carry a secret path.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+async def _run_until_signal(settings: Settings) -> None:
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    if not shutdown.is_set():
+                        log.info("received %s", signal.Signals(signum).name)
+                        shutdown.set()
+                    else:
+                        log.warning("second signal: stopping without waiting")
+                        nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_signals)
+        await serve(settings, shutdown)
+        nursery.cancel_scope.cancel()
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for sub in error.exceptions for leaf in _leaves(sub)]
+    return [error]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="certwatch",
+        description="Watch Certificate Transparency for certificates your LBs did not obtain. "
+        "Configured by environment variables (see the README).",
+    )
+    parser.add_argument("--version", action="version", version=f"certwatch {__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as e:
+        print(f"certwatch: {e}", file=sys.stderr)
+        sys.exit(2)
+    _configure_logging(settings.log_level)
+    try:
+        trio.run(_run_until_signal, settings)
+    except BaseException as e:  # the process boundary: report, then exit
+        leaves = _leaves(e)
+        if all(isinstance(leaf, StoreError) for leaf in leaves):
+            print(f"certwatch: {leaves[0]}", file=sys.stderr)
+        elif all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            sys.exit(130)
+        else:
+            log.critical("certwatch crashed", exc_info=e)
+        sys.exit(1)
+    sys.exit(0)

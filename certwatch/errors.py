@@ -1,0 +1,104 @@
+"""Every error certwatch raises on purpose.
+
+    CertwatchError
+    ├── ConfigError             an environment variable is missing or invalid (exit status 2)
+    ├── InputError              a request or record fails validation (HTTP 4xx)
+    │   ├── InvalidName         not a usable hostname or watch entry
+    │   ├── InvalidCertificate  a PEM, DER, CSR or public key that does not parse
+    │   └── InvalidBody         a body that is not JSON, too deep, or of the wrong shape
+    ├── MalformedMessage        a feed message that is counted and skipped
+    └── StoreError              the SQLite database cannot be used
+        └── StoreUnavailable    a transient fault (locked, read-only, disk full): HTTP 503
+
+Each carries what the caller needs to report it: the variable, the field, the reason.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CertwatchError",
+    "ConfigError",
+    "FieldProblem",
+    "InputError",
+    "InvalidBody",
+    "InvalidCertificate",
+    "InvalidName",
+    "MalformedMessage",
+    "StoreError",
+    "StoreUnavailable",
+]
+
+FieldProblem = tuple[str, str]
+"""A validation finding: (field path such as ``sans[2]``, what is wrong with it)."""
+
+
+class CertwatchError(Exception):
+    """Base class of every error certwatch raises on purpose."""
+
+
+class ConfigError(CertwatchError):
+    """An environment variable is missing or does not parse."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+class InputError(CertwatchError):
+    """Input from a client or operator that fails validation.
+
+    ``problems`` lists every offending field; ``status`` is the HTTP status to answer.
+    """
+
+    status: int = 422
+
+    def __init__(self, message: str, problems: list[FieldProblem] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems: list[FieldProblem] = problems or []
+
+    def in_field(self, field: str) -> InputError:
+        """Return a copy whose problems are reported under ``field``."""
+        problems = self.problems or [("", self.message)]
+        located = [(_join(field, sub), problem) for sub, problem in problems]
+        error = type(self)(self.message, located)
+        error.status = self.status
+        return error
+
+
+def _join(field: str, sub: str) -> str:
+    if not sub:
+        return field
+    return f"{field}{sub}" if sub.startswith("[") else f"{field}.{sub}"
+
+
+class InvalidName(InputError):
+    """A name that is not a hostname, or not a usable watch entry."""
+
+
+class InvalidCertificate(InputError):
+    """A certificate, CSR or public key that does not parse."""
+
+
+class InvalidBody(InputError):
+    """A request body that is not a JSON object of the expected shape."""
+
+    status = 400
+
+
+class MalformedMessage(CertwatchError):
+    """A feed message that cannot be used; ``reason`` is a bounded metric label."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class StoreError(CertwatchError):
+    """The database cannot be opened or used."""
+
+
+class StoreUnavailable(StoreError):
+    """A transient database fault; the operation changed nothing and may be retried."""

@@ -1,0 +1,260 @@
+"""The certstream consumer: one WebSocket, kept alive, read by a task that only reads.
+
+The reader hands each frame to a bounded memory channel and goes straight back to the
+socket; parsing and matching happen in the pipeline task. trio-websocket stops answering
+pings while its own queue is full, so a reader that did any work would get the connection
+dropped by the server. If the pipeline ever falls behind and the channel is full, the
+frame is dropped and counted (``certwatch_ct_dropped_total``) instead of stalling the
+socket.
+
+Every connection gets a keepalive task: a ping every ``ping_interval_s`` whose pong must
+arrive within ``ping_timeout_s``, and a check that some message arrived within
+``idle_timeout_s``. Failures reconnect forever with capped, jittered exponential backoff,
+reset once a connection has delivered messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import NoReturn
+
+import attrs
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
+
+from certwatch.metrics import Metrics
+from certwatch.settings import Timing
+
+__all__ = [
+    "MAX_MESSAGE_SIZE",
+    "NEW_CONNECTION",
+    "Backoff",
+    "Connector",
+    "FeedConsumer",
+    "FeedItem",
+    "FeedStatistics",
+]
+
+log = logging.getLogger("certwatch.feed")
+
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+"""Certificates with thousands of SANs make multi-megabyte messages; the default is 1 MiB."""
+LIBRARY_QUEUE = 16
+
+
+class NewConnection:
+    """Marker put on the channel when a connection opens: per-log index tracking restarts."""
+
+
+NEW_CONNECTION = NewConnection()
+FeedItem = str | bytes | NewConnection
+Connector = Callable[[str], AbstractAsyncContextManager[WebSocketConnection]]
+
+
+def _open(url: str, timing: Timing) -> AbstractAsyncContextManager[WebSocketConnection]:
+    return open_websocket_url(
+        url,
+        max_message_size=MAX_MESSAGE_SIZE,
+        message_queue_size=LIBRARY_QUEUE,
+        receive_buffer_size=None,
+        connect_timeout=timing.connect_timeout_s,
+        disconnect_timeout=timing.disconnect_timeout_s,
+    )
+
+
+@attrs.define
+class Backoff:
+    """Capped exponential backoff with jitter: ``initial * 2**n``, drawn from its upper half."""
+
+    initial: float
+    cap: float
+    rng: Callable[[], float] = random.random
+    attempts: int = 0
+
+    def next(self) -> float:
+        ceiling = min(self.cap, self.initial * 2.0**self.attempts)
+        self.attempts = min(self.attempts + 1, 62)
+        return ceiling / 2 + self.rng() * ceiling / 2
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+@attrs.frozen
+class FeedStatistics:
+    """A snapshot of the consumer's state (for ``/healthz``)."""
+
+    url: str
+    connected: bool
+    connections: int
+    reconnects: int
+    messages: int
+    dropped: int
+    disconnected_seconds: float
+    last_error: str | None
+
+
+class FeedConsumer:
+    """Connects to certstream and puts every frame on a channel."""
+
+    def __init__(
+        self,
+        url: str,
+        timing: Timing,
+        metrics: Metrics,
+        *,
+        connect: Connector | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.url = url
+        self._timing = timing
+        self._metrics = metrics
+        self._connect: Connector = connect or (lambda u: _open(u, timing))
+        self._backoff = Backoff(timing.backoff_initial_s, timing.backoff_max_s, rng)
+        self.connected = False
+        self._connections = 0
+        self._reconnects = 0
+        self._messages = 0
+        self._dropped = 0
+        self._last_rx = 0.0
+        self._last_error: str | None = None
+        self._disconnected_total = 0.0
+        self._disconnected_since: float | None = time.monotonic()
+        metrics.mirror(metrics.ws_connected, lambda: float(self.connected))
+        metrics.mirror(metrics.ws_disconnected_seconds, self.disconnected_seconds)
+
+    def disconnected_seconds(self) -> float:
+        total = self._disconnected_total
+        if self._disconnected_since is not None:
+            total += time.monotonic() - self._disconnected_since
+        return total
+
+    def statistics(self) -> FeedStatistics:
+        return FeedStatistics(
+            url=self.url,
+            connected=self.connected,
+            connections=self._connections,
+            reconnects=self._reconnects,
+            messages=self._messages,
+            dropped=self._dropped,
+            disconnected_seconds=round(self.disconnected_seconds(), 3),
+            last_error=self._last_error,
+        )
+
+    async def run(self, send: trio.MemorySendChannel[FeedItem]) -> NoReturn:
+        """Consume the feed forever. Only a bug escapes from here."""
+        while True:
+            delivered = await self._connect_once(send)
+            if delivered:
+                self._backoff.reset()
+            delay = self._backoff.next()
+            log.warning("feed %s: %s; reconnecting in %.1f s", self.url, self._last_error, delay)
+            await trio.sleep(delay)
+
+    async def _connect_once(self, send: trio.MemorySendChannel[FeedItem]) -> bool:
+        """One connection, from connect to close; ``True`` when it delivered messages."""
+        received_before = self._messages
+        ended: str | None = None
+        try:
+            async with self._connect(self.url) as ws:
+                self._set_connected(connected=True)
+                self._connections += 1
+                log.info("feed %s: connected", self.url)
+                await send.send(NEW_CONNECTION)
+                ended = await self._session(ws, send)
+        except HandshakeError as e:
+            # After a session, this is the close handshake timing out: the session's reason
+            # is the one that matters.
+            ended = ended or f"connect failed: {_describe(e)}"
+        except ConnectionClosed as e:
+            ended = ended or f"connection closed: {_describe(e)}"
+        except (OSError, trio.BrokenResourceError) as e:
+            ended = ended or f"network error: {_describe(e)}"
+        finally:
+            self._set_connected(connected=False)
+        self._last_error = ended
+        self._reconnects += 1
+        self._metrics.ws_reconnects.inc()
+        return self._messages > received_before
+
+    def _set_connected(self, *, connected: bool) -> None:
+        if connected == self.connected:
+            return
+        self.connected = connected
+        now = time.monotonic()
+        if connected and self._disconnected_since is not None:
+            self._disconnected_total += now - self._disconnected_since
+            self._disconnected_since = None
+        elif not connected:
+            self._disconnected_since = now
+
+    async def _session(
+        self, ws: WebSocketConnection, send: trio.MemorySendChannel[FeedItem]
+    ) -> str:
+        """Read until the connection ends; return why it ended."""
+        self._last_rx = trio.current_time()
+        ended = ["connection closed"]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._keepalive, ws, nursery.cancel_scope, ended)
+            await self._read(ws, send, ended)
+            nursery.cancel_scope.cancel()
+        return ended[0]
+
+    async def _read(
+        self, ws: WebSocketConnection, send: trio.MemorySendChannel[FeedItem], ended: list[str]
+    ) -> None:
+        get_message = ws.get_message
+        send_nowait = send.send_nowait
+        try:
+            while True:
+                message = await get_message()
+                self._messages += 1
+                self._last_rx = trio.current_time()
+                try:
+                    send_nowait(message)
+                except trio.WouldBlock:
+                    self._dropped += 1
+                    self._metrics.ct_dropped.inc()
+        except ConnectionClosed as e:
+            ended[0] = f"closed by peer: {_describe(e)}"
+
+    async def _keepalive(
+        self, ws: WebSocketConnection, scope: trio.CancelScope, ended: list[str]
+    ) -> None:
+        timing = self._timing
+        while True:
+            await trio.sleep(timing.ping_interval_s)
+            silent = trio.current_time() - self._last_rx
+            if silent > timing.idle_timeout_s:
+                ended[0] = f"no message for {silent:.0f} s"
+                break
+            try:
+                with trio.move_on_after(timing.ping_timeout_s):
+                    await ws.ping()
+                    continue
+            except ConnectionClosed as e:
+                ended[0] = f"closed by peer: {_describe(e)}"
+                break
+            ended[0] = f"no pong within {timing.ping_timeout_s:g} s"
+            break
+        scope.cancel()
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, ConnectionClosed) and e.reason is not None:
+        reason = e.reason
+        return f"code {reason.code} ({reason.name}){': ' + reason.reason if reason.reason else ''}"
+    cause = e.__cause__ or e.__context__
+    text = str(e) or type(e).__name__
+    if cause is not None and not str(e):
+        text = f"{type(e).__name__}: {cause}"
+    return text

@@ -1,0 +1,156 @@
+"""Every Prometheus metric certwatch exports, on one registry per service instance.
+
+Names, types and labels of the contract's metrics are fixed. Labels stay bounded: never a
+domain, a fingerprint or a client; the ``log`` label is bounded by the number of CT logs.
+Gauges that mirror in-memory state read it at scrape time (``set_function``), so they are
+right at every moment without hot-path updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from certwatch.messages import KNOWN_TYPES, SKIP_REASONS
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+MESSAGE_TYPES = (*KNOWN_TYPES, "unknown", "malformed")
+SEVERITIES = ("info", "suspicious")
+RESULTS = ("success", "failure")
+# Webhook round trips: a receiver on the LAN answers in milliseconds, n8n in the cloud in
+# a second; the per-attempt timeout defaults to 10 s.
+_WEBHOOK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+# ``*_created`` series double the exposition and nothing here alerts on them.
+disable_created_metrics()
+
+
+class Metrics:
+    """The registry and its metrics. One instance per running service."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        # --- the contract -----------------------------------------------------------------
+        self.ct_messages = Counter(
+            "certwatch_ct_messages",
+            "Feed messages received, by message_type (unknown: an unrecognised type; "
+            "malformed: not a usable message).",
+            ["type"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            "certwatch_alerts", "Alerts decided, by severity.", ["severity"], registry=r
+        )
+        self.webhook = Counter(
+            "certwatch_webhook", "Webhook delivery attempts, by result.", ["result"], registry=r
+        )
+        self.webhook_duration = Histogram(
+            "certwatch_webhook_duration_seconds",
+            "Duration of webhook delivery attempts.",
+            buckets=_WEBHOOK_BUCKETS,
+            registry=r,
+        )
+        self.known_fingerprints = Gauge(
+            "certwatch_known_fingerprints", "Certificates in the inventory.", registry=r
+        )
+        self.watch_entries = Gauge("certwatch_watch_entries", "Watched domains.", registry=r)
+        self.last_ct_event = Gauge(
+            "certwatch_last_ct_event_timestamp_seconds",
+            "Wall-clock time of the last certificate_update received from the feed.",
+            registry=r,
+        )
+        self.ws_connected = Gauge(
+            "certwatch_ws_connected", "1 while connected to the feed, else 0.", registry=r
+        )
+        self.dedupe_cache_size = Gauge(
+            "certwatch_dedupe_cache_size",
+            "Issuances remembered in memory to suppress duplicate alerts.",
+            registry=r,
+        )
+        # --- additions ----------------------------------------------------------------------
+        self.ct_skipped = Counter(
+            "certwatch_ct_skipped",
+            "Feed messages skipped as malformed or of an unknown type, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.ct_dropped = Counter(
+            "certwatch_ct_dropped",
+            "Feed messages dropped by certwatch itself because processing fell behind.",
+            registry=r,
+        )
+        self.ct_missed_entries = Counter(
+            "certwatch_ct_missed_entries",
+            "Log entries the feed skipped (cert_index jumps within one connection), by log.",
+            ["log"],
+            registry=r,
+        )
+        self.ws_reconnects = Counter(
+            "certwatch_ws_reconnects",
+            "Feed connections lost or attempts that failed.",
+            registry=r,
+        )
+        self.ws_disconnected_seconds = Gauge(
+            "certwatch_ws_disconnected_seconds",
+            "Total time not connected to the feed since start.",
+            registry=r,
+        )
+        self.feed_queue_depth = Gauge(
+            "certwatch_feed_queue_depth",
+            "Messages received but not yet processed.",
+            registry=r,
+        )
+        self.alerts_held = Gauge(
+            "certwatch_alerts_held",
+            "Unrecognised matched certificates inside SUSPICIOUS_GRACE_S.",
+            registry=r,
+        )
+        self.alerts_resolved = Counter(
+            "certwatch_alerts_resolved",
+            "Suspicious alerts later resolved by a registration (follow-up events).",
+            registry=r,
+        )
+        self.known_keys = Gauge(
+            "certwatch_known_keys", "Public keys registered in advance.", registry=r
+        )
+        self.outbox_pending = Gauge(
+            "certwatch_outbox_pending", "Alerts waiting for webhook delivery.", registry=r
+        )
+        self.outbox_failed = Gauge(
+            "certwatch_outbox_failed",
+            "Alerts whose delivery gave up after the retry period.",
+            registry=r,
+        )
+        self.outbox_oldest_pending_age = Gauge(
+            "certwatch_outbox_oldest_pending_age_seconds",
+            "Age of the oldest alert waiting for delivery (0 when none).",
+            registry=r,
+        )
+        for message_type in MESSAGE_TYPES:
+            self.ct_messages.labels(message_type)
+        for reason in SKIP_REASONS:
+            self.ct_skipped.labels(reason)
+        for severity in SEVERITIES:
+            self.alerts.labels(severity)
+        for result in RESULTS:
+            self.webhook.labels(result)
+
+    @staticmethod
+    def mirror(gauge: Gauge, read: Callable[[], float]) -> None:
+        """Make ``gauge`` read its value from ``read`` at every scrape."""
+        gauge.set_function(read)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,138 @@
+"""The processing task: frames from the feed channel to matches for the alerter.
+
+Per frame: peek (decode only names, log and index), count, account coverage, match. Only a
+match decodes the whole message and awaits the alerter (which stores the alert).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import NoReturn
+
+import trio
+
+from certwatch.alerter import Alerter
+from certwatch.domains import Match, WatchIndex
+from certwatch.errors import MalformedMessage
+from certwatch.feed import FeedItem, NewConnection
+from certwatch.messages import UNKNOWN_TYPE, Other, UpdateDetails, peek, read_update
+from certwatch.metrics import Metrics
+
+__all__ = ["MAX_TRACKED_LOGS", "Coverage", "Pipeline"]
+
+log = logging.getLogger("certwatch.pipeline")
+
+MAX_TRACKED_LOGS = 512
+"""Bound on the ``log`` label: there are a few dozen CT logs; a hostile feed gets "other"."""
+
+
+class Coverage:
+    """Entries the feed skipped, from ``cert_index`` jumps per log within one connection.
+
+    certstream-server-go reads each log in order, so within a connection the index of a log
+    rises by exactly one per entry; a jump of ``n`` means ``n - 1`` entries were lost
+    (server-side overflow or parse failures). A new connection starts afresh: what was
+    missed while disconnected is counted as disconnected time, not here.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._last: dict[str, int] = {}
+        self._labels: set[str] = set()
+        self.missed = 0
+
+    def reset(self) -> None:
+        self._last.clear()
+
+    def observe(self, log_url: str, index: int | None) -> None:
+        if index is None:
+            return
+        last = self._last.get(log_url)
+        if last is not None:
+            if index <= last:
+                return  # a repeat or an out-of-order entry: nothing was skipped
+            gap = index - last - 1
+            if gap:
+                self.missed += gap
+                label = log_url if log_url in self._labels else self._label(log_url)
+                self._metrics.ct_missed_entries.labels(label).inc(gap)
+        self._last[log_url] = index
+
+    def _label(self, log_url: str) -> str:
+        if len(self._labels) < MAX_TRACKED_LOGS:
+            self._labels.add(log_url)
+            return log_url
+        return "other"
+
+
+class Pipeline:
+    """Consumes the feed channel; hands matches to the alerter."""
+
+    def __init__(
+        self,
+        index: WatchIndex,
+        alerter: Alerter,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._index = index
+        self._alerter = alerter
+        self._metrics = metrics
+        self._clock = clock
+        self.coverage = Coverage(metrics)
+        self.last_event_at: float | None = None
+        self.processed = 0
+        self.matched = 0
+        self._by_type = {t: metrics.ct_messages.labels(t) for t in ("heartbeat", "dns_entries")}
+        self._updates = metrics.ct_messages.labels("certificate_update")
+        metrics.mirror(metrics.last_ct_event, lambda: self.last_event_at or 0.0)
+
+    async def run(self, receive: trio.MemoryReceiveChannel[FeedItem]) -> NoReturn:
+        metrics = self._metrics
+        metrics.mirror(metrics.feed_queue_depth, lambda: receive.statistics().current_buffer_used)
+        async for item in receive:
+            if isinstance(item, NewConnection):
+                self.coverage.reset()
+                continue
+            hit = self.process(item)
+            if hit is not None:
+                await self._alerter.on_match(*hit)
+        raise AssertionError("the feed channel closed")  # pragma: no cover
+
+    def process(self, raw: str | bytes) -> tuple[UpdateDetails, Match] | None:
+        """Count, account and match one frame; the details of a match, else ``None``."""
+        self.processed += 1
+        try:
+            message = peek(raw)
+        except MalformedMessage as e:
+            self._skip(e)
+            return None
+        if isinstance(message, Other):
+            self._by_type[message.message_type].inc()
+            return None
+        self._updates.inc()
+        self.last_event_at = self._clock()
+        data = message.data
+        self.coverage.observe(data.source.url, data.cert_index)
+        match = self._index.match(data.leaf_cert.all_domains)
+        if match is None:
+            return None
+        self.matched += 1
+        try:
+            details = read_update(raw)
+        except MalformedMessage as e:
+            log.warning("a matching certificate_update could not be read: %s", e)
+            self._skip(e, counted=True)
+            return None
+        return details, match
+
+    def _skip(self, error: MalformedMessage, *, counted: bool = False) -> None:
+        """Count a skipped message (``counted``: already counted under its type)."""
+        if not counted:
+            kind = "unknown" if error.reason == UNKNOWN_TYPE else "malformed"
+            self._metrics.ct_messages.labels(kind).inc()
+        self._metrics.ct_skipped.labels(error.reason).inc()
+        log.debug("skipped a feed message: %s", error)

@@ -1,0 +1,151 @@
+"""The supervisor: one nursery, the tasks in it, and the channels between them.
+
+    certstream ──ws──> FeedConsumer ──frames (bounded)──> Pipeline ──matches──> Alerter
+                                                                                 │ stores
+    LBs, operators ──HTTP──> API (Hypercorn) ──changes──> index, inventory ──────┤ first
+                                                                                 v
+    Cleanup ticker ──prunes──> SQLite <──outbox rows── WebhookSender <──ids── decided alerts
+                                                            │
+                                                            └──HTTP──> n8n
+
+Shutdown: the signal sets ``shutdown``; Hypercorn stops accepting and lets requests in
+flight finish (``shutdown_grace_s``); then the nursery is cancelled. Undelivered alerts stay
+pending in the database for the next start. A crash of any task cancels the others and
+propagates, so the process exits non-zero and the container supervisor restarts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from certwatch.alerter import Alerter
+from certwatch.api import ApiContext, create_app
+from certwatch.classify import Inventory
+from certwatch.cleanup import Cleanup
+from certwatch.domains import WatchIndex
+from certwatch.feed import Connector, FeedConsumer, FeedItem
+from certwatch.metrics import Metrics
+from certwatch.pipeline import Pipeline
+from certwatch.settings import Settings
+from certwatch.store import Store
+from certwatch.webhook import WebhookSender
+
+__all__ = ["FEED_BUFFER", "serve"]
+
+log = logging.getLogger("certwatch")
+
+FEED_BUFFER = 4096
+"""Frames received but not processed (~1 s of a catch-up burst; ~30 MB at worst)."""
+OUTBOX_BUFFER = 256
+"""Decided alert ids on their way to the sender; overflow waits in the outbox table."""
+
+
+def _hypercorn_config(settings: Settings) -> HypercornConfig:
+    config = HypercornConfig()
+    host = f"[{settings.api_host}]" if ":" in settings.api_host else settings.api_host
+    config.bind = [f"{host}:{settings.api_port}"]
+    config.graceful_timeout = settings.timing.shutdown_grace_s
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.include_server_header = False
+    config.keep_alive_timeout = 5
+    config.read_timeout = 30
+    config.h11_max_incomplete_size = 16 * 1024
+    return config
+
+
+async def serve(
+    settings: Settings,
+    shutdown: trio.Event,
+    *,
+    connect: Connector | None = None,
+    clock: Callable[[], float] = time.time,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run certwatch until ``shutdown`` is set. Reports the API's bound addresses."""
+    store = await Store.open(settings.db_path)
+    try:
+        metrics = Metrics()
+        index = WatchIndex(d.value for d in await store.list_domains())
+        inventory = Inventory(await store.load_certs(), await store.list_keys())
+        metrics.mirror(metrics.watch_entries, lambda: len(index))
+        metrics.mirror(metrics.known_fingerprints, lambda: len(inventory))
+        metrics.mirror(metrics.known_keys, lambda: inventory.key_count)
+        lock = trio.Lock()  # serialises changes to the database and the in-memory views
+
+        feed_send, feed_receive = trio.open_memory_channel[FeedItem](FEED_BUFFER)
+        outbox_send, outbox_receive = trio.open_memory_channel[int](OUTBOX_BUFFER)
+        observer = settings.webhook_url is None
+        alerter = Alerter(
+            store, inventory, metrics,
+            grace_s=settings.suspicious_grace_s,
+            retention_s=settings.alert_retention_s,
+            observer=observer,
+            outbox=None if observer else outbox_send,
+            clock=clock,
+        )  # fmt: skip
+        await alerter.load()
+        feed = FeedConsumer(settings.certstream_url, settings.timing, metrics, connect=connect)
+        pipeline = Pipeline(index, alerter, metrics, clock=clock)
+        sender = None
+        if settings.webhook_url is not None:
+            sender = WebhookSender(
+                settings.webhook_url, store, metrics, settings.timing,
+                timeout_s=settings.webhook_timeout_s,
+                retry_period_s=settings.webhook_retry_period_s,
+                secret=settings.webhook_secret,
+                clock=clock,
+            )  # fmt: skip
+        cleanup = Cleanup(
+            store, inventory, alerter, lock,
+            interval_s=settings.cleanup_interval_s,
+            cert_grace_s=settings.cleanup_grace_s,
+            alert_retention_s=settings.alert_retention_s,
+            clock=clock,
+        )  # fmt: skip
+        app = create_app(ApiContext(
+            settings.api_token, store, index, inventory, alerter, feed, pipeline, metrics,
+            sender=sender, clock=clock, lock=lock,
+        ))  # fmt: skip
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(feed.run, feed_send)
+            nursery.start_soon(pipeline.run, feed_receive)
+            nursery.start_soon(alerter.run_holds)
+            nursery.start_soon(cleanup.run)
+            if sender is not None:
+                nursery.start_soon(sender.run, outbox_receive)
+            stop_api, api_stopped = trio.Event(), trio.Event()
+
+            async def run_api(task_status: trio.TaskStatus[list[str]]) -> None:
+                try:
+                    await hypercorn_serve(
+                        app, _hypercorn_config(settings),
+                        shutdown_trigger=stop_api.wait, task_status=task_status,
+                    )  # fmt: skip
+                finally:
+                    api_stopped.set()
+
+            binds = await nursery.start(run_api)
+            log.info(
+                "certwatch ready: API on %s, feed %s, %d watch entries, %d inventory certs, %s",
+                ", ".join(binds), settings.certstream_url, len(index), len(inventory),
+                "observer mode" if observer else "webhook enabled",
+            )  # fmt: skip
+            task_status.started(binds)
+
+            await shutdown.wait()
+            log.info("shutting down: letting requests in flight finish")
+            stop_api.set()
+            with trio.move_on_after(settings.timing.shutdown_grace_s + 1):
+                await api_stopped.wait()
+            nursery.cancel_scope.cancel()
+        log.info("stopped")
+    finally:
+        store.close()

@@ -1,0 +1,171 @@
+"""The one settings object, built once from the environment."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import attrs
+
+from certwatch.errors import ConfigError
+
+__all__ = ["Settings", "Timing"]
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Timing:
+    """Protocol timings that are not operator settings.
+
+    Production uses the defaults; tests shorten them (stamina's testing-mode idea) instead
+    of monkeypatching module constants.
+    """
+
+    ping_interval_s: float = 20.0
+    """Send a WebSocket ping this often (servers drop clients silent for 60 s)."""
+    ping_timeout_s: float = 10.0
+    """A ping without its pong after this long means the connection is dead."""
+    idle_timeout_s: float = 300.0
+    """No message at all for this long means the feed is stuck: reconnect."""
+    connect_timeout_s: float = 15.0
+    disconnect_timeout_s: float = 3.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    webhook_retry_delays_s: tuple[float, ...] = (1.0, 4.0)
+    """Waits between the contract's three quick attempts."""
+    outbox_poll_s: float = 5.0
+    """How often the webhook sender looks for due alerts in the outbox."""
+    shutdown_grace_s: float = 5.0
+    """How long in-flight HTTP requests may take to finish after SIGTERM."""
+
+
+@attrs.frozen
+class Settings:
+    """Everything an operator can set, validated. Build it with :meth:`from_env`."""
+
+    api_token: str = attrs.field(repr=False)
+    certstream_url: str = "ws://localhost:8080/full-stream"
+    db_path: Path = Path("certwatch.db")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8765
+    webhook_url: str | None = None
+    webhook_secret: str | None = attrs.field(default=None, repr=False)
+    webhook_timeout_s: float = 10.0
+    webhook_retry_period_s: float = 86400.0
+    cleanup_interval_s: float = 3600.0
+    cleanup_grace_s: float = 86400.0
+    alert_retention_s: float = 2592000.0
+    suspicious_grace_s: float = 60.0
+    log_level: str = "INFO"
+    timing: Timing = Timing()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every variable; raise :class:`ConfigError` on the first bad one.
+
+        An empty value means "unset" for every optional variable.
+        """
+        env = os.environ if environ is None else environ
+        token = env.get("API_TOKEN", "")
+        if not token.strip():
+            raise ConfigError("API_TOKEN", "required; set it to the bearer token clients use")
+
+        defaults = {f.name: f.default for f in attrs.fields(cls)}
+
+        def get(name: str, parse: Callable[[str, str], T]) -> T:
+            raw = env.get(name, "").strip()
+            return parse(name, raw) if raw else defaults[name.lower()]
+
+        return cls(
+            api_token=token,
+            certstream_url=get("CERTSTREAM_URL", _url("ws", "wss")),
+            db_path=get("DB_PATH", _path),
+            api_host=get("API_HOST", _host),
+            api_port=get("API_PORT", _port),
+            webhook_url=get("WEBHOOK_URL", _url("http", "https")),
+            webhook_secret=get("WEBHOOK_SECRET", _secret),
+            webhook_timeout_s=get("WEBHOOK_TIMEOUT_S", _seconds(positive=True)),
+            webhook_retry_period_s=get("WEBHOOK_RETRY_PERIOD_S", _seconds()),
+            cleanup_interval_s=get("CLEANUP_INTERVAL_S", _seconds(positive=True)),
+            cleanup_grace_s=get("CLEANUP_GRACE_S", _seconds()),
+            alert_retention_s=get("ALERT_RETENTION_S", _seconds(positive=True)),
+            suspicious_grace_s=get("SUSPICIOUS_GRACE_S", _seconds()),
+            log_level=get("LOG_LEVEL", _log_level),
+        )
+
+
+def _url(*schemes: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        try:
+            parts = urlsplit(raw)
+            port = parts.port
+        except ValueError as e:
+            raise ConfigError(name, f"not a valid URL ({e})") from None
+        if parts.scheme not in schemes:
+            wanted = " or ".join(f"{s}://" for s in schemes)
+            raise ConfigError(name, f"must start with {wanted}, got {raw!r}")
+        if not parts.hostname:
+            raise ConfigError(name, f"has no host: {raw!r}")
+        if port == 0:
+            raise ConfigError(name, f"port 0 is not a valid destination: {raw!r}")
+        return raw
+
+    return parse
+
+
+def _path(name: str, raw: str) -> Path:
+    if "\x00" in raw:
+        raise ConfigError(name, "contains a NUL byte")
+    return Path(raw)
+
+
+def _host(name: str, raw: str) -> str:
+    if any(c.isspace() for c in raw) or "/" in raw:
+        raise ConfigError(name, f"not a host name or address: {raw!r}")
+    return raw
+
+
+def _port(name: str, raw: str) -> int:
+    try:
+        port = int(raw, 10)
+    except ValueError:
+        raise ConfigError(name, f"must be a whole number from 0 to 65535, got {raw!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(name, f"must be from 0 to 65535, got {port}")
+    return port
+
+
+def _secret(name: str, raw: str) -> str:
+    if len(raw) < 16:
+        raise ConfigError(name, "must be at least 16 characters")
+    return raw
+
+
+def _seconds(*, positive: bool = False) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be a number of seconds, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(name, f"must be a finite number of seconds, got {raw!r}")
+        if value < 0 or (positive and value == 0):
+            bound = "greater than 0" if positive else "0 or more"
+            raise ConfigError(name, f"must be {bound}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.upper()
+    if level not in logging.getLevelNamesMapping():
+        choices = "DEBUG, INFO, WARNING, ERROR, CRITICAL"
+        raise ConfigError(name, f"must be one of {choices}, got {raw!r}")
+    return level

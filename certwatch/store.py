@@ -1,0 +1,714 @@
+"""SQLite storage: watch entries, the inventory, registered keys and the alert outbox.
+
+One connection, used only from worker threads through ``trio.to_thread.run_sync`` with a
+``CapacityLimiter(1)``: the limiter stays held until the thread finishes, even when the
+awaiting task is cancelled, so two threads never share the connection. Each call runs one
+whole transaction (``BEGIN IMMEDIATE ... COMMIT``) in one thread; writes are never
+abandoned half-way. WAL with ``synchronous=FULL``: a committed alert survives power loss.
+
+Schema versions are ``PRAGMA user_version``; :data:`MIGRATIONS` upgrades an older file on
+open.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import attrs
+import msgspec
+import trio
+
+from certwatch.classify import InventoryCert, KnownKey
+from certwatch.errors import StoreError, StoreUnavailable
+from certwatch.events import DELIVERED, FAILED, HELD, PENDING, Alert
+
+__all__ = ["MIGRATIONS", "Domain", "OutboxStats", "Store"]
+
+log = logging.getLogger("certwatch.store")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 5000
+PRUNE_BATCH = 500
+
+MIGRATIONS: Sequence[str] = (
+    # 1: the whole schema of certwatch 0.1.
+    """
+    CREATE TABLE domains (
+        value    TEXT PRIMARY KEY,
+        note     TEXT NOT NULL DEFAULT '',
+        added_at REAL NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE certs (
+        fingerprint_sha1   TEXT PRIMARY KEY,
+        serial             TEXT,
+        sans               TEXT NOT NULL,
+        not_before         INTEGER NOT NULL,
+        not_after          INTEGER NOT NULL,
+        source             TEXT NOT NULL DEFAULT '',
+        added_at           REAL NOT NULL,
+        fingerprint_sha256 TEXT,
+        authority_key_id   TEXT,
+        tbs_sha256         TEXT,
+        spki_sha256        TEXT,
+        issuer             TEXT
+    );
+    CREATE INDEX certs_not_after ON certs (not_after);
+
+    CREATE TABLE keys (
+        spki_sha256 TEXT PRIMARY KEY,
+        names       TEXT NOT NULL,
+        note        TEXT NOT NULL DEFAULT '',
+        added_at    REAL NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE alerts (
+        id              INTEGER PRIMARY KEY,
+        event_id        TEXT NOT NULL UNIQUE,
+        kind            TEXT NOT NULL,
+        issuance        TEXT NOT NULL,
+        parent_id       INTEGER,
+        status          TEXT NOT NULL,
+        severity        TEXT,
+        fingerprint     TEXT NOT NULL,
+        matched_entries TEXT NOT NULL,
+        matched_sans    TEXT NOT NULL,
+        cert            TEXT NOT NULL,
+        facts           TEXT NOT NULL,
+        seen_at         REAL NOT NULL,
+        created_at      REAL NOT NULL,
+        decide_at       REAL,
+        recognised_by   TEXT,
+        resolved_at     REAL,
+        resolved_by     TEXT,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        next_attempt_at REAL,
+        delivered_at    REAL,
+        queued_at       REAL
+    );
+    CREATE INDEX alerts_seen_at ON alerts (seen_at);
+    CREATE INDEX alerts_issuance ON alerts (issuance);
+    CREATE INDEX alerts_outbox ON alerts (status, next_attempt_at);
+    """,
+)
+
+
+@attrs.frozen
+class Domain:
+    value: str
+    note: str
+    added_at: float
+
+
+@attrs.frozen
+class OutboxStats:
+    pending: int
+    failed: int
+    oldest_pending_at: float | None
+
+
+_json_encode = msgspec.json.encode
+
+
+def _dumps(value: Any) -> str:
+    return _json_encode(value).decode()
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else msgspec.json.decode(text)
+
+
+def _translate(e: sqlite3.Error) -> StoreError:
+    """Map sqlite errors to certwatch's: transient faults become ``StoreUnavailable``."""
+    message = str(e)
+    if isinstance(e, sqlite3.OperationalError):
+        return StoreUnavailable(f"database unavailable: {message}")
+    return StoreError(f"database error: {message}")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+    except sqlite3.Error as e:
+        raise StoreError(
+            f"cannot open database {str(path)!r}: {e} (does the directory exist and is it "
+            "writable?)"
+        ) from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            log.warning("database %s: journal mode is %s, not WAL", path, mode)
+        conn.execute("PRAGMA synchronous = FULL")
+        _migrate(conn)
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise StoreError(f"cannot use database {str(path)!r}: {e}") from None
+    except BaseException:
+        conn.close()
+        raise
+    if check != "ok":
+        conn.close()
+        raise StoreError(f"database {str(path)!r} is damaged: {check}")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"database schema version {version} is newer than this certwatch knows "
+            f"({len(MIGRATIONS)}): upgrade certwatch or restore a backup"
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        log.info("migrating database schema to version %d", number)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _cert_row(row: sqlite3.Row) -> InventoryCert:
+    return InventoryCert(
+        fingerprint_sha1=row["fingerprint_sha1"],
+        serial=row["serial"],
+        sans=tuple(_loads(row["sans"])),
+        not_before=row["not_before"],
+        not_after=row["not_after"],
+        source=row["source"],
+        added_at=row["added_at"],
+        fingerprint_sha256=row["fingerprint_sha256"],
+        authority_key_id=row["authority_key_id"],
+        tbs_sha256=row["tbs_sha256"],
+        spki_sha256=row["spki_sha256"],
+        issuer=row["issuer"],
+    )
+
+
+def _key_row(row: sqlite3.Row) -> KnownKey:
+    return KnownKey(
+        spki_sha256=row["spki_sha256"],
+        names=tuple(_loads(row["names"])),
+        note=row["note"],
+        added_at=row["added_at"],
+    )
+
+
+def _alert_row(row: sqlite3.Row) -> Alert:
+    return Alert(
+        id=row["id"],
+        event_id=row["event_id"],
+        kind=row["kind"],
+        issuance=row["issuance"],
+        parent_id=row["parent_id"],
+        status=row["status"],
+        severity=row["severity"],
+        matched_entries=tuple(_loads(row["matched_entries"])),
+        matched_sans=tuple(_loads(row["matched_sans"])),
+        cert=_loads(row["cert"]),
+        facts=_loads(row["facts"]),
+        seen_at=row["seen_at"],
+        created_at=row["created_at"],
+        decide_at=row["decide_at"],
+        recognised_by=_loads(row["recognised_by"]),
+        resolved_at=row["resolved_at"],
+        resolved_by=_loads(row["resolved_by"]),
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        next_attempt_at=row["next_attempt_at"],
+        delivered_at=row["delivered_at"],
+        queued_at=row["queued_at"],
+    )
+
+
+_ALERT_COLUMNS = (
+    "event_id, kind, issuance, parent_id, status, severity, fingerprint, matched_entries, "
+    "matched_sans, cert, facts, seen_at, created_at, decide_at, recognised_by, resolved_at, "
+    "resolved_by, attempts, last_error, next_attempt_at, delivered_at, queued_at"
+)
+
+
+def _alert_values(a: Alert) -> tuple[Any, ...]:
+    return (
+        a.event_id,
+        a.kind,
+        a.issuance,
+        a.parent_id,
+        a.status,
+        a.severity,
+        a.fingerprint,
+        _dumps(list(a.matched_entries)),
+        _dumps(list(a.matched_sans)),
+        _dumps(a.cert),
+        _dumps(a.facts),
+        a.seen_at,
+        a.created_at,
+        a.decide_at,
+        None if a.recognised_by is None else _dumps(a.recognised_by),
+        a.resolved_at,
+        None if a.resolved_by is None else _dumps(a.resolved_by),
+        a.attempts,
+        a.last_error,
+        a.next_attempt_at,
+        a.delivered_at,
+        a.queued_at,
+    )
+
+
+def _insert_alert(conn: sqlite3.Connection, alert: Alert) -> Alert:
+    placeholders = ", ".join("?" * len(_ALERT_COLUMNS.split(",")))
+    cur = conn.execute(
+        f"INSERT INTO alerts ({_ALERT_COLUMNS}) VALUES ({placeholders})",  # noqa: S608
+        _alert_values(alert),
+    )
+    return attrs.evolve(alert, id=cur.lastrowid)
+
+
+class Store:
+    """The database. Create with :meth:`open`; every method is one transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, threaded: bool = True) -> None:
+        self._conn = conn
+        self._conn.row_factory = sqlite3.Row
+        self.path = path
+        self._threaded = threaded
+        self._limiter = trio.CapacityLimiter(1)
+
+    @classmethod
+    async def open(cls, path: Path, *, threaded: bool = True) -> Store:
+        """Open (creating and migrating as needed). Raises :class:`StoreError`.
+
+        ``threaded=False`` runs SQLite in the event loop's thread: only for tests on a
+        virtual clock, where a worker thread would let time race ahead.
+        """
+        if threaded:
+            conn = await trio.to_thread.run_sync(_connect, path)
+        else:
+            conn = _connect(path)
+        return cls(conn, path, threaded=threaded)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    async def _run(self, fn: Callable[..., T], *args: Any, write: bool = True) -> T:
+        """Run ``fn(conn, *args)`` as one transaction in the worker thread.
+
+        Writes take the write lock up front (``BEGIN IMMEDIATE``) so they never fail half-way
+        on a lock upgrade; reads use a deferred transaction (a consistent WAL snapshot).
+        """
+        call = functools.partial(self._transaction, fn, args, write)
+        if not self._threaded:
+            return call()
+        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    def _transaction(self, fn: Callable[..., T], args: tuple[Any, ...], write: bool) -> T:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = fn(conn, *args)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _translate(e) from e
+        return result
+
+    # --- watch entries ----------------------------------------------------------------------
+
+    async def list_domains(self) -> list[Domain]:
+        def q(conn: sqlite3.Connection) -> list[Domain]:
+            rows = conn.execute("SELECT value, note, added_at FROM domains ORDER BY value")
+            return [Domain(r["value"], r["note"], r["added_at"]) for r in rows]
+
+        return await self._run(q, write=False)
+
+    async def upsert_domain(self, value: str, note: str, now: float) -> bool:
+        """Add an entry or update its note; ``True`` when it is new."""
+
+        def q(conn: sqlite3.Connection) -> bool:
+            updated = conn.execute("UPDATE domains SET note = ? WHERE value = ?", (note, value))
+            if updated.rowcount:
+                return False
+            conn.execute(
+                "INSERT INTO domains (value, note, added_at) VALUES (?, ?, ?)", (value, note, now)
+            )
+            return True
+
+        return await self._run(q)
+
+    async def delete_domain(self, value: str) -> bool:
+        def q(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM domains WHERE value = ?", (value,)).rowcount > 0
+
+        return await self._run(q)
+
+    # --- inventory --------------------------------------------------------------------------
+
+    async def upsert_cert(self, cert: InventoryCert) -> InventoryCert | None:
+        """Insert or replace a row keyed on its SHA-1; return the row it replaced."""
+
+        def q(conn: sqlite3.Connection) -> InventoryCert | None:
+            old = conn.execute(
+                "SELECT * FROM certs WHERE fingerprint_sha1 = ?", (cert.fingerprint_sha1,)
+            ).fetchone()
+            conn.execute(
+                "INSERT OR REPLACE INTO certs (fingerprint_sha1, serial, sans, not_before, "
+                "not_after, source, added_at, fingerprint_sha256, authority_key_id, tbs_sha256, "
+                "spki_sha256, issuer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    cert.fingerprint_sha1,
+                    cert.serial,
+                    _dumps(list(cert.sans)),
+                    cert.not_before,
+                    cert.not_after,
+                    cert.source,
+                    cert.added_at,
+                    cert.fingerprint_sha256,
+                    cert.authority_key_id,
+                    cert.tbs_sha256,
+                    cert.spki_sha256,
+                    cert.issuer,
+                ),
+            )
+            return None if old is None else _cert_row(old)
+
+        return await self._run(q)
+
+    async def list_certs(self, limit: int, offset: int) -> list[InventoryCert]:
+        def q(conn: sqlite3.Connection) -> list[InventoryCert]:
+            rows = conn.execute(
+                "SELECT * FROM certs ORDER BY added_at DESC, fingerprint_sha1 LIMIT ? OFFSET ?",
+                (limit, offset),
+            )
+            return [_cert_row(r) for r in rows]
+
+        return await self._run(q, write=False)
+
+    async def load_certs(self) -> list[InventoryCert]:
+        def q(conn: sqlite3.Connection) -> list[InventoryCert]:
+            return [_cert_row(r) for r in conn.execute("SELECT * FROM certs")]
+
+        return await self._run(q, write=False)
+
+    async def delete_cert(self, sha1: str) -> InventoryCert | None:
+        def q(conn: sqlite3.Connection) -> InventoryCert | None:
+            row = conn.execute(
+                "DELETE FROM certs WHERE fingerprint_sha1 = ? RETURNING *", (sha1,)
+            ).fetchone()
+            return None if row is None else _cert_row(row)
+
+        return await self._run(q)
+
+    async def prune_certs(self, expired_before: float) -> list[InventoryCert]:
+        """Delete one batch of rows with ``not_after < expired_before``; return them."""
+
+        def q(conn: sqlite3.Connection) -> list[InventoryCert]:
+            rows = conn.execute(
+                "DELETE FROM certs WHERE fingerprint_sha1 IN (SELECT fingerprint_sha1 FROM certs "
+                "WHERE not_after < ? LIMIT ?) RETURNING *",
+                (expired_before, PRUNE_BATCH),
+            ).fetchall()
+            return [_cert_row(r) for r in rows]
+
+        return await self._run(q)
+
+    # --- registered keys --------------------------------------------------------------------
+
+    async def upsert_key(self, key: KnownKey) -> bool:
+        """Register a key or replace its names and note; ``True`` when it is new."""
+
+        def q(conn: sqlite3.Connection) -> bool:
+            existed = conn.execute(
+                "SELECT 1 FROM keys WHERE spki_sha256 = ?", (key.spki_sha256,)
+            ).fetchone()
+            conn.execute(
+                "INSERT OR REPLACE INTO keys (spki_sha256, names, note, added_at) "
+                "VALUES (?, ?, ?, ?)",
+                (key.spki_sha256, _dumps(list(key.names)), key.note, key.added_at),
+            )
+            return existed is None
+
+        return await self._run(q)
+
+    async def list_keys(self) -> list[KnownKey]:
+        def q(conn: sqlite3.Connection) -> list[KnownKey]:
+            return [_key_row(r) for r in conn.execute("SELECT * FROM keys ORDER BY added_at")]
+
+        return await self._run(q, write=False)
+
+    async def delete_key(self, spki_sha256: str) -> bool:
+        def q(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("DELETE FROM keys WHERE spki_sha256 = ?", (spki_sha256,))
+            return cur.rowcount > 0
+
+        return await self._run(q)
+
+    # --- alerts -----------------------------------------------------------------------------
+
+    async def insert_alert(self, alert: Alert) -> Alert:
+        """Store a new alert; return it with its id."""
+        return await self._run(_insert_alert, alert)
+
+    async def get_alert(self, alert_id: int) -> Alert | None:
+        def q(conn: sqlite3.Connection) -> Alert | None:
+            row = conn.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            return None if row is None else _alert_row(row)
+
+        return await self._run(q, write=False)
+
+    async def decide(
+        self,
+        alert_id: int,
+        severity: str,
+        status: str,
+        recognised_by: dict[str, str] | None,
+        now: float,
+    ) -> Alert | None:
+        """Decide a held alert; ``None`` when it was not held (already decided)."""
+
+        def q(conn: sqlite3.Connection) -> Alert | None:
+            row = conn.execute(
+                "UPDATE alerts SET severity = ?, status = ?, recognised_by = ?, "
+                "next_attempt_at = ?, queued_at = ? WHERE id = ? AND status = ? RETURNING *",
+                (
+                    severity,
+                    status,
+                    None if recognised_by is None else _dumps(recognised_by),
+                    now,
+                    now,
+                    alert_id,
+                    HELD,
+                ),
+            ).fetchone()
+            return None if row is None else _alert_row(row)
+
+        return await self._run(q)
+
+    async def resolve(
+        self, alert_id: int, resolved_by: dict[str, str], now: float, follow_up: Alert
+    ) -> Alert | None:
+        """Mark a suspicious alert resolved and store its follow-up, atomically.
+
+        Returns the stored follow-up, or ``None`` when the alert was already resolved.
+        """
+
+        def q(conn: sqlite3.Connection) -> Alert | None:
+            cur = conn.execute(
+                "UPDATE alerts SET resolved_at = ?, resolved_by = ? "
+                "WHERE id = ? AND resolved_at IS NULL",
+                (now, _dumps(resolved_by), alert_id),
+            )
+            if not cur.rowcount:
+                return None
+            return _insert_alert(conn, follow_up)
+
+        return await self._run(q)
+
+    async def held_alerts(self) -> list[Alert]:
+        def q(conn: sqlite3.Connection) -> list[Alert]:
+            rows = conn.execute("SELECT * FROM alerts WHERE status = ? ORDER BY id", (HELD,))
+            return [_alert_row(r) for r in rows]
+
+        return await self._run(q, write=False)
+
+    async def unresolved_suspicious(self, since: float) -> list[Alert]:
+        """Suspicious alerts seen at or after ``since`` that no follow-up has resolved."""
+
+        def q(conn: sqlite3.Connection) -> list[Alert]:
+            rows = conn.execute(
+                "SELECT * FROM alerts WHERE kind = 'alert' AND severity = 'suspicious' "
+                "AND resolved_at IS NULL AND seen_at >= ? ORDER BY id",
+                (since,),
+            )
+            return [_alert_row(r) for r in rows]
+
+        return await self._run(q, write=False)
+
+    async def recent_issuances(self, since: float) -> list[tuple[str, int, float]]:
+        """(issuance, alert id, seen_at) of every alert seen at or after ``since``."""
+
+        def q(conn: sqlite3.Connection) -> list[tuple[str, int, float]]:
+            rows = conn.execute(
+                "SELECT issuance, id, seen_at FROM alerts WHERE kind = 'alert' AND seen_at >= ? "
+                "ORDER BY seen_at",
+                (since,),
+            )
+            return [(r[0], r[1], r[2]) for r in rows]
+
+        return await self._run(q, write=False)
+
+    async def list_alerts(
+        self,
+        *,
+        since: float | None = None,
+        limit: int = 100,
+        severity: str | None = None,
+        status: str | None = None,
+        delivered: bool | None = None,
+    ) -> list[Alert]:
+        """Newest first, filtered."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if delivered is not None:
+            clauses.append("status = ?" if delivered else "status != ?")
+            params.append(DELIVERED)
+        if since is not None:
+            clauses.append("seen_at >= ?")
+            params.append(since)
+        if severity is not None:
+            clauses.append("severity = ?")
+            params.append(severity)
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+        def q(conn: sqlite3.Connection) -> list[Alert]:
+            rows = conn.execute(
+                f"SELECT * FROM alerts {where} ORDER BY seen_at DESC, id DESC LIMIT ?",  # noqa: S608
+                (*params, limit),
+            )
+            return [_alert_row(r) for r in rows]
+
+        return await self._run(q, write=False)
+
+    async def prune_alerts(self, seen_before: float) -> int:
+        """Delete one batch of settled alerts seen before ``seen_before``; return the count.
+
+        Held and pending alerts are never pruned: nothing undelivered is lost.
+        """
+
+        def q(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE seen_at < ? "
+                "AND status NOT IN (?, ?) LIMIT ?)",
+                (seen_before, HELD, PENDING, PRUNE_BATCH),
+            )
+            return cur.rowcount
+
+        return await self._run(q)
+
+    # --- outbox -----------------------------------------------------------------------------
+
+    async def due_alerts(self, now: float, limit: int, exclude: Iterable[int] = ()) -> list[Alert]:
+        """Pending alerts whose next attempt is due, oldest first."""
+        skip = tuple(exclude)
+
+        def q(conn: sqlite3.Connection) -> list[Alert]:
+            rows = conn.execute(
+                "SELECT * FROM alerts WHERE status = ? AND next_attempt_at <= ? "
+                "ORDER BY next_attempt_at, id LIMIT ?",
+                (PENDING, now, limit + len(skip)),
+            )
+            alerts = [_alert_row(r) for r in rows if r["id"] not in skip]
+            return alerts[:limit]
+
+        return await self._run(q, write=False)
+
+    async def next_due_at(self) -> float | None:
+        def q(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                "SELECT MIN(next_attempt_at) FROM alerts WHERE status = ?", (PENDING,)
+            ).fetchone()
+            return row[0]  # type: ignore[no-any-return]
+
+        return await self._run(q, write=False)
+
+    async def record_attempt(
+        self,
+        alert_id: int,
+        *,
+        delivered: bool,
+        error: str | None,
+        now: float,
+        next_attempt_at: float | None,
+        give_up: bool = False,
+    ) -> None:
+        """Record one delivery attempt and the alert's next state."""
+        status = DELIVERED if delivered else (FAILED if give_up else PENDING)
+
+        def q(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE alerts SET attempts = attempts + 1, status = ?, last_error = ?, "
+                "next_attempt_at = ?, delivered_at = ? WHERE id = ? AND status = ?",
+                (
+                    status,
+                    error,
+                    None if delivered or give_up else next_attempt_at,
+                    now if delivered else None,
+                    alert_id,
+                    PENDING,
+                ),
+            )
+
+        await self._run(q)
+
+    async def requeue(self, alert_id: int | None, now: float) -> int:
+        """Queue one failed or pending alert (or, with ``None``, every failed one) again."""
+
+        def q(conn: sqlite3.Connection) -> int:
+            if alert_id is None:
+                cur = conn.execute(
+                    "UPDATE alerts SET status = ?, next_attempt_at = ?, queued_at = ? "
+                    "WHERE status = ?",
+                    (PENDING, now, now, FAILED),
+                )
+            else:
+                cur = conn.execute(
+                    "UPDATE alerts SET status = ?, next_attempt_at = ?, queued_at = ? "
+                    "WHERE id = ? AND status IN (?, ?, ?)",
+                    (PENDING, now, now, alert_id, FAILED, PENDING, DELIVERED),
+                )
+            return cur.rowcount
+
+        return await self._run(q)
+
+    async def outbox_stats(self) -> OutboxStats:
+        def q(conn: sqlite3.Connection) -> OutboxStats:
+            pending, oldest = conn.execute(
+                "SELECT COUNT(*), MIN(queued_at) FROM alerts WHERE status = ?", (PENDING,)
+            ).fetchone()
+            (failed,) = conn.execute(
+                "SELECT COUNT(*) FROM alerts WHERE status = ?", (FAILED,)
+            ).fetchone()
+            return OutboxStats(pending=pending, failed=failed, oldest_pending_at=oldest)
+
+        return await self._run(q, write=False)
+
+    async def counts(self) -> dict[str, int]:
+        """Row counts for ``/healthz``."""
+
+        def q(conn: sqlite3.Connection) -> dict[str, int]:
+            (alerts,) = conn.execute("SELECT COUNT(*) FROM alerts").fetchone()
+            return {"alerts": alerts}
+
+        return await self._run(q, write=False)
+
+    async def check(self) -> None:
+        """A trivial read: raises :class:`StoreError` when the database is unusable."""
+
+        def q(conn: sqlite3.Connection) -> None:
+            conn.execute("SELECT 1 FROM domains LIMIT 1").fetchall()
+
+        await self._run(q, write=False)

@@ -1,0 +1,152 @@
+"""Request bodies: strict structuring into attrs classes with cattrs.
+
+cattrs is lax by default (``5`` becomes ``"5"``, a string is iterated into a list of
+characters); the hooks here accept exactly the JSON type each field declares, so a
+boolean is not a number, a float is not an integer and a string is not a list. Unknown
+keys are rejected. Every problem is reported with the path of its field.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from certwatch.errors import FieldProblem, InputError, InvalidBody
+
+__all__ = ["CertIn", "DomainIn", "KeyIn", "structure"]
+
+T = TypeVar("T")
+
+MAX_STRING = 65536
+MAX_LIST = 1000
+
+
+@attrs.frozen
+class DomainIn:
+    value: str
+    note: str = ""
+
+
+@attrs.frozen
+class CertIn:
+    """``POST /certs``: the contract's JSON fields, or a PEM (or both, for old certwatches)."""
+
+    fingerprint: str | None = None
+    sans: list[str] | None = None
+    not_before: int | None = None
+    not_after: int | None = None
+    serial: str | None = None
+    source: str = ""
+    pem: str | None = None
+
+
+@attrs.frozen
+class KeyIn:
+    """``POST /keys``: a key by SPKI SHA-256 or as PEM (public key, CSR or certificate)."""
+
+    names: list[str]
+    spki_sha256: str | None = None
+    pem: str | None = None
+    note: str = ""
+
+
+_JSON_TYPES = {str: "a string", int: "an integer", bool: "true or false", float: "a number"}
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number with a fraction"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _strict(kind: type) -> Any:
+    def hook(value: Any, _: Any) -> Any:
+        if type(value) is not kind:
+            raise TypeError(f"must be {_JSON_TYPES[kind]}, got {_describe(value)}")
+        if isinstance(value, str) and len(value) > MAX_STRING:
+            raise ValueError(f"must be at most {MAX_STRING} characters")
+        return value
+
+    return hook
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    for kind in (str, int, bool, float):
+        converter.register_structure_hook(kind, _strict(kind))
+
+    def is_str_list(t: Any) -> bool:
+        return typing.get_origin(t) is list and typing.get_args(t) == (str,)
+
+    def structure_str_list(value: Any, _: Any) -> list[str]:
+        if not isinstance(value, list):
+            raise TypeError(f"must be a list of strings, got {_describe(value)}")
+        if len(value) > MAX_LIST:
+            raise ValueError(f"must have at most {MAX_LIST} items")
+        errors: list[Exception] = []
+        for i, item in enumerate(value):
+            if type(item) is not str:
+                error = TypeError(f"must be a string, got {_describe(item)}")
+                error.__notes__ = [f"@ [{i}]"]
+                errors.append(error)
+        if errors:
+            raise IterableValidationError("invalid list items", errors, list[str])
+        return list(value)
+
+    converter.register_structure_hook_func(is_str_list, structure_str_list)
+    return converter
+
+
+_converter = _make_converter()
+
+
+def _problems(error: BaseException, path: str = "") -> list[FieldProblem]:
+    """Flatten a cattrs error tree into (field, problem) pairs."""
+    if isinstance(error, ForbiddenExtraKeysError):
+        keys = ", ".join(sorted(error.extra_fields))
+        return [(path or "body", f"unknown field(s): {keys}")]
+    if isinstance(error, ClassValidationError | IterableValidationError):
+        found: list[FieldProblem] = []
+        for sub in error.exceptions:
+            found.extend(_problems(sub, _child_path(path, sub)))
+        return found
+    if isinstance(error, KeyError):
+        return [(path, "required field is missing")]
+    return [(path or "body", str(error))]
+
+
+def _child_path(path: str, error: BaseException) -> str:
+    """The path of a sub-error, from the note cattrs (or our list hook) attached to it."""
+    for note in getattr(error, "__notes__", []):
+        name = getattr(note, "name", None)  # cattrs' AttributeValidationNote
+        if name is not None:
+            return f"{path}.{name}" if path else str(name)
+        if isinstance(note, str) and note.startswith("@ ["):  # structure_str_list's notes
+            return f"{path}{note[2:]}"
+    return path
+
+
+def structure(value: Any, cls: type[T]) -> T:
+    """Structure a decoded JSON body into ``cls``; raise :class:`InputError` naming fields."""
+    if not isinstance(value, dict):
+        raise InvalidBody("the body must be a JSON object", [("body", f"got {_describe(value)}")])
+    try:
+        return _converter.structure(value, cls)
+    except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as e:
+        raise InputError("invalid request body", _problems(e)) from None

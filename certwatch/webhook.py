@@ -1,0 +1,301 @@
+"""Webhook delivery from the alert outbox, at least once.
+
+The alerts table is the outbox. The sender is fed alert ids by a memory channel (the fast
+path) and also polls the table for due alerts (after a restart, after an overflow, for
+retries), so the channel can stay small and memory flat however large the backlog.
+
+A new alert gets the contract's three quick attempts (waiting 1 s, then 4 s). If they
+fail, it stays ``pending`` and is retried on a growing, jittered schedule (honouring
+``Retry-After`` on 429 and 503) until ``WEBHOOK_RETRY_PERIOD_S`` has passed since it was
+queued; then it is ``failed`` with its last error, until an operator re-queues it.
+
+Every attempt carries Standard Webhooks headers: ``webhook-id`` (the alert's event id, the
+same on every retry, so receivers can drop duplicates), ``webhook-timestamp`` and, with a
+secret, ``webhook-signature`` (``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``).
+Redirects are not followed. Deliveries run concurrently (a bounded number), so one slow
+receiver response never holds up the feed, and a dead receiver never holds up shutdown.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import hashlib
+import hmac
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from typing import NoReturn
+
+import attrs
+import httpx
+import msgspec
+import trio
+
+from certwatch.events import PENDING, Alert, webhook_payload
+from certwatch.metrics import Metrics
+from certwatch.settings import Timing
+from certwatch.store import OutboxStats, Store
+
+__all__ = ["CONCURRENCY", "WebhookSender", "parse_retry_after", "retry_delay", "sign"]
+
+log = logging.getLogger("certwatch.webhook")
+
+CONCURRENCY = 4
+"""Deliveries in flight at once."""
+QUICK_ATTEMPTS = 3
+RETRY_BASE_S = 30.0
+RETRY_CAP_S = 3600.0
+USER_AGENT = "certwatch/0.1 (+https://github.com/certwatch)"
+_MAX_ERROR_BODY = 512
+
+
+def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks ``webhook-signature`` value for one attempt.
+
+    A ``whsec_``-prefixed secret is base64 (the Standard Webhooks convention); any other
+    secret is used as its UTF-8 bytes.
+    """
+    key = _secret_bytes(secret)
+    signed = f"{event_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def _secret_bytes(secret: str) -> bytes:
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    return secret.encode()
+
+
+def retry_delay(attempts: int, rng: Callable[[], float] = random.random) -> float:
+    """Wait before the next attempt once the quick attempts are spent.
+
+    30 s after the third attempt, doubling up to an hour, each drawn within ±20 %.
+    """
+    exponent = max(0, attempts - QUICK_ATTEMPTS)
+    base = min(RETRY_CAP_S, RETRY_BASE_S * 2.0 ** min(exponent, 20))
+    return base * (0.8 + 0.4 * rng())
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+@attrs.frozen
+class _Outcome:
+    delivered: bool
+    error: str | None = None
+    retry_after: float | None = None
+
+
+class WebhookSender:
+    """Delivers pending alerts to ``WEBHOOK_URL``."""
+
+    def __init__(
+        self,
+        url: str,
+        store: Store,
+        metrics: Metrics,
+        timing: Timing,
+        *,
+        timeout_s: float,
+        retry_period_s: float,
+        secret: str | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._url = url
+        self._store = store
+        self._metrics = metrics
+        self._timing = timing
+        self._timeout_s = timeout_s
+        self._retry_period_s = retry_period_s
+        self._secret = secret
+        self._clock = clock
+        self._rng = rng
+        self._transport = transport
+        self._in_flight: set[int] = set()
+        self._poke = trio.Event()
+        self.stats = OutboxStats(pending=0, failed=0, oldest_pending_at=None)
+
+    def wake(self) -> None:
+        """Look at the outbox now (after an operator re-queued alerts)."""
+        self._poke.set()
+
+    async def run(self, receive: trio.MemoryReceiveChannel[int]) -> NoReturn:
+        timeout = httpx.Timeout(self._timeout_s)
+        async with (
+            httpx.AsyncClient(
+                timeout=timeout,
+                follow_redirects=False,
+                transport=self._transport,
+                headers={"user-agent": USER_AGENT},
+            ) as client,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(self._poll, nursery, client)
+            async for alert_id in receive:
+                if alert_id not in self._in_flight and len(self._in_flight) < CONCURRENCY:
+                    self._start(nursery, client, alert_id)
+                else:
+                    self._poke.set()
+        raise AssertionError("the outbox channel closed")  # pragma: no cover
+
+    def _start(self, nursery: trio.Nursery, client: httpx.AsyncClient, alert_id: int) -> None:
+        self._in_flight.add(alert_id)
+        nursery.start_soon(self._deliver, client, alert_id)
+
+    async def _poll(self, nursery: trio.Nursery, client: httpx.AsyncClient) -> NoReturn:
+        """Start due deliveries from the table; refresh the outbox gauges."""
+        while True:
+            free = CONCURRENCY - len(self._in_flight)
+            if free > 0:
+                for alert in await self._store.due_alerts(self._clock(), free, self._in_flight):
+                    assert alert.id is not None
+                    self._start(nursery, client, alert.id)
+            await self._refresh_gauges()
+            next_due = await self._store.next_due_at()
+            wait = self._timing.outbox_poll_s
+            if next_due is not None:
+                wait = min(wait, max(0.0, next_due - self._clock()))
+            if len(self._in_flight) >= CONCURRENCY:
+                wait = math.inf  # a finished delivery pokes
+            self._poke = trio.Event()
+            with trio.move_on_after(wait):
+                await self._poke.wait()
+
+    async def _refresh_gauges(self) -> None:
+        stats = self.stats = await self._store.outbox_stats()
+        m = self._metrics
+        m.outbox_pending.set(stats.pending)
+        m.outbox_failed.set(stats.failed)
+        oldest = stats.oldest_pending_at
+        m.outbox_oldest_pending_age.set(0 if oldest is None else max(0.0, self._clock() - oldest))
+
+    async def _deliver(self, client: httpx.AsyncClient, alert_id: int) -> None:
+        try:
+            alert = await self._store.get_alert(alert_id)
+            if alert is not None and alert.status == PENDING:
+                await self._attempts(client, alert)
+        finally:
+            self._in_flight.discard(alert_id)
+            self._poke.set()
+
+    async def _attempts(self, client: httpx.AsyncClient, alert: Alert) -> None:
+        """The quick attempts still owed to this alert, or one scheduled retry."""
+        assert alert.id is not None
+        body = msgspec.json.encode(webhook_payload(alert))
+        attempts = alert.attempts
+        quick = self._timing.webhook_retry_delays_s
+        while True:
+            outcome = await self._attempt(client, alert, body)
+            attempts += 1
+            now = self._clock()
+            if outcome.delivered:
+                await self._store.record_attempt(
+                    alert.id, delivered=True, error=None, now=now, next_attempt_at=None
+                )
+                log.info("delivered %s %s (event %s)", alert.kind, alert.severity, alert.event_id)
+                return
+            if attempts < QUICK_ATTEMPTS and attempts - 1 < len(quick):
+                delay = quick[attempts - 1]
+            else:
+                delay = retry_delay(attempts, self._rng)
+            if outcome.retry_after is not None:
+                delay = max(delay, outcome.retry_after)
+            queued_at = alert.queued_at if alert.queued_at is not None else alert.created_at
+            give_up = attempts >= QUICK_ATTEMPTS and now + delay > queued_at + self._retry_period_s
+            await self._store.record_attempt(
+                alert.id,
+                delivered=False,
+                error=outcome.error,
+                now=now,
+                next_attempt_at=now + delay,
+                give_up=give_up,
+            )
+            if give_up:
+                log.error(
+                    "giving up on %s %s (event %s) after %d attempts: %s",
+                    alert.kind,
+                    alert.severity,
+                    alert.event_id,
+                    attempts,
+                    outcome.error,
+                )
+                return
+            log.warning(
+                "webhook attempt %d for event %s failed (%s); next in %.1f s",
+                attempts,
+                alert.event_id,
+                outcome.error,
+                delay,
+            )
+            if attempts >= QUICK_ATTEMPTS or delay > max(quick, default=0.0):
+                return  # the poller picks it up when it is due
+            await trio.sleep(delay)
+
+    async def _attempt(self, client: httpx.AsyncClient, alert: Alert, body: bytes) -> _Outcome:
+        timestamp = int(self._clock())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": alert.event_id,
+            "webhook-timestamp": str(timestamp),
+        }
+        if self._secret:
+            headers["webhook-signature"] = sign(self._secret, alert.event_id, timestamp, body)
+        started = time.perf_counter()
+        outcome = _Outcome(delivered=False, error="no response")
+        try:
+            with trio.fail_after(self._timeout_s):
+                async with client.stream("POST", self._url, content=body, headers=headers) as r:
+                    outcome = await self._judge(r)
+        except trio.TooSlowError:
+            outcome = _Outcome(delivered=False, error=f"timed out after {self._timeout_s:g} s")
+        except httpx.TimeoutException as e:
+            outcome = _Outcome(delivered=False, error=f"timed out: {type(e).__name__}")
+        except httpx.HTTPError as e:
+            outcome = _Outcome(delivered=False, error=f"{type(e).__name__}: {e}"[:_MAX_ERROR_BODY])
+        finally:
+            self._metrics.webhook_duration.observe(time.perf_counter() - started)
+            result = "success" if outcome.delivered else "failure"
+            self._metrics.webhook.labels(result).inc()
+        return outcome
+
+    async def _judge(self, response: httpx.Response) -> _Outcome:
+        status = response.status_code
+        if 200 <= status < 300:
+            return _Outcome(delivered=True)
+        # Read a little of the body for the error message; never the whole of a huge one.
+        snippet = b""
+        async for chunk in response.aiter_raw():
+            snippet += chunk
+            if len(snippet) >= _MAX_ERROR_BODY:
+                break
+        text = snippet[:_MAX_ERROR_BODY].decode("utf-8", "replace").strip()
+        error = f"HTTP {status}" + (f": {text}" if text else "")
+        if 300 <= status < 400:
+            error = (
+                f"HTTP {status} redirect to {response.headers.get('location', '?')} (not followed)"
+            )
+        retry_after = None
+        if status in (429, 503):
+            retry_after = parse_retry_after(response.headers.get("retry-after"), self._clock())
+        return _Outcome(delivered=False, error=error, retry_after=retry_after)
