@@ -19,7 +19,8 @@ Evidence, strongest first:
     A public key registered in advance, and every name on the certificate in its list.
     Strong (whoever has the certificate has our key) but needs the DER to see the key.
 ``serial_and_names``
-    For rows pushed as JSON without the PEM: the same serial with the same set of names.
+    For rows pushed as JSON without the PEM (no key identifier known): the same serial with
+    the same set of names.
     Serials carry at least 64 random bits (CA/B Forum BR 7.1), so a collision across CAs
     is not practical, but nothing binds the row to a CA: the weakest kind.
 """
@@ -93,7 +94,7 @@ class InventoryCert:
             kinds.append(Evidence.TBS)
         if self.authority_key_id and self.serial:
             kinds.append(Evidence.ISSUANCE)
-        if self.serial:
+        elif self.serial:
             kinds.append(Evidence.SERIAL_AND_NAMES)
         return [k.value for k in kinds]
 
@@ -185,9 +186,11 @@ class Inventory:
         if cert.tbs_sha256:
             self._by_tbs[cert.tbs_sha256] = sha1
         serial = serial_number(cert.serial) if cert.serial else None
-        if serial is not None:
-            if cert.authority_key_id:
-                self._by_issuance[(cert.authority_key_id, serial)] = sha1
+        if serial is None:
+            return
+        if cert.authority_key_id:
+            self._by_issuance[(cert.authority_key_id, serial)] = sha1
+        else:  # a row that knows its CA never matches another CA's certificate
             self._by_serial.setdefault(serial, {})[cert.name_set()] = sha1
 
     def remove_cert(self, cert: InventoryCert) -> None:
@@ -206,6 +209,7 @@ class Inventory:
             issuance = (cert.authority_key_id, serial)
             if self._by_issuance.get(issuance) == sha1:
                 del self._by_issuance[issuance]
+            return
         by_names = self._by_serial.get(serial, {})
         names = cert.name_set()
         if by_names.get(names) == sha1:

@@ -12,6 +12,7 @@ import trio
 
 from certwatch.alerter import Alerter
 from certwatch.classify import Inventory
+from certwatch.errors import StoreUnavailable
 from certwatch.store import PRUNE_BATCH, Store
 
 __all__ = ["Cleanup", "CleanupReport"]
@@ -46,11 +47,17 @@ class Cleanup:
 
     async def run(self) -> NoReturn:
         while True:
-            report = await self.run_once()
-            if report.certs or report.alerts:
-                log.info(
-                    "cleanup: %d expired certs, %d old alerts removed", report.certs, report.alerts
-                )
+            try:
+                report = await self.run_once()
+            except StoreUnavailable as e:
+                log.warning("cleanup skipped, the database is unavailable: %s", e)
+            else:
+                if report.certs or report.alerts:
+                    log.info(
+                        "cleanup: %d expired certs, %d old alerts removed",
+                        report.certs,
+                        report.alerts,
+                    )
             await trio.sleep(self.interval_s)
 
     async def run_once(self) -> CleanupReport:

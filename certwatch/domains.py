@@ -29,7 +29,8 @@ _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _SAN_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 # The last label (the TLD) must start with a letter: "1.2.3.4" is an address, not a name.
 _TLD = r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_SAN_RE = re.compile(rf"(?:\*\.)?(?:{_SAN_LABEL}\.)+{_TLD}")
+# A plain name has at least two labels; a wildcard may stand on a single label ("*.org").
+_SAN_RE = re.compile(rf"\*\.(?:{_SAN_LABEL}\.)*{_TLD}|(?:{_SAN_LABEL}\.)+{_TLD}")
 _ENTRY_LABEL_RE = re.compile(_LABEL)
 _TLD_RE = re.compile(_TLD)
 

@@ -18,14 +18,15 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import NoReturn
 
 import attrs
 import trio
 from trio_websocket import (
     ConnectionClosed,
+    ConnectionRejected,
     HandshakeError,
     WebSocketConnection,
     open_websocket_url,
@@ -60,15 +61,26 @@ FeedItem = str | bytes | NewConnection
 Connector = Callable[[str], AbstractAsyncContextManager[WebSocketConnection]]
 
 
-def _open(url: str, timing: Timing) -> AbstractAsyncContextManager[WebSocketConnection]:
-    return open_websocket_url(
-        url,
-        max_message_size=MAX_MESSAGE_SIZE,
-        message_queue_size=LIBRARY_QUEUE,
-        receive_buffer_size=None,
-        connect_timeout=timing.connect_timeout_s,
-        disconnect_timeout=timing.disconnect_timeout_s,
-    )
+@asynccontextmanager
+async def _open(url: str, timing: Timing) -> AsyncIterator[WebSocketConnection]:
+    stream: trio.abc.AsyncResource | None = None
+    try:
+        async with open_websocket_url(
+            url,
+            max_message_size=MAX_MESSAGE_SIZE,
+            message_queue_size=LIBRARY_QUEUE,
+            receive_buffer_size=None,
+            connect_timeout=timing.connect_timeout_s,
+            disconnect_timeout=timing.disconnect_timeout_s,
+        ) as ws:
+            stream = ws._stream
+            yield ws
+    finally:
+        # trio-websocket 0.12.2 never closes a client's socket when the server closed the
+        # connection first (it waits for the server's TCP close, then forgets the stream):
+        # every server-side disconnect would leak a file descriptor until garbage collection.
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
 
 
 @attrs.define
@@ -250,6 +262,8 @@ class FeedConsumer:
 
 
 def _describe(e: BaseException) -> str:
+    if isinstance(e, ConnectionRejected):
+        return f"rejected with HTTP {e.status_code}"
     if isinstance(e, ConnectionClosed) and e.reason is not None:
         reason = e.reason
         return f"code {reason.code} ({reason.name}){': ' + reason.reason if reason.reason else ''}"

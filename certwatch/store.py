@@ -613,23 +613,28 @@ class Store:
 
     async def due_alerts(self, now: float, limit: int, exclude: Iterable[int] = ()) -> list[Alert]:
         """Pending alerts whose next attempt is due, oldest first."""
-        skip = tuple(exclude)
+        skip = _dumps(list(exclude))
 
         def q(conn: sqlite3.Connection) -> list[Alert]:
             rows = conn.execute(
                 "SELECT * FROM alerts WHERE status = ? AND next_attempt_at <= ? "
+                "AND id NOT IN (SELECT value FROM json_each(?)) "
                 "ORDER BY next_attempt_at, id LIMIT ?",
-                (PENDING, now, limit + len(skip)),
+                (PENDING, now, skip, limit),
             )
-            alerts = [_alert_row(r) for r in rows if r["id"] not in skip]
-            return alerts[:limit]
+            return [_alert_row(r) for r in rows]
 
         return await self._run(q, write=False)
 
-    async def next_due_at(self) -> float | None:
+    async def next_due_at(self, exclude: Iterable[int] = ()) -> float | None:
+        """When the next pending alert (other than ``exclude``) is due."""
+        skip = _dumps(list(exclude))
+
         def q(conn: sqlite3.Connection) -> float | None:
             row = conn.execute(
-                "SELECT MIN(next_attempt_at) FROM alerts WHERE status = ?", (PENDING,)
+                "SELECT MIN(next_attempt_at) FROM alerts WHERE status = ? "
+                "AND id NOT IN (SELECT value FROM json_each(?))",
+                (PENDING, skip),
             ).fetchone()
             return row[0]  # type: ignore[no-any-return]
 

@@ -35,6 +35,7 @@ import httpx
 import msgspec
 import trio
 
+from certwatch.errors import StoreUnavailable
 from certwatch.events import PENDING, Alert, webhook_payload
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
@@ -166,14 +167,19 @@ class WebhookSender:
     async def _poll(self, nursery: trio.Nursery, client: httpx.AsyncClient) -> NoReturn:
         """Start due deliveries from the table; refresh the outbox gauges."""
         while True:
-            free = CONCURRENCY - len(self._in_flight)
-            if free > 0:
-                for alert in await self._store.due_alerts(self._clock(), free, self._in_flight):
-                    assert alert.id is not None
-                    self._start(nursery, client, alert.id)
-            await self._refresh_gauges()
-            next_due = await self._store.next_due_at()
             wait = self._timing.outbox_poll_s
+            try:
+                free = CONCURRENCY - len(self._in_flight)
+                if free > 0:
+                    due = await self._store.due_alerts(self._clock(), free, self._in_flight)
+                    for alert in due:
+                        assert alert.id is not None
+                        self._start(nursery, client, alert.id)
+                await self._refresh_gauges()
+                next_due = await self._store.next_due_at(self._in_flight)
+            except StoreUnavailable as e:
+                log.warning("outbox unavailable, retrying in %g s: %s", wait, e)
+                next_due = None
             if next_due is not None:
                 wait = min(wait, max(0.0, next_due - self._clock()))
             if len(self._in_flight) >= CONCURRENCY:
@@ -195,6 +201,9 @@ class WebhookSender:
             alert = await self._store.get_alert(alert_id)
             if alert is not None and alert.status == PENDING:
                 await self._attempts(client, alert)
+        except StoreUnavailable as e:
+            # The row stays pending as it was: the poller tries again (at least once).
+            log.warning("outbox unavailable while delivering alert %d: %s", alert_id, e)
         finally:
             self._in_flight.discard(alert_id)
             self._poke.set()
@@ -285,7 +294,7 @@ class WebhookSender:
             return _Outcome(delivered=True)
         # Read a little of the body for the error message; never the whole of a huge one.
         snippet = b""
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_bytes():
             snippet += chunk
             if len(snippet) >= _MAX_ERROR_BODY:
                 break

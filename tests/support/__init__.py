@@ -1,0 +1,1 @@
+"""Test support: real certificates, real network peers, a running service."""

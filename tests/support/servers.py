@@ -1,0 +1,145 @@
+"""Real network peers on loopback: a certstream-like feed and a webhook receiver."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from quart import Response, request
+from quart_trio import QuartTrio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+
+class FeedServer:
+    """A certstream-server stand-in: accepts WebSocket clients and sends them frames.
+
+    Frames go to every connected client. ``connected`` fires for each new connection.
+    """
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.connections: list[WebSocketConnection] = []
+        self.accepted = 0
+        self._changed = trio.Event()
+        self.reject_status: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/full-stream"
+
+    async def start(self, nursery: trio.Nursery) -> FeedServer:
+        server = await nursery.start(serve_websocket, self._handler, "127.0.0.1", 0, None)
+        self.port = server.port
+        return self
+
+    async def _handler(self, req: WebSocketRequest) -> None:
+        if self.reject_status is not None:
+            await req.reject(self.reject_status, body=b"unavailable")
+            return
+        conn = await req.accept()
+        self.accepted += 1
+        self.connections.append(conn)
+        self._notify()
+        try:
+            while True:
+                await conn.get_message()  # pings are answered by the library
+        except ConnectionClosed:
+            pass
+        finally:
+            if conn in self.connections:
+                self.connections.remove(conn)
+            self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for_connections(self, accepted: int) -> None:
+        """Wait until ``accepted`` connections have been accepted in total and one is open."""
+        while self.accepted < accepted or not self.connections:
+            await self._changed.wait()
+
+    async def send(self, message: dict[str, Any] | str | bytes) -> None:
+        """Send one frame to every open connection (waiting for one if there is none)."""
+        await self.wait_for_connections(max(self.accepted, 1))
+        frame = json.dumps(message) + "\n" if isinstance(message, dict) else message
+        for conn in list(self.connections):
+            await conn.send_message(frame)
+
+    async def drop(self) -> None:
+        """Close every connection from the server side."""
+        for conn in list(self.connections):
+            await conn.aclose(code=1001, reason="going away")
+
+
+@attrs.define
+class Delivery:
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Receiver:
+    """A webhook receiver (Quart-Trio on Hypercorn) that records what it is sent.
+
+    ``responses`` is a script of status codes answered in order (then 200); ``delay`` makes
+    every answer slow.
+    """
+
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        self.attempts = 0
+        self.responses: list[int | tuple[int, dict[str, str]]] = []
+        self.respond: Callable[[int], int] | None = None
+        self.delay = 0.0
+        self.url = ""
+        self._changed = trio.Event()
+        self._stop = trio.Event()
+        self.app = QuartTrio("receiver")
+        self.app.add_url_rule("/hook", "hook", self._hook, methods=["POST"])
+
+    async def _hook(self) -> Response:
+        body = await request.get_data(as_text=False)
+        self.attempts += 1
+        if self.delay:
+            await trio.sleep(self.delay)
+        status: int = 200
+        headers: dict[str, str] = {}
+        if self.responses:
+            scripted = self.responses.pop(0)
+            status, headers = scripted if isinstance(scripted, tuple) else (scripted, {})
+        if 200 <= status < 300:
+            self.deliveries.append(
+                Delivery({k.lower(): v for k, v in request.headers.items()}, body)
+            )
+        self._changed.set()
+        self._changed = trio.Event()
+        return Response("ok" if status < 300 else "nope", status=status, headers=headers)
+
+    async def start(self, nursery: trio.Nursery) -> Receiver:
+        config = Config()
+        config.bind = ["127.0.0.1:0"]
+        config.accesslog = None
+        config.graceful_timeout = 0.5
+        binds = await nursery.start(
+            functools.partial(serve, self.app, config, shutdown_trigger=self._stop.wait)
+        )
+        self.url = binds[0].replace("0.0.0.0", "127.0.0.1") + "/hook"
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def wait_for(self, deliveries: int = 1, *, attempts: int = 0) -> list[Delivery]:
+        """Wait until at least ``deliveries`` were accepted and ``attempts`` were made."""
+        while len(self.deliveries) < deliveries or self.attempts < attempts:
+            await self._changed.wait()
+        return self.deliveries

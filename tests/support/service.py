@@ -1,0 +1,88 @@
+"""Run the real supervisor in-process, with a real Hypercorn on a loopback port."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from certwatch.service import serve
+from certwatch.settings import Settings, Timing
+
+TOKEN = "test-token-0123456789"
+
+FAST = Timing(
+    ping_interval_s=5,
+    ping_timeout_s=5,
+    connect_timeout_s=5,
+    disconnect_timeout_s=1,
+    backoff_initial_s=0.05,
+    backoff_max_s=0.2,
+    webhook_retry_delays_s=(0.05, 0.1),
+    outbox_poll_s=0.1,
+    shutdown_grace_s=1,
+)
+"""Timings for tests on real sockets: the same logic, shorter waits."""
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "api_token": TOKEN,
+        "certstream_url": "ws://127.0.0.1:9/full-stream",  # discard port: nothing listens
+        "db_path": tmp_path / "certwatch.db",
+        "api_host": "127.0.0.1",
+        "api_port": 0,
+        "suspicious_grace_s": 0.0,
+        "timing": FAST,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@attrs.define
+class RunningService:
+    url: str
+    client: httpx.AsyncClient
+    shutdown: trio.Event
+
+    async def add_domain(self, value: str) -> None:
+        response = await self.client.post("/domains", json={"value": value})
+        assert response.status_code == 201, response.text
+
+    async def alerts(self, **params: Any) -> list[dict[str, Any]]:
+        response = await self.client.get("/alerts", params=params)
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    async def metric(self, name: str) -> float:
+        """One sample of ``/metrics``, e.g. ``certwatch_ct_messages_total{type="malformed"}``."""
+        text = (await self.client.get("/metrics")).text
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"{name} not in /metrics")
+
+
+@asynccontextmanager
+async def run_service(settings: Settings, **kwargs: Any) -> AsyncIterator[RunningService]:
+    """The whole service in this trio run; shut down (as on SIGTERM) on exit."""
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(functools.partial(serve, settings, shutdown, **kwargs))
+        headers = {"Authorization": f"Bearer {settings.api_token}"}
+        async with httpx.AsyncClient(base_url=binds[0], headers=headers) as client:
+            yield RunningService(binds[0], client, shutdown)
+        shutdown.set()
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], *, within: float = 10) -> None:
+    """Wait for a condition the service exposes only through its API (checked every 20 ms)."""
+    with trio.fail_after(within):
+        while not await check():  # noqa: ASYNC110 - a condition behind HTTP, not an event
+            await trio.sleep(0.02)

@@ -1,0 +1,339 @@
+"""Alert decisions: dedupe, the grace window, late registrations, restarts, cleanup.
+
+These run on a virtual clock (``autojump_clock``) against a real SQLite file, with SQLite
+called inline (``threaded=False``) so that virtual time cannot race past a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+import trio.testing
+from support.certs import CA, Issuance
+
+from certwatch.alerter import Alerter
+from certwatch.classify import Inventory, InventoryCert, KnownKey
+from certwatch.cleanup import Cleanup
+from certwatch.domains import WatchIndex
+from certwatch.events import Alert
+from certwatch.identity import fingerprint
+from certwatch.messages import read_update
+from certwatch.metrics import Metrics
+from certwatch.store import Store
+
+EPOCH = time.time()  # feed messages carry real `seen` times
+GRACE = 60.0
+
+
+def virtual_wall_clock() -> float:
+    return EPOCH + trio.current_time()
+
+
+def row(issuance: Issuance, **overrides: Any) -> InventoryCert:
+    push = issuance.push()
+    values: dict[str, Any] = {
+        "fingerprint_sha1": fingerprint(push["fingerprint"]),
+        "serial": push["serial"],
+        "sans": tuple(push["sans"]),
+        "not_before": push["not_before"],
+        "not_after": push["not_after"],
+        "source": "lb:test",
+    }
+    values.update(overrides)
+    return InventoryCert(**values)
+
+
+@attrs.define
+class World:
+    """An alerter over a real SQLite file, with the outbox channel's far end."""
+
+    store: Store
+    inventory: Inventory
+    alerter: Alerter
+    outbox: trio.MemoryReceiveChannel[int]
+    metrics: Metrics
+    nursery: trio.Nursery
+    index: WatchIndex
+
+    async def see(self, message: dict[str, Any]) -> None:
+        raw = json.dumps(message)
+        match = self.index.match(message["data"]["leaf_cert"]["all_domains"])
+        assert match is not None
+        await self.alerter.on_match(read_update(raw), match)
+
+    async def register(self, cert: InventoryCert) -> None:
+        await self.store.upsert_cert(cert)
+        self.inventory.add_cert(cert)
+        await self.alerter.reconcile()
+
+    async def alerts(self) -> list[Alert]:
+        return list(reversed(await self.store.list_alerts(limit=1000)))
+
+    def queued(self) -> list[int]:
+        out = []
+        while True:
+            try:
+                out.append(self.outbox.receive_nowait())
+            except trio.WouldBlock:
+                return out
+
+
+@asynccontextmanager
+async def world(
+    path: Path, *, grace: float = GRACE, clock: Callable[[], float] = virtual_wall_clock
+) -> AsyncIterator[World]:
+    store = await Store.open(path, threaded=False)
+    try:
+        inventory = Inventory(await store.load_certs(), await store.list_keys())
+        metrics = Metrics()
+        send, receive = trio.open_memory_channel[int](100)
+        alerter = Alerter(
+            store,
+            inventory,
+            metrics,
+            grace_s=grace,
+            retention_s=30 * 86400,
+            observer=False,
+            outbox=send,
+            clock=clock,
+        )
+        await alerter.load()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(alerter.run_holds)
+            yield World(
+                store, inventory, alerter, receive, metrics, nursery, WatchIndex(["example.org"])
+            )
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+class TestDecisions:
+    async def test_recognised_cert_is_info_at_once(
+        self, tmp_path: Path, ca: CA, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """An inventoried issuance is decided `info` immediately, even with a grace period."""
+        issuance = ca.issue(["a.example.org"])
+        async with world(tmp_path / "db") as w:
+            await w.register(row(issuance))
+            await w.see(issuance.message("go-tiled"))
+            (alert,) = await w.alerts()
+            assert (alert.severity, alert.status) == ("info", "pending")
+            assert alert.recognised_by == {
+                "evidence": "serial_and_names",
+                "source": "lb:test",
+                "ref": issuance.final_sha1,
+            }
+            assert w.queued() == [alert.id]
+
+    async def test_unrecognised_cert_is_held_then_suspicious(
+        self, tmp_path: Path, ca: CA, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """An unknown issuance is stored held, and declared suspicious when the grace ends."""
+        async with world(tmp_path / "db") as w:
+            await w.see(ca.issue(["a.example.org"]).message())
+            (alert,) = await w.alerts()
+            assert (alert.status, alert.severity) == ("held", None)
+            assert w.queued() == []
+            await trio.sleep(GRACE - 1)
+            assert (await w.alerts())[0].status == "held"
+            await trio.sleep(2)
+            (alert,) = await w.alerts()
+            assert (alert.status, alert.severity) == ("pending", "suspicious")
+            assert w.queued() == [alert.id]
+            assert (
+                w.metrics.registry.get_sample_value(
+                    "certwatch_alerts_total", {"severity": "suspicious"}
+                )
+                == 1
+            )
+
+    async def test_zero_grace_decides_at_once(
+        self, tmp_path: Path, ca: CA, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """With SUSPICIOUS_GRACE_S=0 an unknown issuance is suspicious immediately."""
+        async with world(tmp_path / "db", grace=0) as w:
+            await w.see(ca.issue(["a.example.org"]).message())
+            (alert,) = await w.alerts()
+            assert alert.severity == "suspicious"
+
+    async def test_registration_during_the_hold_gives_one_info(
+        self, tmp_path: Path, ca: CA, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A deploy hook registering the cert during the hold turns the alert into `info`."""
+        issuance = ca.issue(["a.example.org"])
+        async with world(tmp_path / "db") as w:
+            await w.see(issuance.message("go-tiled"))
+            await trio.sleep(GRACE / 2)
+            await w.register(row(issuance))
+            await trio.sleep(GRACE * 2)
+            (alert,) = await w.alerts()
+            assert (alert.severity, alert.status) == ("info", "pending")
+            assert len(w.queued()) == 1
+
+    async def test_registration_after_suspicious_sends_a_follow_up(
+        self, tmp_path: Path, ca: CA, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A late registration resolves a suspicious alert with a `resolved` follow-up event."""
+        issuance = ca.issue(["a.example.org"])
+        async with world(tmp_path / "db") as w:
+            await w.see(issuance.message("go-tiled"))
+            await trio.sleep(GRACE + 1)
+            await w.register(row(issuance))
+            await w.register(row(issuance))  # a second push resolves nothing twice
+            original, follow_up = await w.alerts()
+            assert original.severity == "suspicious"
+            assert original.resolved_by is not None
+            assert original.resolved_by["evidence"] == "serial_and_names"
+            assert follow_up.kind == "resolved"
+            assert follow_up.parent_id == original.id
+            assert follow_up.issuance == original.issuance
+            assert follow_up.severity == "info"
+            assert w.queued() == [original.id, follow_up.id]
+
+    async def test_registered_key_decides_new_issuances(
+        self, tmp_path: Path, ca: CA, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A key registered in advance recognises an issuance with it, not one with another key."""
+        ours = ca.issue(["a.example.org"])
+        async with world(tmp_path / "db", grace=0) as w:
+            key = KnownKey(ours.spki_sha256(), ("a.example.org",))
+            await w.store.upsert_key(key)
+            w.inventory.add_key(key)
+            await w.see(ours.message("go-full"))
+            await w.see(ca.issue(["a.example.org"]).message("go-full"))
+            ok, bad = await w.alerts()
+            assert ok.severity == "info"
+            assert ok.recognised_by is not None
+            assert ok.recognised_by["evidence"] == "key"
+            assert bad.severity == "suspicious"
+
+
+class TestDedupe:
+    async def test_copies_of_one_issuance_make_one_alert(
+        self, tmp_path: Path, ca: CA, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Three log copies and the final cert of one issuance are one alert."""
+        issuance = ca.issue(["a.example.org"])
+        async with world(tmp_path / "db", grace=0) as w:
+            await w.see(issuance.message("go-full", log_url="https://log-a"))
+            await w.see(issuance.message("go-tiled", log_url="https://log-b"))
+            await w.see(issuance.message("elixir", log_url="https://log-c"))
+            await w.see(issuance.message("go-full", which="final"))
+            assert len(await w.alerts()) == 1
+            assert len(w.alerter.dedupe) == 1
+
+    async def test_distinct_tiled_issuances_are_distinct_alerts(
+        self, tmp_path: Path, ca: CA, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Tiled precerts of three issuances (all with the blank fingerprint) are three alerts."""
+        async with world(tmp_path / "db", grace=0) as w:
+            for _ in range(3):
+                await w.see(ca.issue(["a.example.org"]).message("go-tiled"))
+            assert len(await w.alerts()) == 3
+
+    async def test_a_later_copy_that_is_recognised_decides_a_held_alert(
+        self, tmp_path: Path, ca: CA, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A held tiled precert is decided `info` by its copy whose DER shows our registered key."""
+        issuance = ca.issue(["a.example.org"])
+        async with world(tmp_path / "db") as w:
+            key = KnownKey(issuance.spki_sha256(), ("a.example.org",))
+            w.inventory.add_key(key)
+            await w.see(issuance.message("go-tiled"))  # no DER: the key cannot be seen
+            assert (await w.alerts())[0].status == "held"
+            await w.see(issuance.message("go-full"))
+            (alert,) = await w.alerts()
+            assert alert.severity == "info"
+
+    async def test_restart_between_copies_still_one_alert(
+        self, tmp_path: Path, ca: CA, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """An issuance alerted before a restart is not alerted again by a copy after it."""
+        issuance = ca.issue(["a.example.org"])
+        async with world(tmp_path / "db", grace=0) as w:
+            await w.see(issuance.message("go-full"))
+        async with world(tmp_path / "db", grace=0) as w:
+            assert len(w.alerter.dedupe) == 1
+            await w.see(issuance.message("go-tiled"))
+            assert len(await w.alerts()) == 1
+
+    async def test_restart_during_the_hold_still_decides(
+        self, tmp_path: Path, ca: CA, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A held alert survives a restart and is decided when its grace ends."""
+        async with world(tmp_path / "db") as w:
+            await w.see(ca.issue(["a.example.org"]).message())
+            await trio.sleep(GRACE / 2)
+        async with world(tmp_path / "db") as w:
+            assert w.alerter.held == 1
+            await trio.sleep(GRACE)
+            (alert,) = await w.alerts()
+            assert (alert.status, alert.severity) == ("pending", "suspicious")
+            assert w.queued() == [alert.id]
+
+
+class TestCleanup:
+    async def test_ticker_expires_certs_and_alerts(
+        self, tmp_path: Path, ca: CA, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Each tick removes certs past not_after + grace and old alerts, from memory too."""
+        old, fresh = ca.issue(["old.example.org"]), ca.issue(["new.example.org"])
+        now = virtual_wall_clock()
+        async with world(tmp_path / "db", grace=0) as w:
+            await w.register(row(old, not_after=int(now) + 1000))
+            await w.register(row(fresh, not_after=int(now) + 10 * 86400))
+            await w.see(old.message())
+            cleanup = Cleanup(
+                w.store,
+                w.inventory,
+                w.alerter,
+                trio.Lock(),
+                interval_s=3600,
+                cert_grace_s=86400,
+                alert_retention_s=3 * 86400,
+                clock=virtual_wall_clock,
+            )
+            w.nursery.start_soon(cleanup.run)
+            await trio.sleep(86400 + 1000 - 1)
+            assert len(w.inventory) == 2
+            await trio.sleep(3600)  # the next tick
+            assert len(w.inventory) == 1
+            assert [c.fingerprint_sha1 for c in await w.store.load_certs()] == [fresh.final_sha1]
+            # The alert is still pending (not delivered): cleanup never drops it.
+            await trio.sleep(3 * 86400)
+            assert len(await w.alerts()) == 1
+            alert = (await w.alerts())[0]
+            assert alert.id is not None
+            await w.store.record_attempt(
+                alert.id, delivered=True, error=None, now=virtual_wall_clock(), next_attempt_at=None
+            )
+            await trio.sleep(3600)
+            assert await w.alerts() == []
+            assert len(w.alerter.dedupe) == 0
+
+    async def test_large_backlog_is_removed_in_batches(
+        self, tmp_path: Path, ca: CA, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """More expired rows than one batch are all removed by one run."""
+        issuance = ca.issue(["a.example.org"])
+        async with world(tmp_path / "db", grace=0) as w:
+            for i in range(1234):
+                cert = row(issuance, fingerprint_sha1=f"{i:040x}", not_after=1000, not_before=1)
+                await w.store.upsert_cert(cert)
+                w.inventory.add_cert(cert)
+            cleanup = Cleanup(
+                w.store, w.inventory, w.alerter, trio.Lock(),
+                interval_s=3600, cert_grace_s=0, alert_retention_s=86400,
+                clock=virtual_wall_clock,
+            )  # fmt: skip
+            report = await cleanup.run_once()
+            assert report.certs == 1234
+            assert len(w.inventory) == 0

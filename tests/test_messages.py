@@ -1,0 +1,176 @@
+"""Decoding certstream messages in every server variant (pure logic, no sockets)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from certwatch.errors import MalformedMessage
+from certwatch.messages import CertificateUpdate, Other, peek, read_update
+
+SAMPLES = Path(__file__).parent / "data" / "samples"
+SERIAL = "262047CC81D9E1C816F5041249FE194032AAEC59"
+AKI = "58f0b30c8f76edfeb978944863850c8fefa67a3a"
+
+
+def sample(name: str) -> str:
+    return (SAMPLES / name).read_text()
+
+
+class TestPeek:
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "go-full-precert.json",
+            "go-full-final.json",
+            "go-full-tiled-precert.json",
+            "go-lite-precert.json",
+            "elixir-full-precert.json",
+        ],
+    )
+    def test_certificate_updates_in_every_variant(self, name: str) -> None:
+        """Every server variant's certificate_update yields its names, log and index."""
+        message = peek(sample(name))
+        assert isinstance(message, CertificateUpdate)
+        assert set(message.names) == {"api.example.net", "*.api.example.net", "www.example.net"}
+        assert message.log_url.startswith("https://")
+        assert isinstance(message.cert_index, int)
+
+    @pytest.mark.parametrize(
+        ("name", "message_type"),
+        [("legacy-heartbeat.json", "heartbeat"), ("dns-entries.json", "dns_entries")],
+    )
+    def test_messages_without_certificates(self, name: str, message_type: str) -> None:
+        """The old JSON heartbeat and the domains-only stream are known types without a cert."""
+        assert peek(sample(name)) == Other(message_type)
+
+    def test_bytes_and_trailing_newline(self) -> None:
+        """Binary frames and the Go server's trailing newline decode the same."""
+        text = sample("go-full-precert.json") + "\n"
+        assert isinstance(peek(text.encode()), CertificateUpdate)
+
+    @pytest.mark.parametrize(
+        ("frame", "reason"),
+        [
+            ("", "invalid_json"),
+            ("not json", "invalid_json"),
+            ('{"message_type": "certificate_update"', "invalid_json"),
+            (b'{"message_type": "\xff"}', "invalid_json"),
+            ("[" * 3000 + "]" * 3000, "invalid_json"),
+            ('{"a":' * 3000 + "1" + "}" * 3000, "invalid_json"),
+            ("[1, 2]", "not_object"),
+            ('"certificate_update"', "not_object"),
+            ("null", "not_object"),
+            ("{}", "invalid_field"),
+            ('{"message_type": 5}', "invalid_field"),
+            ('{"message_type": "certificate_update"}', "invalid_field"),
+            ('{"message_type": "certificate_update", "data": []}', "invalid_field"),
+            ('{"message_type": "certificate_update", "data": {"leaf_cert": {}}}', "invalid_field"),
+            (
+                '{"message_type": "certificate_update", "data": '
+                '{"leaf_cert": {"all_domains": ["a", 1]}}}',
+                "invalid_field",
+            ),
+            (
+                '{"message_type": "certificate_update", "data": '
+                '{"leaf_cert": {"all_domains": []}, "cert_index": "7"}}',
+                "invalid_field",
+            ),
+            ('{"message_type": "surprise"}', "unknown_type"),
+        ],
+    )
+    def test_malformed_messages_are_rejected_with_a_reason(
+        self, frame: str | bytes, reason: str
+    ) -> None:
+        """Not JSON, not an object, bad fields, unknown type: rejected with a counted reason."""
+        with pytest.raises(MalformedMessage) as caught:
+            peek(frame)
+        assert caught.value.reason == reason
+
+
+class TestReadUpdate:
+    def test_go_full_precert(self) -> None:
+        """The full Go message gives every payload field, normalised identity fields and the DER."""
+        update = read_update(sample("go-full-precert.json"))
+        assert update.update_type == "PrecertLogEntry"
+        assert update.fingerprint_sha1 == "1beb5c56ef341e6a4dfbbe66d997255789f14b77"
+        assert update.sha1 == update.fingerprint_sha1
+        assert update.serial == SERIAL
+        assert update.authority_key_id == AKI
+        assert update.issuer_o == "Example Trust Services"
+        assert update.issuer_cn == "ETS R1"
+        assert update.subject_cn == "api.example.net"
+        assert (update.not_before, update.not_after) == (1795821370, 1803597670)
+        assert update.source_name == "Example 'Quokka2026h2' log"
+        assert update.der is not None
+        assert update.der[:2] == b"\x30\x82"
+
+    def test_tiled_precert_has_no_fingerprint(self) -> None:
+        """The blank SHA-1/SHA-256 of certstream-server-go's tiled precerts mean no fingerprint."""
+        update = read_update(sample("go-full-tiled-precert.json"))
+        assert update.fingerprint_sha1 == "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+        assert update.sha1 is None
+        assert update.sha256 is None
+        assert update.der is None
+        assert update.cert_link == ""
+        assert update.authority_key_id == AKI
+
+    def test_elixir_formats_normalise_to_the_same_identity(self) -> None:
+        """Elixir's uppercase AKI with a newline and its serial compare equal to Go's."""
+        elixir = read_update(sample("elixir-full-precert.json"))
+        go = read_update(sample("go-full-precert.json"))
+        assert elixir.authority_key_id == go.authority_key_id == AKI
+        assert int(elixir.serial, 16) == int(go.serial, 16)
+
+    def test_lenient_on_optional_fields(self) -> None:
+        """Missing optional fields and Elixir's "no_expiration" do not reject a matched cert."""
+        message: dict[str, Any] = {
+            "message_type": "certificate_update",
+            "data": {"leaf_cert": {"all_domains": ["a.example.org"], "not_after": "no_expiration"}},
+        }
+        update = read_update(json.dumps(message))
+        assert update.names == ("a.example.org",)
+        assert update.not_after is None
+        assert update.serial == ""
+        assert update.der is None
+
+    def test_bad_base64_der_is_ignored(self) -> None:
+        """A corrupt `as_der` leaves the DER out instead of dropping the certificate."""
+        message = json.loads(sample("go-full-precert.json"))
+        message["data"]["leaf_cert"]["as_der"] = "%%% not base64"
+        assert read_update(json.dumps(message)).der is None
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=30,
+)
+
+
+class TestFuzz:
+    @settings(max_examples=300, deadline=None)
+    @given(json_values)
+    def test_any_json_value_is_parsed_or_skipped(self, value: object) -> None:
+        """Any JSON value is either parsed or rejected as MalformedMessage, never a crash."""
+        for frame in (
+            json.dumps(value),
+            json.dumps({"message_type": "certificate_update", "data": value}),
+        ):
+            with contextlib.suppress(MalformedMessage):
+                peek(frame)
+            with contextlib.suppress(MalformedMessage):
+                read_update(frame)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=200))
+    def test_any_bytes_are_parsed_or_skipped(self, frame: bytes) -> None:
+        """Any byte string is either parsed or rejected as MalformedMessage, never a crash."""
+        with contextlib.suppress(MalformedMessage):
+            peek(frame)

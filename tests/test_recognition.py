@@ -1,0 +1,273 @@
+"""Issuance identity and recognition of the org's own certificates (pure logic, no sockets)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+from support.certs import CA
+
+from certwatch.certificates import parse_certificate, precert_tbs_sha256, spki_sha256_from_pem
+from certwatch.classify import Evidence, Inventory, InventoryCert, KnownKey, facts_from_update
+from certwatch.errors import InvalidCertificate
+from certwatch.identity import CertFacts, fingerprint, key_identifier, serial_number
+from certwatch.messages import read_update
+
+SAMPLES = Path(__file__).parent / "data" / "samples"
+VARIANT_FILES = [
+    "go-full-precert.json",
+    "go-full-final.json",
+    "go-full-tiled-precert.json",
+    "go-lite-precert.json",
+    "elixir-full-precert.json",
+]
+
+
+def sample_facts(name: str) -> CertFacts:
+    return facts_from_update(read_update((SAMPLES / name).read_text()))
+
+
+def json_row(push: dict[str, object]) -> InventoryCert:
+    """An inventory row as the API stores a contract JSON push."""
+    return InventoryCert(
+        fingerprint_sha1=fingerprint(str(push["fingerprint"])) or "",
+        serial=str(push["serial"]),
+        sans=tuple(push["sans"]),  # type: ignore[arg-type]
+        not_before=int(push["not_before"]),  # type: ignore[call-overload]
+        not_after=int(push["not_after"]),  # type: ignore[call-overload]
+        source=str(push.get("source", "")),
+    )
+
+
+def pem_row(pem: str, source: str = "lb:pem") -> InventoryCert:
+    info = parse_certificate(pem)
+    return InventoryCert(
+        fingerprint_sha1=info.sha1,
+        serial=info.serial_hex,
+        sans=info.sans,
+        not_before=info.not_before,
+        not_after=info.not_after,
+        source=source,
+        fingerprint_sha256=info.sha256,
+        authority_key_id=info.authority_key_id,
+        tbs_sha256=info.tbs_sha256,
+        spki_sha256=info.spki_sha256,
+        issuer=info.issuer,
+    )
+
+
+class TestNormalisers:
+    def test_fingerprints(self) -> None:
+        """Colons and case do not matter; the empty-input hashes and junk are no fingerprint."""
+        assert fingerprint("EF:CE:CD:39:64:1A:14:78:DA:61:36:A3:6A:1F:FF:5C:75:22:B5:BB") == (
+            "efcecd39641a1478da6136a36a1fff5c7522b5bb"
+        )
+        assert fingerprint("DA:39:A3:EE:5E:6B:4B:0D:32:55:BF:EF:95:60:18:90:AF:D8:07:09") is None
+        assert fingerprint(hashlib.sha256(b"").hexdigest(), length=64) is None
+        assert fingerprint("xyz") is None
+        assert fingerprint("ab" * 19) is None
+
+    def test_serials_compare_as_integers(self) -> None:
+        """Padded, unpadded, lowercase and colon-separated serials are one serial."""
+        forms = ["05A1FF", "5A1FF", "5a1ff", "05:a1:ff"]
+        assert {serial_number(f) for f in forms} == {0x5A1FF}
+        assert serial_number("not hex") is None
+        assert serial_number("") is None
+
+    def test_key_identifiers(self) -> None:
+        """Go's lowercase `keyid:` and Elixir's uppercase with a newline are one identifier."""
+        assert key_identifier("keyid:58:f0:b3") == key_identifier("keyid:58:F0:B3\n") == "58f0b3"
+        assert key_identifier("58F0B3") == "58f0b3"
+        assert key_identifier("keyid:zz") is None
+
+
+class TestCertificates:
+    def test_deployed_certificate(self) -> None:
+        """The LB's PEM yields the fingerprint, serial, names and key identifier the feed shows."""
+        info = parse_certificate((SAMPLES / "deployed-cert.pem").read_text())
+        push = json.loads((SAMPLES / "lb-push.json").read_text())
+        assert info.sha1 == push["fingerprint"]
+        assert info.serial == int(push["serial"], 16)
+        assert sorted(info.sans) == sorted(push["sans"])
+        assert (info.not_before, info.not_after) == (push["not_before"], push["not_after"])
+        assert info.authority_key_id == "58f0b30c8f76edfeb978944863850c8fefa67a3a"
+        assert info.issuer_o == "Example Trust Services"
+        assert not info.is_precert
+
+    def test_precert_and_final_share_the_tbs_hash(self, ca: CA) -> None:
+        """RFC 6962: the precert's TBS minus poison equals the final's TBS minus SCTs."""
+        issuance = ca.issue(["a.example.org", "b.example.org"])
+        pre = parse_certificate(issuance.precert.public_bytes(Encoding.DER))
+        final = parse_certificate(issuance.final_pem())
+        assert pre.is_precert
+        assert pre.tbs_sha256 is not None
+        assert pre.tbs_sha256 == final.tbs_sha256
+        # pyca strips the SCT list itself: an independent check of the same bytes.
+        assert (
+            final.tbs_sha256 == hashlib.sha256(issuance.final.tbs_precertificate_bytes).hexdigest()
+        )
+        assert pre.sha1 != final.sha1
+
+    def test_distinct_issuances_have_distinct_tbs_hashes(self, ca: CA) -> None:
+        """Two issuances for the same names differ in their TBS hash."""
+        one, two = ca.issue(["a.example.org"]), ca.issue(["a.example.org"])
+        assert (
+            parse_certificate(one.final_pem()).tbs_sha256
+            != parse_certificate(two.final_pem()).tbs_sha256
+        )
+
+    def test_sample_precert_and_final(self) -> None:
+        """The sample precert's and final certificate's DER in the feed share one TBS hash."""
+        pre = read_update((SAMPLES / "go-full-precert.json").read_text())
+        final = read_update((SAMPLES / "go-full-final.json").read_text())
+        assert pre.der is not None
+        assert final.der is not None
+        assert parse_certificate(pre.der).tbs_sha256 == parse_certificate(final.der).tbs_sha256
+        assert precert_tbs_sha256(b"\x30\x00") is None
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "",
+            "hello",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        ],
+    )
+    def test_bad_pem_is_rejected(self, text: str) -> None:
+        """Text that is not a parsable certificate raises InvalidCertificate."""
+        with pytest.raises(InvalidCertificate):
+            parse_certificate(text)
+
+    def test_spki_from_key_csr_and_certificate(self, ca: CA) -> None:
+        """A public key, a CSR and a certificate for one key give one SPKI hash."""
+        issuance = ca.issue(["a.example.org"])
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a.example.org")]))
+            .sign(issuance.key, hashes.SHA256())
+            .public_bytes(Encoding.PEM)
+            .decode()
+        )
+        expected = issuance.spki_sha256()
+        assert spki_sha256_from_pem(issuance.public_key_pem()) == expected
+        assert spki_sha256_from_pem(csr) == expected
+        assert spki_sha256_from_pem(issuance.final_pem()) == expected
+        with pytest.raises(InvalidCertificate):
+            spki_sha256_from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----")
+
+
+class TestIssuanceKey:
+    def test_every_variant_of_one_issuance_has_one_key(self) -> None:
+        """Precert, final, tiled, lite and Elixir copies of one issuance share an issuance key."""
+        keys = {sample_facts(name).issuance_key() for name in VARIANT_FILES}
+        assert keys == {
+            "aki:58f0b30c8f76edfeb978944863850c8fefa67a3a:"
+            + "262047cc81d9e1c816f5041249fe194032aaec59"
+        }
+
+    def test_distinct_issuances_have_distinct_keys(self, ca: CA) -> None:
+        """Tiled precerts of three issuances for the same names are three issuances."""
+        keys = {
+            facts_from_update(
+                read_update(json.dumps(ca.issue(["a.example.org"]).message("go-tiled")))
+            ).issuance_key()
+            for _ in range(3)
+        }
+        assert len(keys) == 3
+
+
+class TestInventory:
+    @pytest.mark.parametrize("name", VARIANT_FILES)
+    def test_json_push_recognises_every_variant(self, name: str) -> None:
+        """A contract JSON push (fingerprint, serial, SANs) recognises precerts in every format."""
+        push = json.loads((SAMPLES / "lb-push.json").read_text())
+        inventory = Inventory([json_row(push)])
+        recognition = inventory.recognise(sample_facts(name))
+        assert recognition is not None
+        expected = (
+            Evidence.FINGERPRINT if name == "go-full-final.json" else Evidence.SERIAL_AND_NAMES
+        )
+        assert recognition.evidence is expected
+        assert recognition.source == "lb:colo-lb-0"
+
+    @pytest.mark.parametrize(
+        ("name", "evidence"),
+        [
+            ("go-full-precert.json", Evidence.TBS),
+            ("go-full-final.json", Evidence.FINGERPRINT),
+            ("go-full-tiled-precert.json", Evidence.ISSUANCE),
+            ("go-lite-precert.json", Evidence.ISSUANCE),
+            ("elixir-full-precert.json", Evidence.TBS),
+        ],
+    )
+    def test_pem_push_recognises_every_variant(self, name: str, evidence: Evidence) -> None:
+        """A PEM push recognises by fingerprint, TBS hash or (key id, serial), strongest first."""
+        inventory = Inventory([pem_row((SAMPLES / "deployed-cert.pem").read_text())])
+        recognition = inventory.recognise(sample_facts(name))
+        assert recognition is not None
+        assert recognition.evidence is evidence
+
+    @pytest.mark.parametrize("style", ["openssl", "lower-stripped", "colons"])
+    def test_serial_format_of_the_push_does_not_matter(self, ca: CA, style: str) -> None:
+        """Serials with and without leading zeros, in any case, recognise the tiled precert."""
+        from support.certs import random_serial
+
+        issuance = ca.issue(["a.example.org"], serial=random_serial(leading_zero_nibble=True))
+        inventory = Inventory([json_row(issuance.push(serial_style=style))])
+        for variant in ("go-tiled", "elixir"):
+            facts = facts_from_update(read_update(json.dumps(issuance.message(variant))))
+            assert inventory.recognise(facts) is not None, variant
+
+    def test_same_serial_other_names_is_not_recognised(self, ca: CA) -> None:
+        """A JSON row only vouches for its own set of names."""
+        issuance = ca.issue(["a.example.org"])
+        push = issuance.push()
+        push["sans"] = ["b.example.org"]
+        inventory = Inventory([json_row(push)])
+        facts = facts_from_update(read_update(json.dumps(issuance.message("go-tiled"))))
+        assert inventory.recognise(facts) is None
+
+    def test_pem_row_never_vouches_for_another_ca(self, ca: CA) -> None:
+        """A PEM row needs its CA's key id: the same serial and names from another CA is unknown."""
+        ours = ca.issue(["a.example.org"])
+        theirs = CA("Evil CA", "Evil").issue(["a.example.org"], serial=ours.serial)
+        inventory = Inventory([pem_row(ours.final_pem())])
+        facts = facts_from_update(read_update(json.dumps(theirs.message("go-tiled"))))
+        assert inventory.recognise(facts) is None
+
+    def test_removed_rows_stop_recognising(self) -> None:
+        """After remove_cert nothing of the row is left in any index."""
+        row = pem_row((SAMPLES / "deployed-cert.pem").read_text())
+        inventory = Inventory([row])
+        inventory.remove_cert(row)
+        assert len(inventory) == 0
+        for name in VARIANT_FILES:
+            assert inventory.recognise(sample_facts(name)) is None
+
+    def test_registered_key_recognises_new_issuances_for_its_names(self, ca: CA) -> None:
+        """A key registered in advance recognises any issuance with it, for its names only."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        ours = ca.issue(["a.example.org", "b.example.org"], key=key)
+        inventory = Inventory(
+            keys=[KnownKey(ours.spki_sha256(), ("a.example.org", "b.example.org", "c.example.org"))]
+        )
+
+        def facts(issuance_names: list[str], *, same_key: bool = True) -> CertFacts:
+            issuance = ca.issue(issuance_names, key=key if same_key else None)
+            return facts_from_update(read_update(json.dumps(issuance.message("go-full"))))
+
+        recognition = inventory.recognise(facts(["a.example.org", "b.example.org"]))
+        assert recognition is not None
+        assert recognition.evidence is Evidence.KEY
+        assert inventory.recognise(facts(["a.example.org", "evil.example.org"])) is None
+        assert inventory.recognise(facts(["a.example.org"], same_key=False)) is None
+        inventory.remove_key(ours.spki_sha256())
+        assert inventory.recognise(facts(["a.example.org"])) is None

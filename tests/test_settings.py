@@ -1,0 +1,143 @@
+"""Settings from the environment, and how the command reports bad ones."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from certwatch.errors import ConfigError
+from certwatch.settings import Settings
+
+
+def env(**values: str) -> dict[str, str]:
+    return {"API_TOKEN": "secret-token", **values}
+
+
+class TestFromEnv:
+    def test_defaults(self) -> None:
+        """With only API_TOKEN set, every variable takes the contract's default."""
+        s = Settings.from_env(env())
+        assert s.certstream_url == "ws://localhost:8080/full-stream"
+        assert s.db_path == Path("certwatch.db")
+        assert (s.api_host, s.api_port) == ("127.0.0.1", 8765)
+        assert s.webhook_url is None
+        assert s.webhook_timeout_s == 10
+        assert s.cleanup_interval_s == 3600
+        assert s.cleanup_grace_s == 86400
+        assert s.alert_retention_s == 2592000
+        assert s.suspicious_grace_s == 60
+        assert s.log_level == "INFO"
+
+    def test_every_variable_is_read(self) -> None:
+        """Each documented variable overrides its default; seconds accept fractions."""
+        s = Settings.from_env(
+            env(
+                CERTSTREAM_URL="wss://certstream.example/full-stream",
+                DB_PATH="/data/cw.db",
+                API_HOST="0.0.0.0",
+                API_PORT="9000",
+                WEBHOOK_URL="https://n8n.example/webhook/abc",
+                WEBHOOK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                WEBHOOK_TIMEOUT_S="2.5",
+                WEBHOOK_RETRY_PERIOD_S="3600",
+                CLEANUP_INTERVAL_S="60",
+                CLEANUP_GRACE_S="0",
+                ALERT_RETENTION_S="86400",
+                SUSPICIOUS_GRACE_S="0",
+                LOG_LEVEL="debug",
+            )
+        )
+        assert s.certstream_url == "wss://certstream.example/full-stream"
+        assert s.db_path == Path("/data/cw.db")
+        assert (s.api_host, s.api_port) == ("0.0.0.0", 9000)
+        assert s.webhook_url == "https://n8n.example/webhook/abc"
+        assert s.webhook_secret == "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        assert s.webhook_timeout_s == 2.5
+        assert s.webhook_retry_period_s == 3600
+        assert (s.cleanup_interval_s, s.cleanup_grace_s) == (60, 0)
+        assert s.alert_retention_s == 86400
+        assert s.suspicious_grace_s == 0
+        assert s.log_level == "DEBUG"
+
+    def test_token_never_in_repr(self) -> None:
+        """The token and the webhook secret stay out of reprs (and so out of logs)."""
+        s = Settings.from_env(env(WEBHOOK_SECRET="a-very-secret-value"))
+        assert "secret-token" not in repr(s)
+        assert "a-very-secret-value" not in repr(s)
+
+    @pytest.mark.parametrize(
+        ("values", "variable", "problem"),
+        [
+            ({"API_TOKEN": ""}, "API_TOKEN", "required"),
+            ({"API_TOKEN": "   "}, "API_TOKEN", "required"),
+            ({"API_PORT": "http"}, "API_PORT", "whole number"),
+            ({"API_PORT": "70000"}, "API_PORT", "0 to 65535"),
+            ({"API_PORT": "-1"}, "API_PORT", "0 to 65535"),
+            ({"CERTSTREAM_URL": "http://x/full-stream"}, "CERTSTREAM_URL", "ws://"),
+            ({"CERTSTREAM_URL": "ws://"}, "CERTSTREAM_URL", "no host"),
+            ({"CERTSTREAM_URL": "ws://h:99999/"}, "CERTSTREAM_URL", "not a valid URL"),
+            ({"WEBHOOK_URL": "ftp://x"}, "WEBHOOK_URL", "http://"),
+            ({"WEBHOOK_TIMEOUT_S": "0"}, "WEBHOOK_TIMEOUT_S", "greater than 0"),
+            ({"WEBHOOK_TIMEOUT_S": "ten"}, "WEBHOOK_TIMEOUT_S", "number of seconds"),
+            ({"CLEANUP_INTERVAL_S": "-5"}, "CLEANUP_INTERVAL_S", "greater than 0"),
+            ({"CLEANUP_GRACE_S": "-1"}, "CLEANUP_GRACE_S", "0 or more"),
+            ({"ALERT_RETENTION_S": "inf"}, "ALERT_RETENTION_S", "finite"),
+            ({"SUSPICIOUS_GRACE_S": "nan"}, "SUSPICIOUS_GRACE_S", "finite"),
+            ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", "one of"),
+            ({"API_HOST": "a b"}, "API_HOST", "not a host"),
+            ({"WEBHOOK_SECRET": "short"}, "WEBHOOK_SECRET", "at least 16"),
+        ],
+    )
+    def test_bad_values_name_the_variable(
+        self, values: dict[str, str], variable: str, problem: str
+    ) -> None:
+        """A value that does not parse raises ConfigError naming the variable and the problem."""
+        with pytest.raises(ConfigError, match=problem) as caught:
+            Settings.from_env({**env(), **values})
+        assert caught.value.variable == variable
+        assert str(caught.value).startswith(f"{variable}: ")
+
+    def test_empty_optional_values_mean_unset(self) -> None:
+        """`WEBHOOK_URL=` (as compose files write it) means observer mode, not an error."""
+        assert Settings.from_env(env(WEBHOOK_URL="", API_PORT="")).webhook_url is None
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [({"API_TOKEN": ""}, "API_TOKEN"), ({"API_TOKEN": "x", "API_PORT": "eighty"}, "API_PORT")],
+)
+def test_command_exits_2_with_one_line(values: dict[str, str], needle: str) -> None:
+    """A bad environment makes `python -m certwatch` exit 2 with one line, no traceback."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("API_TOKEN", "API_PORT")}
+    result = subprocess.run(
+        [sys.executable, "-m", "certwatch"],
+        env={**clean, **values},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"certwatch: {needle}: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_unusable_database_exits_1_with_a_clear_message(tmp_path: Path) -> None:
+    """A DB_PATH in a missing directory is a one-line startup error, exit status 1."""
+    result = subprocess.run(
+        [sys.executable, "-m", "certwatch"],
+        env={**os.environ, "API_TOKEN": "x", "DB_PATH": str(tmp_path / "missing" / "cw.db")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "cannot open database" in result.stderr
+    assert "Traceback" not in result.stderr

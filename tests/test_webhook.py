@@ -1,0 +1,257 @@
+"""Webhook delivery policy, on a virtual clock with httpx's MockTransport.
+
+Real-socket delivery is covered end to end in test_e2e.py; here the schedule, the headers
+and the outbox states are checked exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+import trio
+import trio.testing
+
+from certwatch.events import PENDING, Alert
+from certwatch.metrics import Metrics
+from certwatch.settings import Timing
+from certwatch.store import Store
+from certwatch.webhook import WebhookSender, parse_retry_after, retry_delay, sign
+
+EPOCH = 1_800_000_000.0
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+
+
+def clock() -> float:
+    return EPOCH + trio.current_time()
+
+
+def new_alert(n: int = 0) -> Alert:
+    return Alert(
+        event_id=f"evt-{n}",
+        kind="alert",
+        issuance=f"aki:ab:{n:x}",
+        status=PENDING,
+        severity="suspicious",
+        matched_entries=("example.org",),
+        matched_sans=("a.example.org",),
+        cert={"fingerprint_sha1": "ab" * 20, "all_sans": ["a.example.org"], "serial": "01"},
+        facts={},
+        seen_at=EPOCH,
+        created_at=clock(),
+        next_attempt_at=clock(),
+        queued_at=clock(),
+    )
+
+
+@attrs.define
+class Hook:
+    """A scripted receiver behind MockTransport, recording (virtual time, request)."""
+
+    script: list[httpx.Response] = attrs.field(factory=list)
+    default: Callable[[], httpx.Response] = lambda: httpx.Response(200)
+    requests: list[tuple[float, httpx.Request]] = attrs.field(factory=list)
+    changed: trio.Event = attrs.field(factory=trio.Event)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append((trio.current_time(), request))
+        self.changed.set()
+        self.changed = trio.Event()
+        return self.script.pop(0) if self.script else self.default()
+
+    async def wait_for(self, count: int) -> None:
+        while len(self.requests) < count:
+            await self.changed.wait()
+
+    def times(self) -> list[float]:
+        return [round(t, 3) for t, _ in self.requests]
+
+
+@asynccontextmanager
+async def sending(
+    tmp_path: Path, hook: Hook, *, retry_period: float = 86400, alerts: int = 1
+) -> AsyncIterator[tuple[Store, trio.MemorySendChannel[int], Metrics]]:
+    store = await Store.open(tmp_path / "db", threaded=False)
+    metrics = Metrics()
+    ids = []
+    for n in range(alerts):
+        stored = await store.insert_alert(new_alert(n))
+        assert stored.id is not None
+        ids.append(stored.id)
+    sender = WebhookSender(
+        "https://hooks.example/certwatch",
+        store,
+        metrics,
+        Timing(outbox_poll_s=5),
+        timeout_s=10,
+        retry_period_s=retry_period,
+        secret=SECRET,
+        clock=clock,
+        rng=lambda: 0.5,
+        transport=httpx.MockTransport(hook.handle),
+    )
+    send, receive = trio.open_memory_channel[int](16)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender.run, receive)
+            yield store, send, metrics
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+def verify_standard_webhook(secret: str, headers: httpx.Headers, body: bytes, now: float) -> bool:
+    """An independent Standard Webhooks verifier (the spec's algorithm, written from scratch)."""
+    msg_id, timestamp = headers["webhook-id"], headers["webhook-timestamp"]
+    if abs(now - int(timestamp)) > 300:
+        return False
+    key = base64.b64decode(secret.split("_", 1)[1])
+    content = b".".join([msg_id.encode(), timestamp.encode(), body])
+    expected = base64.b64encode(hmac.new(key, content, hashlib.sha256).digest())
+    for candidate in headers["webhook-signature"].split(" "):
+        version, _, signature = candidate.partition(",")
+        if version == "v1" and hmac.compare_digest(signature.encode(), expected):
+            return True
+    return False
+
+
+class TestDelivery:
+    async def test_delivers_with_standard_webhooks_headers(
+        self, tmp_path: Path, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A pending alert is POSTed once with a stable id, a timestamp and a valid signature."""
+        hook = Hook()
+        async with sending(tmp_path, hook) as (store, _, metrics):
+            await hook.wait_for(1)
+            await trio.testing.wait_all_tasks_blocked()
+            (alert,) = await store.list_alerts()
+        _, request = hook.requests[0]
+        assert request.headers["webhook-id"] == "evt-0"
+        assert request.headers["content-type"] == "application/json"
+        assert verify_standard_webhook(SECRET, request.headers, request.content, clock())
+        assert not verify_standard_webhook(SECRET, request.headers, request.content + b" ", clock())
+        body = json.loads(request.content)
+        assert body["severity"] == "suspicious"
+        assert body["event"] == "alert"
+        assert alert.status == "delivered"
+        assert alert.delivered_at is not None
+        assert (
+            metrics.registry.get_sample_value("certwatch_webhook_total", {"result": "success"}) == 1
+        )
+
+    async def test_quick_attempts_then_a_growing_schedule_then_dead(
+        self, tmp_path: Path, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Attempts at 0, 1 and 5 s, then 30 s, 60 s, ... doubling, until the period ends."""
+        hook = Hook(default=lambda: httpx.Response(500, text="boom"))
+        async with sending(tmp_path, hook, retry_period=600) as (store, _, _metrics):
+            await hook.wait_for(7)
+            await trio.sleep(3600)
+            (alert,) = await store.list_alerts()
+        # The 8th attempt would fall at 935 s, past the 600 s period: dead after the 7th.
+        assert hook.times() == [0, 1, 5, 35, 95, 215, 455]
+        assert {r.headers["webhook-id"] for _, r in hook.requests} == {"evt-0"}
+        assert alert.status == "failed"
+        assert alert.attempts == 7
+        assert alert.last_error == "HTTP 500: boom"
+
+    async def test_retry_after_is_honoured(
+        self, tmp_path: Path, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A 429 with Retry-After delays the next attempt by that long."""
+        hook = Hook(script=[httpx.Response(429, headers={"Retry-After": "120"})])
+        async with sending(tmp_path, hook) as (store, _, _metrics):
+            await hook.wait_for(2)
+            await trio.testing.wait_all_tasks_blocked()
+            (alert,) = await store.list_alerts()
+        assert hook.times() == [0, 120]
+        assert alert.status == "delivered"
+        assert alert.attempts == 2
+
+    async def test_redirects_are_failures_not_followed(
+        self, tmp_path: Path, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A 3xx is a failed attempt; the Location is never requested."""
+        hook = Hook(
+            script=[httpx.Response(302, headers={"Location": "https://elsewhere.example/"})]
+        )
+        async with sending(tmp_path, hook) as (store, _, metrics):
+            await hook.wait_for(1)
+            await trio.testing.wait_all_tasks_blocked()
+            (alert,) = await store.list_alerts()
+            assert alert.last_error == (
+                "HTTP 302 redirect to https://elsewhere.example/ (not followed)"
+            )
+            await hook.wait_for(2)
+        assert [str(r.url) for _, r in hook.requests] == ["https://hooks.example/certwatch"] * 2
+        failures = metrics.registry.get_sample_value(
+            "certwatch_webhook_total", {"result": "failure"}
+        )
+        assert failures == 1
+
+    async def test_a_hanging_receiver_times_out(
+        self, tmp_path: Path, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """An attempt that gets no answer within WEBHOOK_TIMEOUT_S fails and is retried."""
+        calls = 0
+
+        async def handler(request: httpx.Request) -> httpx.Response:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                await trio.sleep(3600)
+            return httpx.Response(204)
+
+        store = await Store.open(tmp_path / "db", threaded=False)
+        stored = await store.insert_alert(new_alert())
+        sender = WebhookSender(
+            "https://hooks.example/", store, Metrics(), Timing(),
+            timeout_s=10, retry_period_s=86400, clock=clock, rng=lambda: 0.5,
+            transport=httpx.MockTransport(handler),
+        )  # fmt: skip
+        _send, receive = trio.open_memory_channel[int](4)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender.run, receive)
+            await trio.sleep(60)
+            nursery.cancel_scope.cancel()
+        assert stored.id is not None
+        alert = await store.get_alert(stored.id)
+        store.close()
+        assert alert is not None
+        assert alert.status == "delivered"
+        assert alert.attempts == 2
+        assert calls == 2
+
+
+class TestSchedule:
+    def test_retry_delay_doubles_to_an_hour(self) -> None:
+        """After the quick attempts: 30 s doubling, capped at an hour, jittered by ±20 %."""
+        assert [retry_delay(n, lambda: 0.5) for n in (3, 4, 5, 9, 20)] == [30, 60, 120, 1920, 3600]
+        assert retry_delay(3, lambda: 0.0) == pytest.approx(24)
+        assert retry_delay(3, lambda: 1.0) == pytest.approx(36)
+
+    def test_parse_retry_after(self) -> None:
+        """Retry-After is delta-seconds or an HTTP date; anything else is ignored."""
+        date = datetime.datetime(2026, 10, 21, 7, 28, tzinfo=datetime.UTC).timestamp()
+        assert parse_retry_after("120", 0.0) == 120
+        assert parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT", date - 90) == 90
+        assert parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT", date + 90) == 0
+        assert parse_retry_after("soon", 0.0) is None
+        assert parse_retry_after(None, 0.0) is None
+
+    def test_signature_with_a_plain_secret(self) -> None:
+        """A secret without the `whsec_` prefix signs with its UTF-8 bytes."""
+        value = sign("plain-secret-value", "id1", 1700000000, b"{}")
+        expected = base64.b64encode(
+            hmac.new(b"plain-secret-value", b"id1.1700000000.{}", hashlib.sha256).digest()
+        ).decode()
+        assert value == f"v1,{expected}"
