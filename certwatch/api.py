@@ -379,7 +379,11 @@ def create_app(ctx: ApiContext) -> QuartTrio:
     @app.errorhandler(HTTPException)
     async def http_error(e: HTTPException) -> Response:
         status = e.code or 500
-        return _error(status, (e.description or e.name).split("\n")[0])
+        response = _error(status, (e.description or e.name).split("\n")[0])
+        if status in (408, 413):
+            # The body was not read to its end: the connection cannot carry another request.
+            response.headers["Connection"] = "close"
+        return response
 
     @app.errorhandler(Exception)
     async def unexpected(e: Exception) -> Response:

@@ -33,8 +33,8 @@ class FeedServer:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/full-stream"
 
-    async def start(self, nursery: trio.Nursery) -> FeedServer:
-        server = await nursery.start(serve_websocket, self._handler, "127.0.0.1", 0, None)
+    async def start(self, nursery: trio.Nursery, *, port: int = 0) -> FeedServer:
+        server = await nursery.start(serve_websocket, self._handler, "127.0.0.1", port, None)
         self.port = server.port
         return self
 
@@ -124,9 +124,9 @@ class Receiver:
         self._changed = trio.Event()
         return Response("ok" if status < 300 else "nope", status=status, headers=headers)
 
-    async def start(self, nursery: trio.Nursery) -> Receiver:
+    async def start(self, nursery: trio.Nursery, *, port: int = 0) -> Receiver:
         config = Config()
-        config.bind = ["127.0.0.1:0"]
+        config.bind = [f"127.0.0.1:{port}"]
         config.accesslog = None
         config.graceful_timeout = 0.5
         binds = await nursery.start(

@@ -1,0 +1,80 @@
+"""A hand-run smoke test: a fake certstream feed and a webhook receiver on loopback.
+
+    uv run python tests/e2e_harness.py
+
+serves ``ws://127.0.0.1:8080/full-stream`` (certwatch's default ``CERTSTREAM_URL``) and
+``http://127.0.0.1:9000/hook``. Every few seconds it sends a newly issued certificate for
+``www.example.net`` (unknown to any inventory), plus one for a name nobody watches, and
+prints every webhook it receives. Then, in a second terminal:
+
+    API_TOKEN=changeme WEBHOOK_URL=http://127.0.0.1:9000/hook SUSPICIOUS_GRACE_S=0 \\
+        uv run -m certwatch
+
+and in a third:
+
+    curl -sS -X POST http://127.0.0.1:8765/domains -H 'Authorization: Bearer changeme' \\
+        -H 'Content-Type: application/json' -d '{"value": "example.net"}'
+
+Within seconds the harness prints ``webhook: suspicious www.example.net ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from support.certs import CA, unrelated_message  # noqa: E402
+from support.servers import FeedServer, Receiver  # noqa: E402
+
+
+async def run(feed_port: int, hook_port: int, domain: str, interval: float) -> None:
+    feed = FeedServer()
+    receiver = Receiver()
+    async with trio.open_nursery() as nursery:
+        await feed.start(nursery, port=feed_port)
+        await receiver.start(nursery, port=hook_port)
+        print(f"feed:    {feed.url}", flush=True)
+        print(f"webhook: {receiver.url}", flush=True)
+
+        async def report() -> None:
+            seen = 0
+            while True:
+                deliveries = await receiver.wait_for(seen + 1)
+                for delivery in deliveries[seen:]:
+                    body = delivery.json()
+                    print(
+                        f"webhook: {body['severity']} {' '.join(body['matched_sans'])} "
+                        f"(event {delivery.headers.get('webhook-id')}, issuer {body['issuer_cn']})",
+                        flush=True,
+                    )
+                seen = len(deliveries)
+
+        nursery.start_soon(report)
+        ca = CA()
+        while True:
+            if feed.connections:
+                await feed.send(ca.issue([domain]).message("go-full"))
+                await feed.send(unrelated_message())
+            await trio.sleep(interval)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--feed-port", type=int, default=8080)
+    parser.add_argument("--hook-port", type=int, default=9000)
+    parser.add_argument("--domain", default="www.example.net")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between certs")
+    args = parser.parse_args()
+    try:
+        trio.run(run, args.feed_port, args.hook_port, args.domain, args.interval)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

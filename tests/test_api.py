@@ -1,0 +1,314 @@
+"""The HTTP API on a real Hypercorn: every route, the auth rules, and bad input."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support.certs import CA
+from support.service import TOKEN, RunningService, make_settings, run_service
+
+PROTECTED = [
+    ("GET", "/domains"),
+    ("POST", "/domains"),
+    ("DELETE", "/domains/example.org"),
+    ("GET", "/certs"),
+    ("POST", "/certs"),
+    ("DELETE", "/certs/" + "ab" * 20),
+    ("GET", "/keys"),
+    ("POST", "/keys"),
+    ("DELETE", "/keys/" + "ab" * 32),
+    ("GET", "/alerts"),
+    ("POST", "/alerts/1/retry"),
+    ("POST", "/alerts/retry-failed"),
+]
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[RunningService]:
+    async with run_service(make_settings(tmp_path)) as running:
+        yield running
+
+
+def fields(response: httpx.Response) -> dict[str, str]:
+    body = response.json()
+    assert isinstance(body["error"], str)
+    return {f["field"]: f["problem"] for f in body.get("fields", [])}
+
+
+class TestAuth:
+    @pytest.mark.parametrize(("method", "path"), PROTECTED)
+    async def test_protected_routes_need_the_token(
+        self, service: RunningService, method: str, path: str
+    ) -> None:
+        """No header: 401 with a Bearer challenge; a wrong token: 403; both JSON."""
+        async with httpx.AsyncClient(base_url=service.url) as anonymous:
+            missing = await anonymous.request(method, path)
+            wrong = await anonymous.request(
+                method, path, headers={"Authorization": "Bearer not-the-token"}
+            )
+        assert missing.status_code == 401
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+        assert "error" in missing.json()
+        assert wrong.status_code == 403
+        assert wrong.json() == {"error": "invalid token"}
+
+    @pytest.mark.parametrize(
+        "header", ["Token " + TOKEN, "Bearer", TOKEN, "Basic dXNlcjpwYXNz", "Bearer: " + TOKEN]
+    )
+    async def test_malformed_header_is_401(self, service: RunningService, header: str) -> None:
+        """A header that is not `Bearer <token>` is 401, not 403."""
+        async with httpx.AsyncClient(base_url=service.url) as client:
+            response = await client.get("/domains", headers={"Authorization": header})
+        assert response.status_code == 401
+
+    @pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer"])
+    async def test_scheme_is_case_insensitive(self, service: RunningService, scheme: str) -> None:
+        """`bearer`, `BEARER` and `Bearer` are the same scheme."""
+        async with httpx.AsyncClient(base_url=service.url) as client:
+            response = await client.get("/domains", headers={"Authorization": f"{scheme} {TOKEN}"})
+        assert response.status_code == 200
+
+    async def test_health_and_metrics_are_anonymous(self, service: RunningService) -> None:
+        """/healthz and /metrics need no token."""
+        async with httpx.AsyncClient(base_url=service.url) as client:
+            health = await client.get("/healthz")
+            metrics = await client.get("/metrics")
+        assert health.status_code == 200
+        body = health.json()
+        assert body["status"] == "ok"
+        assert body["feed"]["connected"] is False
+        assert {"last_event_at", "reconnects", "messages", "dropped"} <= body["feed"].keys()
+        assert body["webhook"] == "observer mode"
+        assert metrics.status_code == 200
+        assert metrics.headers["content-type"].startswith("text/plain")
+        assert "certwatch_ws_connected 0.0" in metrics.text
+
+
+class TestDomains:
+    async def test_add_list_update_delete(self, service: RunningService) -> None:
+        """POST normalises and upserts, GET lists sorted, DELETE normalises its path value."""
+        client = service.client
+        created = await client.post("/domains", json={"value": " Example.ORG. ", "note": "prod"})
+        assert created.status_code == 201
+        assert created.json()["value"] == "example.org"
+        await client.post("/domains", json={"value": "*.bücher.example"})
+        again = await client.post("/domains", json={"value": "example.org", "note": "updated"})
+        assert again.status_code == 201
+        assert again.json() == {"value": "example.org", "created": False}
+        listed = (await client.get("/domains")).json()
+        assert [(d["value"], d["note"]) for d in listed] == [
+            ("example.org", "updated"),
+            ("xn--bcher-kva.example", ""),
+        ]
+        assert all(isinstance(d["added_at"], float) for d in listed)
+        deleted = await client.delete("/domains/EXAMPLE.org.")
+        assert deleted.status_code == 200
+        assert deleted.json() == {"deleted": 1}
+        assert (await client.delete("/domains/example.org")).status_code == 404
+        assert (await client.delete("/domains/bücher.example")).json() == {"deleted": 1}
+        assert (await client.get("/domains")).json() == []
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({"value": ""}, "value"),
+            ({"value": "org"}, "value"),
+            ({"value": "a..b.org"}, "value"),
+            ({"value": "a.*.example.org"}, "value"),
+            ({"value": "exa mple.org"}, "value"),
+            ({"value": "a" * 64 + ".org"}, "value"),
+            ({"value": 5}, "value"),
+            ({"value": ["example.org"]}, "value"),
+            ({"value": None}, "value"),
+            ({}, "value"),
+            ({"value": "example.org", "note": 7}, "note"),
+            ({"value": "example.org", "extra": 1}, "body"),
+        ],
+    )
+    async def test_bad_values_are_422_naming_the_field(
+        self, service: RunningService, body: dict[str, Any], field: str
+    ) -> None:
+        """Invalid entries and wrong types are 422 naming the field; nothing is stored."""
+        response = await service.client.post("/domains", json=body)
+        assert response.status_code == 422
+        assert field in fields(response)
+        assert (await service.client.get("/domains")).json() == []
+
+    @pytest.mark.parametrize(
+        ("content", "content_type", "status"),
+        [
+            (b"", "application/json", 400),
+            (b"not json", "application/json", 400),
+            (b"[1, 2]", "application/json", 400),
+            (b'"example.org"', "application/json", 400),
+            (b"[" * 100_000 + b"]" * 100_000, "application/json", 400),
+            (b'{"value": "\xff\xfe.org"}', "application/json", 400),
+            (b'{"value": "example.org"}', "application/x-www-form-urlencoded", 415),
+            (b'{"value": "example.org"}', "text/html", 415),
+            (b'{"value": "' + b"a" * (1024 * 1024) + b'.org"}', "application/json", 413),
+        ],
+    )
+    async def test_unusable_bodies_get_a_clear_4xx(
+        self, service: RunningService, content: bytes, content_type: str, status: int
+    ) -> None:
+        """Not JSON, not an object, too deep, invalid UTF-8, wrong type or too big: 4xx JSON."""
+        response = await service.client.post(
+            "/domains", content=content, headers={"content-type": content_type}
+        )
+        assert response.status_code == status
+        assert isinstance(response.json()["error"], str)
+        assert (await service.client.get("/domains")).json() == []
+
+    async def test_bad_path_values(self, service: RunningService) -> None:
+        """Path values that are not hostnames are 422; slashes and encodings are handled."""
+        for path in [
+            "/domains/org",
+            "/domains/a%2Fb.example.org",
+            "/domains/a/b.org",
+            "/domains/%00",
+        ]:
+            response = await service.client.delete(path)
+            assert response.status_code == 422, path
+            assert "value" in fields(response)
+
+
+class TestCerts:
+    async def test_json_push_is_an_idempotent_upsert(self, service: RunningService, ca: CA) -> None:
+        """The contract's JSON push stores the cert keyed on its normalised SHA-1; re-POST is safe."""
+        push = ca.issue(["a.example.org", "*.a.example.org"]).push("lb:colo-lb-0")
+        first = await service.client.post("/certs", json=push)
+        second = await service.client.post("/certs", json={**push, "source": "lb:colo-lb-1"})
+        assert (first.status_code, second.status_code) == (201, 201)
+        (row,) = (await service.client.get("/certs")).json()
+        assert row["fingerprint_sha1"] == push["fingerprint"].replace(":", "").lower()
+        assert row["serial"] == push["serial"].lower()
+        assert row["sans"] == ["*.a.example.org", "a.example.org"]
+        assert (row["not_before"], row["not_after"]) == (push["not_before"], push["not_after"])
+        assert row["source"] == "lb:colo-lb-1"
+        assert isinstance(row["added_at"], float)
+        assert row["matchable_by"] == ["fingerprint", "serial_and_names"]
+
+    async def test_optional_fields(self, service: RunningService) -> None:
+        """Serial and source are optional; a fingerprint without colons in any case is fine."""
+        push = {
+            "fingerprint": "AB" * 20,
+            "sans": ["x.example.org"],
+            "not_before": 1,
+            "not_after": 2,
+        }
+        assert (await service.client.post("/certs", json=push)).status_code == 201
+        (row,) = (await service.client.get("/certs")).json()
+        assert (row["serial"], row["source"]) == (None, "")
+
+    @pytest.mark.parametrize(
+        ("change", "field"),
+        [
+            ({"fingerprint": "abc"}, "fingerprint"),
+            ({"fingerprint": None}, "fingerprint"),
+            ({"sans": []}, "sans"),
+            ({"sans": "a.example.org"}, "sans"),
+            ({"sans": ["a.example.org", 5]}, "sans[1]"),
+            ({"sans": ["not a name"]}, "sans[0]"),
+            ({"not_before": 10, "not_after": 5}, "not_after"),
+            ({"not_before": True}, "not_before"),
+            ({"not_before": 1.5}, "not_before"),
+            ({"not_before": "1"}, "not_before"),
+            ({"not_before": -1}, "not_before"),
+            ({"not_after": 10**20}, "not_after"),
+            ({"serial": "xyz"}, "serial"),
+            ({"serial": 1234}, "serial"),
+            ({"source": ["lb"]}, "source"),
+            ({"unknown": 1}, "body"),
+        ],
+    )
+    async def test_bad_pushes_are_422_naming_the_field(
+        self, service: RunningService, ca: CA, change: dict[str, Any], field: str
+    ) -> None:
+        """Each invalid field is named in a 422; nothing is stored."""
+        push = {**ca.issue(["a.example.org"]).push(), **change}
+        response = await service.client.post("/certs", json=push)
+        assert response.status_code == 422, response.text
+        assert field in fields(response)
+        assert (await service.client.get("/certs")).json() == []
+
+    async def test_list_paging_and_limits(self, service: RunningService, ca: CA) -> None:
+        """limit and offset page through rows; out-of-range values are 422 naming the field."""
+        for _ in range(3):
+            await service.client.post("/certs", json=ca.issue(["a.example.org"]).push())
+        assert len((await service.client.get("/certs", params={"limit": 2})).json()) == 2
+        page = await service.client.get("/certs", params={"limit": 2, "offset": 2})
+        assert len(page.json()) == 1
+        for params, field in [
+            ({"limit": 0}, "limit"),
+            ({"limit": 1001}, "limit"),
+            ({"limit": "ten"}, "limit"),
+            ({"offset": -1}, "offset"),
+            ({"limit": "1.5"}, "limit"),
+        ]:
+            response = await service.client.get("/certs", params=params)
+            assert response.status_code == 422
+            assert field in fields(response)
+
+    async def test_delete(self, service: RunningService, ca: CA) -> None:
+        """DELETE by SHA-1 (any case, colons allowed) is 200 then 404; junk is 422."""
+        push = ca.issue(["a.example.org"]).push()
+        await service.client.post("/certs", json=push)
+        response = await service.client.delete(f"/certs/{push['fingerprint']}")
+        assert response.status_code == 200
+        assert response.json() == {"deleted": 1}
+        assert (await service.client.delete(f"/certs/{push['fingerprint']}")).status_code == 404
+        assert (await service.client.delete("/certs/not-a-sha1")).status_code == 422
+
+
+class TestAlertsRoute:
+    async def test_query_validation(self, service: RunningService) -> None:
+        """since, limit, severity and status are validated and named when wrong."""
+        assert (await service.client.get("/alerts")).json() == []
+        for params, field in [
+            ({"since": "yesterday"}, "since"),
+            ({"since": -5}, "since"),
+            ({"limit": 0}, "limit"),
+            ({"limit": 5000}, "limit"),
+            ({"severity": "bad"}, "severity"),
+            ({"status": "lost"}, "status"),
+        ]:
+            response = await service.client.get("/alerts", params=params)
+            assert response.status_code == 422
+            assert field in fields(response)
+
+    async def test_retry_routes_in_observer_mode(self, service: RunningService) -> None:
+        """Without WEBHOOK_URL there is nothing to re-queue: 409 with a reason."""
+        response = await service.client.post("/alerts/retry-failed")
+        assert response.status_code == 409
+        assert "observer mode" in response.json()["error"]
+
+
+class TestErrors:
+    async def test_unknown_routes_and_methods_are_json(self, service: RunningService) -> None:
+        """404 and 405 answers are JSON too."""
+        missing = await service.client.get("/nope")
+        wrong_method = await service.client.put("/domains")
+        assert missing.status_code == 404
+        assert wrong_method.status_code == 405
+        assert "error" in missing.json()
+        assert "error" in wrong_method.json()
+
+
+async def test_state_survives_a_restart(tmp_path: Path, ca: CA) -> None:
+    """Domains and inventory written before a restart are there after it, in memory too."""
+    settings = make_settings(tmp_path)
+    push = ca.issue(["a.example.org"]).push()
+    async with run_service(settings) as service:
+        await service.add_domain("example.org")
+        await service.client.post("/certs", json=push)
+    async with run_service(settings) as service:
+        assert [d["value"] for d in (await service.client.get("/domains")).json()] == [
+            "example.org"
+        ]
+        assert len((await service.client.get("/certs")).json()) == 1
+        health = (await service.client.get("/healthz")).json()
+        assert (health["watch_entries"], health["known_fingerprints"]) == (1, 1)
