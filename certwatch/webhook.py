@@ -161,6 +161,10 @@ class WebhookSender:
         raise AssertionError("the outbox channel closed")  # pragma: no cover
 
     def _start(self, nursery: trio.Nursery, client: httpx.AsyncClient, alert_id: int) -> None:
+        # The poller's query runs in a thread while the channel may start the same alert: the
+        # in-flight set, checked here in the event loop, is what keeps one delivery per alert.
+        if alert_id in self._in_flight:
+            return
         self._in_flight.add(alert_id)
         nursery.start_soon(self._deliver, client, alert_id)
 
@@ -219,9 +223,11 @@ class WebhookSender:
             attempts += 1
             now = self._clock()
             if outcome.delivered:
-                await self._store.record_attempt(
-                    alert.id, delivered=True, error=None, now=now, next_attempt_at=None
-                )
+                # Shielded: a shutdown arriving now must not make the next start send it again.
+                with trio.CancelScope(shield=True):
+                    await self._store.record_attempt(
+                        alert.id, delivered=True, error=None, now=now, next_attempt_at=None
+                    )
                 log.info("delivered %s %s (event %s)", alert.kind, alert.severity, alert.event_id)
                 return
             if attempts < QUICK_ATTEMPTS and attempts - 1 < len(quick):

@@ -21,6 +21,7 @@ Within seconds the harness prints ``webhook: suspicious www.example.net ...``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -28,8 +29,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support.certs import CA, unrelated_message  # noqa: E402
-from support.servers import FeedServer, Receiver  # noqa: E402
+from support.certs import CA, unrelated_message
+from support.servers import FeedServer, Receiver
 
 
 async def run(feed_port: int, hook_port: int, domain: str, interval: float) -> None:
@@ -70,10 +71,8 @@ def main() -> None:
     parser.add_argument("--domain", default="www.example.net")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between certs")
     args = parser.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         trio.run(run, args.feed_port, args.hook_port, args.domain, args.interval)
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

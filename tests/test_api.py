@@ -178,7 +178,7 @@ class TestDomains:
 
 class TestCerts:
     async def test_json_push_is_an_idempotent_upsert(self, service: RunningService, ca: CA) -> None:
-        """The contract's JSON push stores the cert keyed on its normalised SHA-1; re-POST is safe."""
+        """The JSON push stores the cert keyed on its normalised SHA-1; re-POSTing is safe."""
         push = ca.issue(["a.example.org", "*.a.example.org"]).push("lb:colo-lb-0")
         first = await service.client.post("/certs", json=push)
         second = await service.client.post("/certs", json={**push, "source": "lb:colo-lb-1"})
