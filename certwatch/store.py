@@ -134,10 +134,10 @@ def _translate(e: sqlite3.Error) -> StoreError:
     return StoreError(f"database error: {message}")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+            path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_ms / 1000
         )
     except sqlite3.Error as e:
         raise StoreError(
@@ -145,7 +145,7 @@ def _connect(path: Path) -> sqlite3.Connection:
             "writable?)"
         ) from None
     try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             log.warning("database %s: journal mode is %s, not WAL", path, mode)
@@ -292,16 +292,20 @@ class Store:
         self._limiter = trio.CapacityLimiter(1)
 
     @classmethod
-    async def open(cls, path: Path, *, threaded: bool = True) -> Store:
+    async def open(
+        cls, path: Path, *, threaded: bool = True, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+    ) -> Store:
         """Open (creating and migrating as needed). Raises :class:`StoreError`.
 
+        ``busy_timeout_ms`` is how long a write waits for another process's lock (a backup,
+        the sqlite3 shell) before failing with :class:`StoreUnavailable`.
         ``threaded=False`` runs SQLite in the event loop's thread: only for tests on a
         virtual clock, where a worker thread would let time race ahead.
         """
         if threaded:
-            conn = await trio.to_thread.run_sync(_connect, path)
+            conn = await trio.to_thread.run_sync(_connect, path, busy_timeout_ms)
         else:
-            conn = _connect(path)
+            conn = _connect(path, busy_timeout_ms)
         return cls(conn, path, threaded=threaded)
 
     def close(self) -> None:

@@ -296,3 +296,73 @@ async def test_shutdown_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
     async with run_service(settings) as service:
         domains = (await service.client.get("/domains")).json()
     assert [d["value"] for d in domains] == ["slow.example.org"]
+
+
+async def test_observer_mode_stores_and_logs_without_sending(
+    tmp_path: Path, feed: FeedServer, ca: CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without WEBHOOK_URL an alert is stored (status `observed`) and logged, nothing sent."""
+    settings = make_settings(tmp_path, certstream_url=feed.url)
+    async with run_service(settings) as service:
+        await service.add_domain("example.org")
+        await feed.send(ca.issue(["a.example.org"]).message())
+
+        async def stored() -> bool:
+            return len(await service.alerts()) == 1
+
+        await wait_until(stored)
+        (alert,) = await service.alerts()
+        health = (await service.client.get("/healthz")).json()
+    assert (alert["severity"], alert["status"], alert["delivered"]) == (
+        "suspicious",
+        "observed",
+        False,
+    )
+    assert health["webhook"] == "observer mode"
+    assert "alert suspicious: a.example.org" in caplog.text
+
+
+async def test_a_hanging_webhook_never_slows_the_feed(
+    tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
+) -> None:
+    """While the receiver hangs, every later matching cert is still read, stored and queued."""
+    receiver.delay = 3600  # answers nothing within the test
+    settings = make_settings(tmp_path, certstream_url=feed.url, webhook_url=receiver.url)
+    async with run_service(settings) as service:
+        await service.add_domain("example.org")
+        for i in range(30):
+            await feed.send(ca.issue([f"host{i}.example.org"]).message())
+
+        async def all_stored() -> bool:
+            return len(await service.alerts()) == 30
+
+        await wait_until(all_stored)
+        health = (await service.client.get("/healthz")).json()
+        assert receiver.attempts <= 4  # deliveries run 4 at a time; the rest wait in the outbox
+        assert health["feed"]["dropped"] == 0
+        assert await service.metric("certwatch_feed_queue_depth") == 0
+
+
+def test_a_crashing_task_stops_the_process_with_a_traceback(tmp_path: Path) -> None:
+    """A bug in one task is logged with its traceback and exits 1, not a half-alive process."""
+    program = (
+        "import certwatch.feed as feed\n"
+        "def broken(url, timing):\n"
+        "    raise RuntimeError('injected bug in the feed consumer')\n"
+        "feed._open = broken\n"
+        "from certwatch.cli import main\n"
+        "main()\n"
+    )
+    env = {**os.environ, "API_TOKEN": TOKEN, "API_PORT": "0", "DB_PATH": str(tmp_path / "cw.db")}
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "certwatch crashed" in result.stderr
+    assert "Traceback" in result.stderr
+    assert "RuntimeError: injected bug in the feed consumer" in result.stderr

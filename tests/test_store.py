@@ -1,0 +1,99 @@
+"""The SQLite store on real files: schema versions, transactions, faults."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from certwatch.classify import InventoryCert
+from certwatch.errors import StoreError, StoreUnavailable
+from certwatch.store import MIGRATIONS, Store
+
+
+def cert(n: int, not_after: int = 2_000_000_000) -> InventoryCert:
+    return InventoryCert(
+        fingerprint_sha1=f"{n:040x}", sans=("a.example.org",), not_before=1, not_after=not_after
+    )
+
+
+class TestSchema:
+    async def test_new_file_gets_the_current_schema_in_wal_mode(self, tmp_path: Path) -> None:
+        """A new database is created at the latest user_version, in WAL mode."""
+        store = await Store.open(tmp_path / "cw.db")
+        store.close()
+        conn = sqlite3.connect(tmp_path / "cw.db")
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"domains", "certs", "keys", "alerts"} <= tables
+        conn.close()
+
+    async def test_reopening_keeps_data_and_does_not_migrate_again(self, tmp_path: Path) -> None:
+        """Opening an up-to-date file changes nothing and keeps every row."""
+        store = await Store.open(tmp_path / "cw.db")
+        await store.upsert_domain("example.org", "note", 1.0)
+        store.close()
+        store = await Store.open(tmp_path / "cw.db")
+        assert [d.value for d in await store.list_domains()] == ["example.org"]
+        store.close()
+
+    async def test_a_newer_schema_is_refused(self, tmp_path: Path) -> None:
+        """A file from a newer certwatch is refused with a message, not silently used."""
+        conn = sqlite3.connect(tmp_path / "cw.db")
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+        conn.close()
+        with pytest.raises(StoreError, match="newer than this certwatch knows"):
+            await Store.open(tmp_path / "cw.db")
+
+    @pytest.mark.parametrize(
+        ("setup", "message"),
+        [("missing-dir", "cannot open database"), ("garbage", "cannot use database")],
+    )
+    async def test_unusable_files_are_clear_errors(
+        self, tmp_path: Path, setup: str, message: str
+    ) -> None:
+        """A missing directory or a file that is not SQLite is a StoreError naming the path."""
+        path = tmp_path / "missing" / "cw.db"
+        if setup == "garbage":
+            path = tmp_path / "cw.db"
+            path.write_bytes(b"this is not a database, just text " * 200)
+        with pytest.raises(StoreError, match=message) as caught:
+            await Store.open(path)
+        assert str(path) in str(caught.value)
+
+
+class TestTransactions:
+    async def test_upsert_returns_the_replaced_row(self, tmp_path: Path) -> None:
+        """Replacing a cert returns the previous row, so memory can drop its old keys."""
+        store = await Store.open(tmp_path / "cw.db")
+        assert await store.upsert_cert(cert(1)) is None
+        replaced = await store.upsert_cert(cert(1, not_after=2_100_000_000))
+        assert replaced == cert(1)
+        store.close()
+
+    async def test_prune_returns_deleted_rows_in_bounded_batches(self, tmp_path: Path) -> None:
+        """prune_certs deletes at most one batch per call and returns what it deleted."""
+        store = await Store.open(tmp_path / "cw.db")
+        for n in range(600):
+            await store.upsert_cert(cert(n, not_after=100))
+        await store.upsert_cert(cert(9999))
+        first = await store.prune_certs(1000)
+        second = await store.prune_certs(1000)
+        assert (len(first), len(second)) == (500, 100)
+        assert [c.fingerprint_sha1 for c in await store.load_certs()] == [f"{9999:040x}"]
+        store.close()
+
+    async def test_a_held_write_lock_is_store_unavailable(self, tmp_path: Path) -> None:
+        """Another process holding the write lock past the busy timeout: StoreUnavailable."""
+        store = await Store.open(tmp_path / "cw.db", busy_timeout_ms=50)
+        other = sqlite3.connect(tmp_path / "cw.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailable, match="locked"):
+            await store.upsert_domain("example.org", "", 1.0)
+        assert [d.value for d in await store.list_domains()] == []  # reads still work (WAL)
+        other.execute("ROLLBACK")
+        other.close()
+        assert await store.upsert_domain("example.org", "", 1.0) is True
+        store.close()
