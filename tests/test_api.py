@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import trio
 from support.certs import CA
 from support.service import TOKEN, RunningService, make_settings, run_service
 
@@ -149,7 +151,6 @@ class TestDomains:
             (b'{"value": "\xff\xfe.org"}', "application/json", 400),
             (b'{"value": "example.org"}', "application/x-www-form-urlencoded", 415),
             (b'{"value": "example.org"}', "text/html", 415),
-            (b'{"value": "' + b"a" * (1024 * 1024) + b'.org"}', "application/json", 413),
         ],
     )
     async def test_unusable_bodies_get_a_clear_4xx(
@@ -161,6 +162,36 @@ class TestDomains:
         )
         assert response.status_code == status
         assert isinstance(response.json()["error"], str)
+        assert (await service.client.get("/domains")).json() == []
+
+    @pytest.mark.parametrize("framing", ["content-length", "chunked"])
+    async def test_bodies_over_1_mib_are_413_and_close_the_connection(
+        self, service: RunningService, framing: str
+    ) -> None:
+        """A body over the cap is refused with 413 JSON telling the client to close."""
+        host, port = service.url.removeprefix("http://").rsplit(":", 1)
+        body = b'{"value": "' + b"a" * (1024 * 1024) + b'.org"}'
+        head = (
+            f"POST /domains HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Type: application/json\r\n"
+        ).encode()
+        if framing == "content-length":
+            request = head + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        else:
+            chunk = body[: 1024 * 1024 + 100]
+            request = head + b"Transfer-Encoding: chunked\r\n\r\n"
+            request += f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(request)
+            received = b""
+            with trio.fail_after(10):
+                while b"}" not in received:  # the JSON error body is complete
+                    received += await stream.receive_some(65536)
+        head_text, _, payload = received.partition(b"\r\n\r\n")
+        assert head_text.startswith(b"HTTP/1.1 413")
+        assert b"connection: close" in head_text.lower()
+        assert "error" in json.loads(payload)
         assert (await service.client.get("/domains")).json() == []
 
     async def test_bad_path_values(self, service: RunningService) -> None:
