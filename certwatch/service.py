@@ -102,6 +102,7 @@ async def serve(
                 secret=settings.webhook_secret,
                 clock=clock,
             )  # fmt: skip
+            await sender.refresh_stats()  # right from the first scrape
         cleanup = Cleanup(
             store, inventory, alerter, lock,
             interval_s=settings.cleanup_interval_s,

@@ -39,6 +39,10 @@ class Timing:
     backoff_max_s: float = 60.0
     webhook_retry_delays_s: tuple[float, ...] = (1.0, 4.0)
     """Waits between the contract's three quick attempts."""
+    webhook_backoff_s: float = 30.0
+    """Wait after the quick attempts, doubling at each further failure..."""
+    webhook_backoff_max_s: float = 3600.0
+    """...up to this."""
     outbox_poll_s: float = 5.0
     """How often the webhook sender looks for due alerts in the outbox."""
     shutdown_grace_s: float = 5.0

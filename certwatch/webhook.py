@@ -48,8 +48,6 @@ log = logging.getLogger("certwatch.webhook")
 CONCURRENCY = 4
 """Deliveries in flight at once."""
 QUICK_ATTEMPTS = 3
-RETRY_BASE_S = 30.0
-RETRY_CAP_S = 3600.0
 USER_AGENT = "certwatch/0.1 (+https://github.com/certwatch)"
 _MAX_ERROR_BODY = 512
 
@@ -75,14 +73,19 @@ def _secret_bytes(secret: str) -> bytes:
     return secret.encode()
 
 
-def retry_delay(attempts: int, rng: Callable[[], float] = random.random) -> float:
+def retry_delay(
+    attempts: int,
+    rng: Callable[[], float] = random.random,
+    *,
+    base_s: float = 30.0,
+    cap_s: float = 3600.0,
+) -> float:
     """Wait before the next attempt once the quick attempts are spent.
 
-    30 s after the third attempt, doubling up to an hour, each drawn within ±20 %.
+    ``base_s`` after the third attempt, doubling up to ``cap_s``, each drawn within ±20 %.
     """
     exponent = max(0, attempts - QUICK_ATTEMPTS)
-    base = min(RETRY_CAP_S, RETRY_BASE_S * 2.0 ** min(exponent, 20))
-    return base * (0.8 + 0.4 * rng())
+    return min(cap_s, base_s * 2.0 ** min(exponent, 30)) * (0.8 + 0.4 * rng())
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -192,6 +195,10 @@ class WebhookSender:
             with trio.move_on_after(wait):
                 await self._poke.wait()
 
+    async def refresh_stats(self) -> None:
+        """Read the outbox's depth into ``stats`` and the gauges (also done by every poll)."""
+        await self._refresh_gauges()
+
     async def _refresh_gauges(self) -> None:
         stats = self.stats = await self._store.outbox_stats()
         m = self._metrics
@@ -233,7 +240,12 @@ class WebhookSender:
             if attempts < QUICK_ATTEMPTS and attempts - 1 < len(quick):
                 delay = quick[attempts - 1]
             else:
-                delay = retry_delay(attempts, self._rng)
+                delay = retry_delay(
+                    attempts,
+                    self._rng,
+                    base_s=self._timing.webhook_backoff_s,
+                    cap_s=self._timing.webhook_backoff_max_s,
+                )
             if outcome.retry_after is not None:
                 delay = max(delay, outcome.retry_after)
             queued_at = alert.queued_at if alert.queued_at is not None else alert.created_at

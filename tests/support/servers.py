@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -96,6 +95,8 @@ class Receiver:
 
     def __init__(self) -> None:
         self.deliveries: list[Delivery] = []
+        self.log: list[tuple[int, Delivery]] = []
+        """Every attempt: (status answered, what was sent)."""
         self.attempts = 0
         self.responses: list[int | tuple[int, dict[str, str]]] = []
         self.respond: Callable[[int], int] | None = None
@@ -116,27 +117,43 @@ class Receiver:
         if self.responses:
             scripted = self.responses.pop(0)
             status, headers = scripted if isinstance(scripted, tuple) else (scripted, {})
+        delivery = Delivery({k.lower(): v for k, v in request.headers.items()}, body)
+        self.log.append((status, delivery))
         if 200 <= status < 300:
-            self.deliveries.append(
-                Delivery({k.lower(): v for k, v in request.headers.items()}, body)
-            )
+            self.deliveries.append(delivery)
         self._changed.set()
         self._changed = trio.Event()
         return Response("ok" if status < 300 else "nope", status=status, headers=headers)
 
     async def start(self, nursery: trio.Nursery, *, port: int = 0) -> Receiver:
+        """Serve (again, after :meth:`stop`, on the same ``port`` if given)."""
+        self._stop = trio.Event()
         config = Config()
         config.bind = [f"127.0.0.1:{port}"]
         config.accesslog = None
         config.graceful_timeout = 0.5
-        binds = await nursery.start(
-            functools.partial(serve, self.app, config, shutdown_trigger=self._stop.wait)
-        )
+        self._stopped = trio.Event()
+
+        async def run(task_status: trio.TaskStatus[list[str]]) -> None:
+            try:
+                await serve(
+                    self.app, config, shutdown_trigger=self._stop.wait, task_status=task_status
+                )
+            finally:
+                self._stopped.set()
+
+        binds = await nursery.start(run)
         self.url = binds[0].replace("0.0.0.0", "127.0.0.1") + "/hook"
+        self.port = int(binds[0].rsplit(":", 1)[1])
         return self
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def down(self) -> None:
+        """Stop serving and wait until the port refuses connections."""
+        self._stop.set()
+        await self._stopped.wait()
 
     async def wait_for(self, deliveries: int = 1, *, attempts: int = 0) -> list[Delivery]:
         """Wait until at least ``deliveries`` were accepted and ``attempts`` were made."""

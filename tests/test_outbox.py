@@ -1,0 +1,270 @@
+"""At-least-once delivery across receiver outages and certwatch restarts (real sockets)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+from support.certs import CA
+from support.servers import FeedServer, Receiver
+from support.service import FAST, TOKEN, RunningService, make_settings, run_service, wait_until
+
+from certwatch.events import Alert
+from certwatch.store import Store
+
+# Quick attempts and the long schedule, shortened: 0.05 s, 0.1 s, then 0.2 s doubling to 0.4 s.
+OUTBOX = attrs.evolve(FAST, webhook_backoff_s=0.2, webhook_backoff_max_s=0.4, outbox_poll_s=0.1)
+
+
+def settings_for(tmp_path: Path, feed: FeedServer, receiver: Receiver, **kw: Any) -> Any:
+    return make_settings(
+        tmp_path, certstream_url=feed.url, webhook_url=receiver.url, timing=OUTBOX, **kw
+    )
+
+
+async def all_alerts_tried(service: RunningService, count: int, attempts: int) -> None:
+    async def tried() -> bool:
+        alerts = await service.alerts()
+        return len(alerts) == count and all(a["attempts"] >= attempts for a in alerts)
+
+    await wait_until(tried)
+
+
+async def test_receiver_down_then_back_gets_every_alert_once(
+    tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
+) -> None:
+    """Down past the quick attempts, then answering 503, then back: each alert arrives once."""
+    await receiver.down()  # connection refused
+    settings = settings_for(tmp_path, feed, receiver)
+    async with run_service(settings) as service:
+        await service.add_domain("example.org")
+        for i in range(5):
+            await feed.send(ca.issue([f"h{i}.example.org"]).message())
+        await all_alerts_tried(service, 5, attempts=4)
+        assert all(a["status"] == "pending" for a in await service.alerts())
+        assert "ConnectError" in (await service.alerts())[0]["last_error"]
+
+        receiver.responses = [503] * 5
+        await receiver.start(nursery, port=receiver.port)
+        deliveries = await receiver.wait_for(5)
+        await wait_until(lambda: _all_delivered(service))
+        alerts = await service.alerts()
+        assert await service.metric("certwatch_outbox_pending") == 0
+
+    delivered_ids = Counter(d.headers["webhook-id"] for d in deliveries)
+    assert sorted(delivered_ids) == sorted(a["event_id"] for a in alerts)
+    assert set(delivered_ids.values()) == {1}
+    # Every attempt of one alert carried that alert's id.
+    by_body = {d.json()["alert_id"]: d.headers["webhook-id"] for _, d in receiver.log}
+    for status, delivery in receiver.log:
+        assert delivery.headers["webhook-id"] == by_body[delivery.json()["alert_id"]], status
+
+
+async def _all_delivered(service: RunningService) -> bool:
+    return all(a["delivered"] for a in await service.alerts())
+
+
+async def test_receiver_down_across_a_restart_gets_every_alert(
+    tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
+) -> None:
+    """Receiver down, certwatch restarted, receiver back: pending alerts resume and arrive."""
+    await receiver.down()
+    settings = settings_for(tmp_path, feed, receiver)
+    async with run_service(settings) as service:
+        await service.add_domain("example.org")
+        for i in range(3):
+            await feed.send(ca.issue([f"h{i}.example.org"]).message())
+        await all_alerts_tried(service, 3, attempts=3)
+    await receiver.start(nursery, port=receiver.port)
+    async with run_service(settings) as service:
+        deliveries = await receiver.wait_for(3)
+        await wait_until(lambda: _all_delivered(service))
+    assert len({d.headers["webhook-id"] for d in deliveries}) == 3
+
+
+async def test_failed_alerts_can_be_requeued(
+    tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
+) -> None:
+    """After the retry period an alert is `failed`; an operator re-queues it and it arrives."""
+    receiver.responses = [500] * 6
+    settings = settings_for(tmp_path, feed, receiver, webhook_retry_period_s=0.5)
+    async with run_service(settings) as service:
+        await service.add_domain("example.org")
+        await feed.send(ca.issue(["a.example.org"]).message())
+
+        async def failed() -> bool:
+            alerts = await service.alerts(status="failed")
+            return len(alerts) == 1
+
+        await wait_until(failed)
+        assert await service.metric("certwatch_outbox_failed") == 1
+        (alert,) = await service.alerts(status="failed")
+        assert alert["last_error"].startswith("HTTP 500")
+        assert alert["delivered_at"] is None
+        receiver.responses = []
+        response = await service.client.post("/alerts/retry-failed")
+        assert response.json() == {"requeued": 1}
+        await receiver.wait_for(1)
+        await wait_until(lambda: _all_delivered(service))
+        (alert,) = await service.alerts(delivered="true")
+        assert alert["delivered_at"] is not None
+        again = await service.client.post(f"/alerts/{alert['id']}/retry")
+        assert again.json() == {"requeued": 1}  # a delivered alert can be sent again on purpose
+        await receiver.wait_for(2)
+        assert (await service.client.post("/alerts/999/retry")).status_code == 404
+
+
+async def test_a_big_backlog_with_a_slow_receiver_keeps_memory_bounded(
+    tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
+) -> None:
+    """1,000 pending alerts and a receiver taking 2 s: the feed keeps flowing, nothing dropped.
+
+    The backlog stays in the database: at most 4 deliveries are in flight and nothing
+    queues in memory (rates and memory are measured in benchmarks/outbox_backlog.py).
+    """
+    receiver.delay = 2.0
+    settings = settings_for(tmp_path, feed, receiver)
+    store = await Store.open(settings.db_path)
+    await store.upsert_domain("example.org", "", 0.0)
+    for n in range(1000):
+        await store.insert_alert(pending_alert(n))
+    store.close()
+    async with run_service(settings) as service:
+        assert await service.metric("certwatch_outbox_pending") == 1000
+        for i in range(500):
+            await feed.send(ca.issue(["unwatched.example.com"]).message())
+            if i % 50 == 0:
+                await feed.send(ca.issue([f"new{i}.example.org"]).message())
+        await wait_until(lambda: _processed(service, 510))
+        health = (await service.client.get("/healthz")).json()
+        assert health["feed"]["dropped"] == 0
+        assert health["outbox"]["pending"] >= 1000
+        assert receiver.attempts <= len(receiver.deliveries) + 4
+        assert len(await service.alerts(limit=1000, status="pending")) == 1000
+
+
+def pending_alert(n: int) -> Alert:
+    now = time.time()
+    return Alert(
+        event_id=f"backlog-{n}",
+        kind="alert",
+        issuance=f"aki:00:{n:x}",
+        status="pending",
+        severity="suspicious",
+        matched_entries=("example.org",),
+        matched_sans=(f"b{n}.example.org",),
+        cert={"fingerprint_sha1": "00" * 20, "all_sans": [f"b{n}.example.org"]},
+        facts={},
+        seen_at=now,
+        created_at=now,
+        next_attempt_at=now,
+        queued_at=now,
+    )
+
+
+async def _count(service: RunningService, n: int) -> bool:
+    return len(await service.alerts(limit=1000)) == n
+
+
+async def _processed(service: RunningService, n: int) -> bool:
+    return await service.metric('certwatch_ct_messages_total{type="certificate_update"}') >= n
+
+
+@pytest.mark.slow
+async def test_kill_9_at_random_moments_loses_no_stored_alert(
+    tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
+) -> None:
+    """20 kill -9s while alerts are created and delivered: the DB stays sound, none is lost."""
+    rng = random.Random(20261127)
+    db = tmp_path / "cw.db"
+    env = {
+        **os.environ,
+        "API_TOKEN": TOKEN,
+        "API_PORT": "0",
+        "DB_PATH": str(db),
+        "CERTSTREAM_URL": feed.url,
+        "WEBHOOK_URL": receiver.url,
+        "SUSPICIOUS_GRACE_S": "0",
+    }
+    receiver.delay = 0.002
+    store = await Store.open(db)
+    await store.upsert_domain("example.org", "", 0.0)
+    store.close()
+    sent = 0
+    for round_ in range(20):
+        accepted = feed.accepted
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "certwatch"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            with trio.fail_after(30):
+                await feed.wait_for_connections(accepted + 1)
+            for _ in range(rng.randint(1, 8)):
+                await feed.send(ca.issue([f"r{round_}-{sent}.example.org"]).message())
+                sent += 1
+            await trio.sleep(rng.uniform(0, 0.3))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        _check_database(db, receiver)
+
+    # A last, undisturbed run delivers everything still pending.
+    proc = await trio.lowlevel.open_process([sys.executable, "-m", "certwatch"], env=env)
+    try:
+
+        async def drained() -> bool:
+            return _pending(db) == 0
+
+        await wait_until(drained, within=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await proc.wait()
+    stored = _event_ids(db)
+    assert stored, "no alert was stored at all"
+    assert stored <= {d.headers["webhook-id"] for d in receiver.deliveries}
+
+
+def _check_database(db: Path, receiver: Receiver) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        acknowledged = {d.headers["webhook-id"] for d in receiver.deliveries}
+        for event_id, status in conn.execute("SELECT event_id, status FROM alerts"):
+            if event_id not in acknowledged:
+                assert status == "pending", (event_id, status)
+            else:
+                assert status in ("pending", "delivered"), (event_id, status)
+    finally:
+        conn.close()
+
+
+def _pending(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(
+            conn.execute("SELECT COUNT(*) FROM alerts WHERE status = 'pending'").fetchone()[0]
+        )
+    finally:
+        conn.close()
+
+
+def _event_ids(db: Path) -> set[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return {row[0] for row in conn.execute("SELECT event_id FROM alerts")}
+    finally:
+        conn.close()
