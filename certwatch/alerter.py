@@ -34,9 +34,9 @@ from certwatch.events import (
     RESOLVED,
     SUSPICIOUS,
     Alert,
-    cert_summary,
+    decided,
     facts_from_json,
-    facts_to_json,
+    new_alert,
 )
 from certwatch.identity import CertFacts
 from certwatch.messages import UpdateDetails
@@ -144,21 +144,9 @@ class Alerter:
             return
         now = self._clock()
         recognition = self._inventory.recognise(facts)
-        alert = Alert(
-            event_id=str(uuid.uuid4()),
-            kind=ALERT,
-            issuance=issuance,
-            status=HELD,
-            severity=None,
-            matched_entries=match.entries,
-            matched_sans=match.sans,
-            cert=cert_summary(update),
-            facts=facts_to_json(facts),
-            seen_at=update.seen if update.seen is not None else now,
-            created_at=now,
-        )
+        alert = new_alert(update, match, facts, event_id=str(uuid.uuid4()), now=now)
         if recognition is not None or self._grace_s == 0:
-            alert = self._decided_now(alert, recognition, now)
+            alert = decided(alert, recognition, observer=self._observer, now=now)
         else:
             alert = attrs.evolve(alert, decide_at=now + self._grace_s)
         alert = await self._retry(lambda: self._store.insert_alert(alert))
@@ -174,16 +162,6 @@ class Alerter:
             self._hold(alert, facts)
         else:
             self._announce(alert)
-
-    def _decided_now(self, alert: Alert, recognition: Recognition | None, now: float) -> Alert:
-        return attrs.evolve(
-            alert,
-            severity=INFO if recognition else SUSPICIOUS,
-            status=OBSERVED if self._observer else PENDING,
-            recognised_by=None if recognition is None else recognition.as_dict(),
-            next_attempt_at=now,
-            queued_at=now,
-        )
 
     async def _on_copy(self, alert_id: int, facts: CertFacts) -> None:
         """Another copy of an issuance already alerted (another log, the final cert...)."""
@@ -233,10 +211,10 @@ class Alerter:
             if recognition is not None:
                 break
         now = self._clock()
-        decided = self._decided_now(hold.alert, recognition, now)
+        verdict = decided(hold.alert, recognition, observer=self._observer, now=now)
         stored = await self._retry(
             lambda: self._store.decide(
-                alert_id, decided.severity or SUSPICIOUS, decided.status, decided.recognised_by, now
+                alert_id, verdict.severity or SUSPICIOUS, verdict.status, verdict.recognised_by, now
             )
         )
         self._holds.pop(alert_id, None)

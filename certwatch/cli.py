@@ -1,8 +1,11 @@
-"""The ``certwatch`` command: run the service.
+"""The ``certwatch`` command.
 
-Exit status: 0 after a clean shutdown (SIGINT/SIGTERM), 2 for a bad environment variable
-(one line on stderr naming it), 1 when the database cannot be used or a task crashed (the
-traceback is logged: a half-alive process is worse than a restarted one).
+``certwatch`` (or ``certwatch serve``) runs the service. Exit status: 0 after a clean
+shutdown (SIGINT/SIGTERM), 2 for a bad environment variable (one line on stderr naming it),
+1 when the database cannot be used or a task crashed (the traceback is logged: a half-alive
+process is worse than a restarted one).
+
+``certwatch replay FILE`` runs the pipeline over a capture (see :mod:`certwatch.replay`).
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 import trio
 
 from certwatch import __version__
 from certwatch.errors import ConfigError, StoreError
+from certwatch.replay import load_views, replay
 from certwatch.service import serve
-from certwatch.settings import Settings
+from certwatch.settings import Settings, db_path_from_env
 
 __all__ = ["main"]
 
@@ -69,11 +74,42 @@ def _parser() -> argparse.ArgumentParser:
         "Configured by environment variables (see the README).",
     )
     parser.add_argument("--version", action="version", version=f"certwatch {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("serve", help="run the service (the default)")
+    replay = commands.add_parser(
+        "replay",
+        help="run the pipeline over a capture, printing what would alert; sends nothing",
+        description="Decode, match and classify a capture of certstream messages (JSON "
+        "lines) against the watch list and inventory in DB_PATH. Prints each would-be "
+        "webhook payload as a JSON line on stdout and a summary on stderr.",
+    )
+    replay.add_argument("file", help="the capture, one message per line; - for stdin")
     return parser
 
 
+def _replay(file: str) -> NoReturn:
+    try:
+        index, inventory = load_views(db_path_from_env())
+    except (ConfigError, StoreError) as e:
+        print(f"certwatch: {e}", file=sys.stderr)
+        sys.exit(2 if isinstance(e, ConfigError) else 1)
+    try:
+        if file == "-":
+            report = replay(sys.stdin, index, inventory, sys.stdout)
+        else:
+            with Path(file).open(encoding="utf-8", errors="replace") as lines:
+                report = replay(lines, index, inventory, sys.stdout)
+    except OSError as e:
+        print(f"certwatch: cannot read {file}: {e.strerror or e}", file=sys.stderr)
+        sys.exit(1)
+    print(report.summary(), file=sys.stderr)
+    sys.exit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    _parser().parse_args(argv)
+    args = _parser().parse_args(argv)
+    if args.command == "replay":
+        _replay(args.file)
     try:
         settings = Settings.from_env()
     except ConfigError as e:

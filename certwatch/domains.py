@@ -134,19 +134,29 @@ class Match:
     sans: tuple[str, ...]
 
 
+def _zone(name: str) -> str:
+    """The last two labels (``a.b.example.org`` -> ``example.org``)."""
+    last = name.rfind(".")
+    return name[name.rfind(".", 0, last) + 1 :]
+
+
 class WatchIndex:
     """The watch list, indexed for matching.
 
     Entries live in a set (for "is this suffix an entry?") and in a map from parent name to
-    entries (for wildcards that reach one label below). Both updates are O(1), so the API
-    can change entries between two feed messages without rebuilding anything.
+    entries (for wildcards that reach one label below). Every entry has at least two
+    labels, so every name it matches shares its last two labels: a count of entries per
+    "zone" rejects almost every SAN of the firehose with one slice and one lookup, before
+    any validation. All updates are O(1), so the API can change entries between two feed
+    messages without rebuilding anything.
     """
 
-    __slots__ = ("_by_parent", "_entries")
+    __slots__ = ("_by_parent", "_entries", "_zones")
 
     def __init__(self, entries: Iterable[str] = ()) -> None:
         self._entries: set[str] = set()
         self._by_parent: dict[str, set[str]] = {}
+        self._zones: dict[str, int] = {}
         for entry in entries:
             self.add(entry)
 
@@ -158,20 +168,30 @@ class WatchIndex:
 
     def add(self, entry: str) -> None:
         """Add a normalised entry (see :func:`normalise_entry`)."""
+        if entry in self._entries:
+            return
         self._entries.add(entry)
         self._by_parent.setdefault(_parent(entry), set()).add(entry)
+        zone = _zone(entry)
+        self._zones[zone] = self._zones.get(zone, 0) + 1
 
     def discard(self, entry: str) -> None:
         """Remove an entry if present."""
+        if entry not in self._entries:
+            return
         self._entries.discard(entry)
-        siblings = self._by_parent.get(_parent(entry))
-        if siblings is not None:
-            siblings.discard(entry)
-            if not siblings:
-                del self._by_parent[_parent(entry)]
+        parent = _parent(entry)
+        siblings = self._by_parent[parent]
+        siblings.discard(entry)
+        if not siblings:
+            del self._by_parent[parent]
+        zone = _zone(entry)
+        self._zones[zone] -= 1
+        if not self._zones[zone]:
+            del self._zones[zone]
 
     def entries_for(self, san: str) -> list[str]:
-        """Entries matched by one normalised SAN (unsorted, may repeat nothing)."""
+        """Entries matched by one normalised SAN."""
         entries = self._entries
         if san.startswith("*."):
             base = san[2:]
@@ -182,12 +202,29 @@ class WatchIndex:
             return found
         return [s for s in _suffixes(san) if s in entries]
 
+    def _candidate(self, name: str) -> str | None:
+        """Cheaply lowercase a feed name; ``None`` when no entry can possibly match it."""
+        n = name.lower()
+        if not n.isascii():
+            return normalise_san(name)  # IDN in Unicode: rare, take the full path
+        if n.endswith("."):
+            n = n[:-1]
+        if _zone(n) in self._zones:
+            return n
+        # "*.org" reaches entries one label below "org", which share no zone with it.
+        if n.startswith("*.") and n.count(".") == 1 and n[2:] in self._by_parent:
+            return n
+        return None
+
     def match(self, names: Iterable[str]) -> Match | None:
         """Match a certificate's names as the feed gives them; ``None`` when nothing matches."""
         entries: set[str] = set()
         sans: set[str] = set()
         for name in names:
-            san = normalise_san(name)
+            candidate = self._candidate(name)
+            if candidate is None:
+                continue
+            san = normalise_san(candidate)  # validate only what could match
             if san is None:
                 continue
             found = self.entries_for(san)

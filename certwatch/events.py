@@ -18,6 +18,8 @@ from typing import Any
 
 import attrs
 
+from certwatch.classify import Recognition
+from certwatch.domains import Match
 from certwatch.identity import CertFacts
 from certwatch.messages import UpdateDetails
 
@@ -29,8 +31,10 @@ __all__ = [
     "SUSPICIOUS",
     "Alert",
     "cert_summary",
+    "decided",
     "facts_from_json",
     "facts_to_json",
+    "new_alert",
     "webhook_payload",
 ]
 
@@ -87,6 +91,38 @@ class Alert:
     @property
     def delivered(self) -> bool:
         return self.status == DELIVERED
+
+
+def new_alert(
+    update: UpdateDetails, match: Match, facts: CertFacts, *, event_id: str, now: float
+) -> Alert:
+    """The alert for a newly seen issuance, not yet decided (``held``)."""
+    return Alert(
+        event_id=event_id,
+        kind=ALERT,
+        issuance=facts.issuance_key(),
+        status=HELD,
+        severity=None,
+        matched_entries=match.entries,
+        matched_sans=match.sans,
+        cert=cert_summary(update),
+        facts=facts_to_json(facts),
+        seen_at=update.seen if update.seen is not None else now,
+        created_at=now,
+    )
+
+
+def decided(alert: Alert, recognition: Recognition | None, *, observer: bool, now: float) -> Alert:
+    """The alert with its verdict: ``info`` when recognised, else ``suspicious``, queued."""
+    return attrs.evolve(
+        alert,
+        severity=INFO if recognition else SUSPICIOUS,
+        status=OBSERVED if observer else PENDING,
+        recognised_by=None if recognition is None else recognition.as_dict(),
+        decide_at=None,
+        next_attempt_at=now,
+        queued_at=now,
+    )
 
 
 def cert_summary(update: UpdateDetails) -> dict[str, Any]:

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
 import trio
 
-from certwatch.alerter import Alerter
 from certwatch.domains import Match, WatchIndex
 from certwatch.errors import MalformedMessage
 from certwatch.feed import FeedItem, NewConnection
 from certwatch.messages import UNKNOWN_TYPE, Other, UpdateDetails, peek, read_update
 from certwatch.metrics import Metrics
 
-__all__ = ["MAX_TRACKED_LOGS", "Coverage", "Pipeline"]
+__all__ = ["MAX_TRACKED_LOGS", "Coverage", "OnMatch", "Pipeline"]
 
 log = logging.getLogger("certwatch.pipeline")
 
@@ -67,19 +66,20 @@ class Coverage:
         return "other"
 
 
+OnMatch = Callable[[UpdateDetails, Match], Awaitable[None]]
+
+
 class Pipeline:
-    """Consumes the feed channel; hands matches to the alerter."""
+    """Consumes the feed channel; hands matches on (to the alerter)."""
 
     def __init__(
         self,
         index: WatchIndex,
-        alerter: Alerter,
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._index = index
-        self._alerter = alerter
         self._metrics = metrics
         self._clock = clock
         self.coverage = Coverage(metrics)
@@ -90,7 +90,9 @@ class Pipeline:
         self._updates = metrics.ct_messages.labels("certificate_update")
         metrics.mirror(metrics.last_ct_event, lambda: self.last_event_at or 0.0)
 
-    async def run(self, receive: trio.MemoryReceiveChannel[FeedItem]) -> NoReturn:
+    async def run(
+        self, receive: trio.MemoryReceiveChannel[FeedItem], on_match: OnMatch
+    ) -> NoReturn:
         metrics = self._metrics
         metrics.mirror(metrics.feed_queue_depth, lambda: receive.statistics().current_buffer_used)
         async for item in receive:
@@ -99,7 +101,7 @@ class Pipeline:
                 continue
             hit = self.process(item)
             if hit is not None:
-                await self._alerter.on_match(*hit)
+                await on_match(*hit)
         raise AssertionError("the feed channel closed")  # pragma: no cover
 
     def process(self, raw: str | bytes) -> tuple[UpdateDetails, Match] | None:

@@ -92,7 +92,7 @@ async def serve(
         )  # fmt: skip
         await alerter.load()
         feed = FeedConsumer(settings.certstream_url, settings.timing, metrics, connect=connect)
-        pipeline = Pipeline(index, alerter, metrics, clock=clock)
+        pipeline = Pipeline(index, metrics, clock=clock)
         sender = None
         if settings.webhook_url is not None:
             sender = WebhookSender(
@@ -117,7 +117,7 @@ async def serve(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(feed.run, feed_send)
-            nursery.start_soon(pipeline.run, feed_receive)
+            nursery.start_soon(pipeline.run, feed_receive, alerter.on_match)
             nursery.start_soon(alerter.run_holds)
             nursery.start_soon(cleanup.run)
             if sender is not None:

@@ -14,9 +14,12 @@ import attrs
 
 from certwatch.errors import ConfigError
 
-__all__ = ["Settings", "Timing"]
+__all__ = ["Settings", "Timing", "db_path_from_env"]
 
 T = TypeVar("T")
+
+
+DEFAULT_DB_PATH = Path("certwatch.db")
 
 
 @attrs.frozen
@@ -55,7 +58,7 @@ class Settings:
 
     api_token: str = attrs.field(repr=False)
     certstream_url: str = "ws://localhost:8080/full-stream"
-    db_path: Path = Path("certwatch.db")
+    db_path: Path = DEFAULT_DB_PATH
     api_host: str = "127.0.0.1"
     api_port: int = 8765
     webhook_url: str | None = None
@@ -102,6 +105,13 @@ class Settings:
             suspicious_grace_s=get("SUSPICIOUS_GRACE_S", _seconds()),
             log_level=get("LOG_LEVEL", _log_level),
         )
+
+
+def db_path_from_env(environ: Mapping[str, str] | None = None) -> Path:
+    """``DB_PATH`` alone, for tools that need no token (``certwatch replay``)."""
+    env = os.environ if environ is None else environ
+    raw = env.get("DB_PATH", "").strip()
+    return _path("DB_PATH", raw) if raw else DEFAULT_DB_PATH
 
 
 def _url(*schemes: str) -> Callable[[str, str], str]:

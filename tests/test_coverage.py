@@ -1,0 +1,99 @@
+"""Coverage accounting: entries the feed skipped, frames dropped, time disconnected."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from support.certs import CA
+from support.servers import FeedServer
+from support.service import make_settings, run_service, wait_until
+
+from certwatch.metrics import Metrics
+from certwatch.pipeline import MAX_TRACKED_LOGS, Coverage
+
+LOG_A = "https://log-a.example"
+LOG_B = "https://log-b.example"
+
+
+def missed(metrics: Metrics, log: str) -> float:
+    value = metrics.registry.get_sample_value("certwatch_ct_missed_entries_total", {"log": log})
+    return value or 0.0
+
+
+class TestCoverage:
+    def test_gaps_are_counted_per_log(self) -> None:
+        """A jump of n in one log's cert_index counts n - 1 missed entries for that log only."""
+        metrics = Metrics()
+        coverage = Coverage(metrics)
+        for index in (10, 11, 12, 16, 17):
+            coverage.observe(LOG_A, index)
+        for index in (5, 6, 7):
+            coverage.observe(LOG_B, index)
+        assert missed(metrics, LOG_A) == 3
+        assert missed(metrics, LOG_B) == 0
+        assert coverage.missed == 3
+
+    def test_repeats_and_out_of_order_entries_are_not_gaps(self) -> None:
+        """A repeated or lower index (a retransmission) is neither a gap nor a new baseline."""
+        metrics = Metrics()
+        coverage = Coverage(metrics)
+        for index in (10, 11, 11, 9, 12):
+            coverage.observe(LOG_A, index)
+        assert coverage.missed == 0
+
+    def test_a_new_connection_starts_afresh(self) -> None:
+        """After reset (a reconnect), the first index of each log is a new baseline."""
+        metrics = Metrics()
+        coverage = Coverage(metrics)
+        coverage.observe(LOG_A, 10)
+        coverage.reset()
+        coverage.observe(LOG_A, 500)
+        coverage.observe(LOG_A, 501)
+        assert coverage.missed == 0
+
+    def test_the_log_label_is_bounded(self) -> None:
+        """Beyond MAX_TRACKED_LOGS distinct logs, gaps are counted under `other`."""
+        metrics = Metrics()
+        coverage = Coverage(metrics)
+        for n in range(MAX_TRACKED_LOGS + 5):
+            coverage.observe(f"https://log-{n}.example", 1)
+            coverage.observe(f"https://log-{n}.example", 3)
+        assert missed(metrics, "other") == 5
+        assert coverage.missed == MAX_TRACKED_LOGS + 5
+
+
+def at(message: dict[str, Any], log: str, index: int) -> str:
+    message["data"]["source"]["url"] = log
+    message["data"]["cert_index"] = index
+    return json.dumps(message)
+
+
+async def test_gaps_through_the_service_and_no_gap_across_a_reconnect(
+    tmp_path: Path, feed: FeedServer, ca: CA
+) -> None:
+    """Skipped indices in one log are counted; a reconnect does not count as a gap."""
+    settings = make_settings(tmp_path, certstream_url=feed.url)
+    template = ca.issue(["www.unwatched.example"]).message()
+    async with run_service(settings) as service:
+        for log, index in [(LOG_A, 1), (LOG_A, 2), (LOG_A, 6), (LOG_B, 40), (LOG_B, 41)]:
+            await feed.send(at(template, log, index))
+
+        async def processed(n: int) -> bool:
+            total = await service.metric('certwatch_ct_messages_total{type="certificate_update"}')
+            return total >= n
+
+        await wait_until(lambda: processed(5))
+        name = f'certwatch_ct_missed_entries_total{{log="{LOG_A}"}}'
+        assert await service.metric(name) == 3
+        await feed.drop()
+        await feed.wait_for_connections(2)
+        await feed.send(at(template, LOG_A, 1000))
+        await feed.send(at(template, LOG_A, 1001))
+        await wait_until(lambda: processed(7))
+        assert await service.metric(name) == 3
+        health = (await service.client.get("/healthz")).json()
+    assert health["feed"]["missed_entries"] == 3
+    assert health["feed"]["dropped"] == 0
+    assert health["feed"]["disconnected_seconds"] >= 0
