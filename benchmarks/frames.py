@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
-from support.certs import leaf_message  # noqa: E402
+from support.certs import leaf_message
 
 TLDS = ["com", "net", "org", "io", "de", "fr", "co.uk", "dev", "app", "info"]
 
@@ -76,7 +76,9 @@ class RsaIssuer:
         count = rng.choices([1, 2, 3, 5, 10, 40], weights=[30, 30, 15, 10, 10, 5])[0]
         names = [domain]
         for _ in range(count - 1):
-            label = "".join(rng.choices(string.ascii_lowercase + string.digits, k=rng.randint(3, 10)))
+            label = "".join(
+                rng.choices(string.ascii_lowercase + string.digits, k=rng.randint(3, 10))
+            )
             names.append(f"{label}.{domain}" if rng.random() < 0.8 else f"*.{label}.{domain}")
         return names
 
@@ -131,8 +133,10 @@ def main() -> None:
     frames = build_frames(count)
     path.write_text("".join(frames))
     sizes = sorted(len(f) for f in frames)
-    print(f"wrote {count} frames to {path}: median {sizes[len(sizes) // 2]} B, "
-          f"p5 {sizes[len(sizes) // 20]} B, p95 {sizes[len(sizes) * 19 // 20]} B")
+    print(
+        f"wrote {count} frames to {path}: median {sizes[len(sizes) // 2]} B, "
+        f"p5 {sizes[len(sizes) // 20]} B, p95 {sizes[len(sizes) * 19 // 20]} B"
+    )
 
 
 if __name__ == "__main__":

@@ -406,6 +406,7 @@ def create_app(ctx: ApiContext) -> QuartTrio:
                 "connections": feed.connections,
                 "reconnects": feed.reconnects,
                 "messages": feed.messages,
+                "processed": ctx.pipeline.processed,
                 "dropped": feed.dropped,
                 "missed_entries": ctx.pipeline.coverage.missed,
                 "disconnected_seconds": feed.disconnected_seconds,

@@ -152,21 +152,44 @@ def facts_from_update(update: UpdateDetails) -> CertFacts:
     )
 
 
-class Inventory:
-    """The inventory and the registered keys, indexed by evidence."""
+def _issuance_key(authority_key_id: str, serial: int) -> bytes | None:
+    """(key id, serial) packed into one small bytes object."""
+    try:
+        key_id = bytes.fromhex(authority_key_id)
+    except ValueError:
+        return None
+    return key_id + b"/" + serial.to_bytes((serial.bit_length() + 7) // 8 or 1, "big")
 
-    __slots__ = ("_by_issuance", "_by_serial", "_by_sha1", "_by_sha256", "_by_tbs", "_keys")
+
+def _digest(hex_digest: str | None) -> bytes | None:
+    if not hex_digest:
+        return None
+    try:
+        return bytes.fromhex(hex_digest)
+    except ValueError:
+        return None
+
+
+class Inventory:
+    """The inventory and the registered keys, indexed by evidence.
+
+    Built to hold 100,000 rows in little memory: digests are kept as bytes, every index
+    points at the row's one SHA-1 object, sources are shared, and a row pushed without its
+    PEM is indexed by the hash of its name set. The rows themselves stay in SQLite.
+    """
+
+    __slots__ = ("_by_issuance", "_by_serial", "_by_sha1", "_by_tbs", "_keys", "_sources")
 
     def __init__(self, certs: Iterable[InventoryCert] = (), keys: Iterable[KnownKey] = ()) -> None:
-        self._by_sha1: dict[str, str] = {}
-        """SHA-1 -> source; the one entry per row (its length is the row count)."""
-        self._by_sha256: dict[str, str] = {}
-        self._by_tbs: dict[str, str] = {}
-        self._by_issuance: dict[tuple[str, int], str] = {}
-        self._by_serial: dict[int, dict[frozenset[str], str]] = {}
+        self._by_sha1: dict[bytes, str] = {}
+        """SHA-1 -> source: one entry per row (its length is the row count)."""
+        self._by_tbs: dict[bytes, bytes] = {}
+        self._by_issuance: dict[bytes, bytes] = {}
+        self._by_serial: dict[int, dict[int, bytes]] = {}
+        """serial -> {hash of the name set: SHA-1}, for rows without a key identifier."""
         self._keys: dict[str, tuple[frozenset[str], str]] = {}
-        for cert in certs:
-            self.add_cert(cert)
+        self._sources: dict[str, str] = {}
+        self.add_certs(certs)
         for key in keys:
             self.add_key(key)
 
@@ -177,41 +200,47 @@ class Inventory:
     def key_count(self) -> int:
         return len(self._keys)
 
+    def add_certs(self, certs: Iterable[InventoryCert]) -> None:
+        for cert in certs:
+            self.add_cert(cert)
+
     def add_cert(self, cert: InventoryCert) -> None:
         """Index a row. To replace a row, :meth:`remove_cert` the old one first."""
-        sha1 = cert.fingerprint_sha1
-        self._by_sha1[sha1] = cert.source
-        if cert.fingerprint_sha256:
-            self._by_sha256[cert.fingerprint_sha256] = sha1
-        if cert.tbs_sha256:
-            self._by_tbs[cert.tbs_sha256] = sha1
+        sha1 = _digest(cert.fingerprint_sha1)
+        if sha1 is None:
+            return
+        self._by_sha1[sha1] = self._sources.setdefault(cert.source, cert.source)
+        tbs = _digest(cert.tbs_sha256)
+        if tbs is not None:
+            self._by_tbs[tbs] = sha1
         serial = serial_number(cert.serial) if cert.serial else None
         if serial is None:
             return
         if cert.authority_key_id:
-            self._by_issuance[(cert.authority_key_id, serial)] = sha1
+            issuance = _issuance_key(cert.authority_key_id, serial)
+            if issuance is not None:
+                self._by_issuance[issuance] = sha1
         else:  # a row that knows its CA never matches another CA's certificate
-            self._by_serial.setdefault(serial, {})[cert.name_set()] = sha1
+            self._by_serial.setdefault(serial, {})[hash(cert.name_set())] = sha1
 
     def remove_cert(self, cert: InventoryCert) -> None:
         """Forget a row (as stored: the index keys are recomputed from it)."""
-        sha1 = cert.fingerprint_sha1
-        if self._by_sha1.pop(sha1, None) is None:
+        sha1 = _digest(cert.fingerprint_sha1)
+        if sha1 is None or self._by_sha1.pop(sha1, None) is None:
             return
-        if cert.fingerprint_sha256 and self._by_sha256.get(cert.fingerprint_sha256) == sha1:
-            del self._by_sha256[cert.fingerprint_sha256]
-        if cert.tbs_sha256 and self._by_tbs.get(cert.tbs_sha256) == sha1:
-            del self._by_tbs[cert.tbs_sha256]
+        tbs = _digest(cert.tbs_sha256)
+        if tbs is not None and self._by_tbs.get(tbs) == sha1:
+            del self._by_tbs[tbs]
         serial = serial_number(cert.serial) if cert.serial else None
         if serial is None:
             return
         if cert.authority_key_id:
-            issuance = (cert.authority_key_id, serial)
-            if self._by_issuance.get(issuance) == sha1:
+            issuance = _issuance_key(cert.authority_key_id, serial)
+            if issuance is not None and self._by_issuance.get(issuance) == sha1:
                 del self._by_issuance[issuance]
             return
         by_names = self._by_serial.get(serial, {})
-        names = cert.name_set()
+        names = hash(cert.name_set())
         if by_names.get(names) == sha1:
             del by_names[names]
         if not by_names:
@@ -225,19 +254,16 @@ class Inventory:
 
     def recognise(self, facts: CertFacts) -> Recognition | None:
         """The strongest evidence that this certificate is the organisation's own."""
-        sha1 = None
-        if facts.sha1 and facts.sha1 in self._by_sha1:
-            sha1 = facts.sha1
-        elif facts.sha256 and facts.sha256 in self._by_sha256:
-            sha1 = self._by_sha256[facts.sha256]
-        if sha1 is not None:
+        sha1 = _digest(facts.sha1)
+        if sha1 is not None and sha1 in self._by_sha1:
             return self._from_row(Evidence.FINGERPRINT, sha1)
-        if facts.tbs_sha256 and facts.tbs_sha256 in self._by_tbs:
-            return self._from_row(Evidence.TBS, self._by_tbs[facts.tbs_sha256])
+        tbs = _digest(facts.tbs_sha256)
+        if tbs is not None and tbs in self._by_tbs:
+            return self._from_row(Evidence.TBS, self._by_tbs[tbs])
         if facts.serial is not None and facts.authority_key_id:
-            sha1 = self._by_issuance.get((facts.authority_key_id, facts.serial))
-            if sha1 is not None:
-                return self._from_row(Evidence.ISSUANCE, sha1)
+            issuance = _issuance_key(facts.authority_key_id, facts.serial)
+            if issuance is not None and issuance in self._by_issuance:
+                return self._from_row(Evidence.ISSUANCE, self._by_issuance[issuance])
         if facts.spki_sha256 and facts.spki_sha256 in self._keys:
             allowed, note = self._keys[facts.spki_sha256]
             if facts.names and facts.names <= allowed:
@@ -246,10 +272,10 @@ class Inventory:
             by_names = self._by_serial.get(facts.serial)
             if by_names:
                 for names in facts.name_sets():
-                    sha1 = by_names.get(names)
-                    if sha1 is not None:
-                        return self._from_row(Evidence.SERIAL_AND_NAMES, sha1)
+                    found = by_names.get(hash(names))
+                    if found is not None:
+                        return self._from_row(Evidence.SERIAL_AND_NAMES, found)
         return None
 
-    def _from_row(self, evidence: Evidence, sha1: str) -> Recognition:
-        return Recognition(evidence, self._by_sha1[sha1], sha1)
+    def _from_row(self, evidence: Evidence, sha1: bytes) -> Recognition:
+        return Recognition(evidence, self._by_sha1[sha1], sha1.hex())

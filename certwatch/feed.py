@@ -137,7 +137,6 @@ class FeedConsumer:
         self._reconnects = 0
         self._messages = 0
         self._dropped = 0
-        self._last_rx = 0.0
         self._last_error: str | None = None
         self._disconnected_total = 0.0
         self._disconnected_since: float | None = time.monotonic()
@@ -213,7 +212,6 @@ class FeedConsumer:
         self, ws: WebSocketConnection, send: trio.MemorySendChannel[FeedItem]
     ) -> str:
         """Read until the connection ends; return why it ended."""
-        self._last_rx = trio.current_time()
         ended = ["connection closed"]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._keepalive, ws, nursery.cancel_scope, ended)
@@ -230,7 +228,6 @@ class FeedConsumer:
             while True:
                 message = await get_message()
                 self._messages += 1
-                self._last_rx = trio.current_time()
                 try:
                     send_nowait(message)
                 except trio.WouldBlock:
@@ -243,9 +240,15 @@ class FeedConsumer:
         self, ws: WebSocketConnection, scope: trio.CancelScope, ended: list[str]
     ) -> None:
         timing = self._timing
+        # Silence is measured at each ping, from the message count: the reader itself does
+        # nothing per message but count.
+        seen, last_rx = self._messages, trio.current_time()
         while True:
             await trio.sleep(timing.ping_interval_s)
-            silent = trio.current_time() - self._last_rx
+            now = trio.current_time()
+            if self._messages != seen:
+                seen, last_rx = self._messages, now
+            silent = now - last_rx
             if silent > timing.idle_timeout_s:
                 ended[0] = f"no message for {silent:.0f} s"
                 break

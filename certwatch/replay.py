@@ -54,8 +54,10 @@ class ReplayReport:
 async def _load(db_path: Path) -> tuple[WatchIndex, Inventory]:
     store = await Store.open(db_path)
     try:
-        index = WatchIndex(d.value for d in await store.list_domains())
-        inventory = Inventory(await store.load_certs(), await store.list_keys())
+        index = WatchIndex(await store.domain_values())
+        inventory = Inventory(keys=await store.list_keys())
+        async for batch in store.cert_batches():
+            inventory.add_certs(batch)
     finally:
         store.close()
     return index, inventory

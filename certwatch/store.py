@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -347,6 +347,14 @@ class Store:
 
         return await self._run(q, write=False)
 
+    async def domain_values(self) -> list[str]:
+        """Just the entries (what the index needs at start)."""
+
+        def q(conn: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in conn.execute("SELECT value FROM domains")]
+
+        return await self._run(q, write=False)
+
     async def upsert_domain(self, value: str, note: str, now: float) -> bool:
         """Add an entry or update its note; ``True`` when it is new."""
 
@@ -414,6 +422,42 @@ class Store:
             return [_cert_row(r) for r in conn.execute("SELECT * FROM certs")]
 
         return await self._run(q, write=False)
+
+    async def cert_batches(self, size: int = 5000) -> AsyncIterator[list[InventoryCert]]:
+        """Every row, a batch at a time, with only the columns the in-memory index uses.
+
+        What start-up needs: reading 100,000 rows whole would churn far more memory than
+        the index keeps.
+        """
+        after = ""
+        while True:
+
+            def q(conn: sqlite3.Connection, after: str = after) -> list[InventoryCert]:
+                rows = conn.execute(
+                    "SELECT fingerprint_sha1, serial, source, tbs_sha256, authority_key_id, "
+                    "CASE WHEN authority_key_id IS NULL THEN sans END AS sans "
+                    "FROM certs WHERE fingerprint_sha1 > ? ORDER BY fingerprint_sha1 LIMIT ?",
+                    (after, size),
+                )
+                return [
+                    InventoryCert(
+                        fingerprint_sha1=r[0],
+                        serial=r[1],
+                        source=r[2],
+                        tbs_sha256=r[3],
+                        authority_key_id=r[4],
+                        sans=tuple(_loads(r[5]) or ()),
+                        not_before=0,
+                        not_after=0,
+                    )
+                    for r in rows
+                ]
+
+            batch = await self._run(q, write=False)
+            if not batch:
+                return
+            yield batch
+            after = batch[-1].fingerprint_sha1
 
     async def delete_cert(self, sha1: str) -> InventoryCert | None:
         def q(conn: sqlite3.Connection) -> InventoryCert | None:

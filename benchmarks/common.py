@@ -1,0 +1,154 @@
+"""Shared plumbing for the benchmarks: captures, the feed process, certwatch processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import trio
+
+from certwatch.store import Store
+
+HERE = Path(__file__).parent
+CACHE = HERE / ".cache"
+TOKEN = "bench-token"
+
+
+def machine() -> str:
+    cores = os.cpu_count()
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{cores} cores ({model}), Python {sys.version.split()[0]}"
+
+
+def capture(count: int = 3000) -> Path:
+    """A cached capture of ``count`` realistic full-stream frames."""
+    path = CACHE / f"capture-{count}.jsonl"
+    if not path.exists():
+        from frames import build_frames
+
+        CACHE.mkdir(exist_ok=True)
+        path.write_text("".join(build_frames(count)))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def feed_server(frames: Path, count: int, *extra: str) -> Iterator[str]:
+    """The fast feed in its own process; yields its ws:// URL."""
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "feed_server.py"), "--frames", str(frames),
+         "--count", str(count), *extra],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().split()[1])
+        yield f"ws://127.0.0.1:{port}/full-stream"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def prepare_db(path: Path, *, entries: int, certs: int, domains: list[str] = ()) -> None:
+    """A database with ``entries`` watch entries and ``certs`` inventory rows (bulk insert)."""
+    store = trio.run(Store.open, path)
+    store.close()
+    rng = random.Random(7)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    values = [(f"host{i}.{rng.randrange(10**9):x}.example", "", 0.0) for i in range(entries)]
+    values += [(d, "", 0.0) for d in domains]
+    conn.executemany(
+        "INSERT OR IGNORE INTO domains (value, note, added_at) VALUES (?, ?, ?)", values
+    )
+    now = int(time.time())
+    rows = []
+    for i in range(certs):
+        name = f"www{i}.{rng.randrange(10**9):x}.example"
+        rows.append((
+            secrets.token_hex(20), secrets.token_hex(16), f'["{name}","{name[4:]}"]',
+            now - 86400, now + 80 * 86400, f"lb:lb-{i % 50}", float(now),
+            secrets.token_hex(32), secrets.token_hex(20), secrets.token_hex(32),
+            secrets.token_hex(32), "/C=US/O=Bench/CN=Bench R3",
+        ))  # fmt: skip
+    conn.executemany(
+        "INSERT INTO certs (fingerprint_sha1, serial, sans, not_before, not_after, source, "
+        "added_at, fingerprint_sha256, authority_key_id, tbs_sha256, spki_sha256, issuer) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    conn.execute("COMMIT")
+    conn.close()
+
+
+class Certwatch:
+    """``python -m certwatch`` in its own process, on a free port."""
+
+    def __init__(self, db: Path, feed_url: str, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "certwatch"],
+            env={
+                **os.environ,
+                "API_TOKEN": TOKEN,
+                "API_PORT": str(self.port),
+                "DB_PATH": str(db),
+                "CERTSTREAM_URL": feed_url,
+                "LOG_LEVEL": "WARNING",
+                **env,
+            },
+            stderr=subprocess.DEVNULL,
+        )
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+
+    def wait_ready(self, timeout: float = 60) -> float:
+        """Seconds from process start to the first 200 from /healthz."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if self.client.get("/healthz").status_code == 200:
+                    return time.perf_counter() - self.started
+            time.sleep(0.01)
+        raise RuntimeError("certwatch did not become ready")
+
+    def health(self) -> dict:  # type: ignore[type-arg]
+        return self.client.get("/healthz").json()  # type: ignore[no-any-return]
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
