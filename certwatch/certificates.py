@@ -24,6 +24,7 @@ __all__ = [
     "parse_certificate",
     "precert_tbs_sha256",
     "spki_sha256_from_pem",
+    "tbs_sha256_of_der",
 ]
 
 _CT_POISON = ExtensionOID.PRECERT_POISON.dotted_string
@@ -123,7 +124,16 @@ def _aggregated(name: x509.Name) -> str:
     return "".join(parts)
 
 
-def _der_to_info(der: bytes) -> CertificateInfo:
+def tbs_sha256_of_der(der: bytes) -> str | None:
+    """:func:`precert_tbs_sha256` of a certificate's DER; ``None`` if it does not parse."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+    return precert_tbs_sha256(cert.tbs_certificate_bytes)
+
+
+def _der_to_info(der: bytes, *, with_tbs: bool = True) -> CertificateInfo:
     try:
         cert = x509.load_der_x509_certificate(der)
         extensions = cert.extensions
@@ -159,14 +169,15 @@ def _der_to_info(der: bytes) -> CertificateInfo:
         issuer_cn=_attr(cert.issuer, NameOID.COMMON_NAME),
         authority_key_id=aki,
         spki_sha256=hashlib.sha256(spki).hexdigest(),
-        tbs_sha256=precert_tbs_sha256(cert.tbs_certificate_bytes),
+        tbs_sha256=precert_tbs_sha256(cert.tbs_certificate_bytes) if with_tbs else None,
         is_precert=is_precert,
     )
 
 
-def parse_certificate(data: bytes | str) -> CertificateInfo:
+def parse_certificate(data: bytes | str, *, with_tbs: bool = True) -> CertificateInfo:
     """Facts from one certificate, PEM (the first block) or DER.
 
+    ``with_tbs=False`` skips the TBS hash, which costs a hundred times the rest (pyasn1).
     Raises :class:`InvalidCertificate` when it does not parse.
     """
     raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
@@ -179,7 +190,7 @@ def parse_certificate(data: bytes | str) -> CertificateInfo:
         except ValueError as e:
             raise InvalidCertificate(f"not a parsable PEM certificate ({e})") from None
         raw = cert.public_bytes(serialization.Encoding.DER)
-    return _der_to_info(raw)
+    return _der_to_info(raw, with_tbs=with_tbs)
 
 
 def spki_sha256_from_pem(text: str) -> str:

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from certwatch.certificates import parse_certificate
+from certwatch.certificates import parse_certificate, tbs_sha256_of_der
 from certwatch.domains import normalise_names, normalise_san
 from certwatch.errors import InvalidCertificate
 from certwatch.identity import CertFacts, serial_number
@@ -90,9 +90,9 @@ class InventoryCert:
     def matchable_by(self) -> list[str]:
         """The kinds of evidence this row can provide (shown by ``GET /certs``)."""
         kinds = [Evidence.FINGERPRINT]
-        if self.tbs_sha256:
-            kinds.append(Evidence.TBS)
         if self.authority_key_id and self.serial:
+            if self.tbs_sha256:
+                kinds.append(Evidence.TBS)
             kinds.append(Evidence.ISSUANCE)
         elif self.serial:
             kinds.append(Evidence.SERIAL_AND_NAMES)
@@ -125,7 +125,7 @@ def facts_from_update(update: UpdateDetails) -> CertFacts:
     names = normalise_names(update.names)
     if update.der is not None:
         try:
-            info = parse_certificate(update.der)
+            info = parse_certificate(update.der, with_tbs=False)
         except InvalidCertificate:
             pass
         else:
@@ -138,8 +138,8 @@ def facts_from_update(update: UpdateDetails) -> CertFacts:
                 authority_key_id=info.authority_key_id or update.authority_key_id,
                 serial=info.serial,
                 issuer=update.issuer or info.issuer,
-                tbs_sha256=info.tbs_sha256,
                 spki_sha256=info.spki_sha256,
+                der=update.der,
             )
     return CertFacts(
         names=names,
@@ -173,18 +173,20 @@ def _digest(hex_digest: str | None) -> bytes | None:
 class Inventory:
     """The inventory and the registered keys, indexed by evidence.
 
-    Built to hold 100,000 rows in little memory: digests are kept as bytes, every index
-    points at the row's one SHA-1 object, sources are shared, and a row pushed without its
-    PEM is indexed by the hash of its name set. The rows themselves stay in SQLite.
+    Built to hold 100,000 rows in little memory: digests are kept as bytes, sources are
+    shared, a row pushed without its PEM is indexed by the hash of its name set, and the
+    rows themselves stay in SQLite. A row's TBS hash rides along with its (key id, serial)
+    entry: a TBS can only match where they match, so it is checked there, and computed
+    from the feed's DER (costly) only then.
     """
 
-    __slots__ = ("_by_issuance", "_by_serial", "_by_sha1", "_by_tbs", "_keys", "_sources")
+    __slots__ = ("_by_issuance", "_by_serial", "_by_sha1", "_keys", "_sources")
 
     def __init__(self, certs: Iterable[InventoryCert] = (), keys: Iterable[KnownKey] = ()) -> None:
         self._by_sha1: dict[bytes, str] = {}
         """SHA-1 -> source: one entry per row (its length is the row count)."""
-        self._by_tbs: dict[bytes, bytes] = {}
         self._by_issuance: dict[bytes, bytes] = {}
+        """(key id, serial) -> SHA-1 (20 bytes) followed by the TBS hash when known."""
         self._by_serial: dict[int, dict[int, bytes]] = {}
         """serial -> {hash of the name set: SHA-1}, for rows without a key identifier."""
         self._keys: dict[str, tuple[frozenset[str], str]] = {}
@@ -210,16 +212,12 @@ class Inventory:
         if sha1 is None:
             return
         self._by_sha1[sha1] = self._sources.setdefault(cert.source, cert.source)
-        tbs = _digest(cert.tbs_sha256)
-        if tbs is not None:
-            self._by_tbs[tbs] = sha1
         serial = serial_number(cert.serial) if cert.serial else None
         if serial is None:
             return
-        if cert.authority_key_id:
-            issuance = _issuance_key(cert.authority_key_id, serial)
-            if issuance is not None:
-                self._by_issuance[issuance] = sha1
+        issuance = _issuance_key(cert.authority_key_id, serial) if cert.authority_key_id else None
+        if issuance is not None:
+            self._by_issuance[issuance] = sha1 + (_digest(cert.tbs_sha256) or b"")
         else:  # a row that knows its CA never matches another CA's certificate
             self._by_serial.setdefault(serial, {})[hash(cert.name_set())] = sha1
 
@@ -228,15 +226,13 @@ class Inventory:
         sha1 = _digest(cert.fingerprint_sha1)
         if sha1 is None or self._by_sha1.pop(sha1, None) is None:
             return
-        tbs = _digest(cert.tbs_sha256)
-        if tbs is not None and self._by_tbs.get(tbs) == sha1:
-            del self._by_tbs[tbs]
         serial = serial_number(cert.serial) if cert.serial else None
         if serial is None:
             return
-        if cert.authority_key_id:
-            issuance = _issuance_key(cert.authority_key_id, serial)
-            if issuance is not None and self._by_issuance.get(issuance) == sha1:
+        issuance = _issuance_key(cert.authority_key_id, serial) if cert.authority_key_id else None
+        if issuance is not None:
+            entry = self._by_issuance.get(issuance)
+            if entry is not None and entry[:20] == sha1:
                 del self._by_issuance[issuance]
             return
         by_names = self._by_serial.get(serial, {})
@@ -257,13 +253,13 @@ class Inventory:
         sha1 = _digest(facts.sha1)
         if sha1 is not None and sha1 in self._by_sha1:
             return self._from_row(Evidence.FINGERPRINT, sha1)
-        tbs = _digest(facts.tbs_sha256)
-        if tbs is not None and tbs in self._by_tbs:
-            return self._from_row(Evidence.TBS, self._by_tbs[tbs])
         if facts.serial is not None and facts.authority_key_id:
             issuance = _issuance_key(facts.authority_key_id, facts.serial)
-            if issuance is not None and issuance in self._by_issuance:
-                return self._from_row(Evidence.ISSUANCE, self._by_issuance[issuance])
+            entry = self._by_issuance.get(issuance) if issuance is not None else None
+            if entry is not None:
+                recognition = self._check_tbs(facts, entry)
+                if recognition is not None:
+                    return recognition
         if facts.spki_sha256 and facts.spki_sha256 in self._keys:
             allowed, note = self._keys[facts.spki_sha256]
             if facts.names and facts.names <= allowed:
@@ -276,6 +272,23 @@ class Inventory:
                     if found is not None:
                         return self._from_row(Evidence.SERIAL_AND_NAMES, found)
         return None
+
+    def _check_tbs(self, facts: CertFacts, entry: bytes) -> Recognition | None:
+        """The (key id, serial) of a row matched: compare TBS hashes where both are known.
+
+        Equal: exact (``tbs``). Different: a certificate that is not ours carries our
+        serial under our CA's key (a CA fault or worse), so this evidence does not count.
+        """
+        sha1, row_tbs = entry[:20], entry[20:]
+        if row_tbs:
+            seen = facts.tbs_sha256
+            if seen is None and facts.der is not None:
+                seen = tbs_sha256_of_der(facts.der)
+            if seen is not None:
+                if _digest(seen) != row_tbs:
+                    return None
+                return self._from_row(Evidence.TBS, sha1)
+        return self._from_row(Evidence.ISSUANCE, sha1)
 
     def _from_row(self, evidence: Evidence, sha1: bytes) -> Recognition:
         return Recognition(evidence, self._by_sha1[sha1], sha1.hex())

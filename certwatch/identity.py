@@ -79,6 +79,8 @@ class CertFacts:
     issuer: str = ""
     tbs_sha256: str | None = None
     spki_sha256: str | None = None
+    der: bytes | None = attrs.field(default=None, eq=False, repr=False)
+    """The DER when the feed carried it: the TBS hash is computed from it only if needed."""
 
     def issuance_key(self) -> str:
         """One string per issuance: the precert, the final cert and every log copy share it."""

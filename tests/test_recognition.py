@@ -271,3 +271,26 @@ class TestInventory:
         assert inventory.recognise(facts(["a.example.org"], same_key=False)) is None
         inventory.remove_key(ours.spki_sha256())
         assert inventory.recognise(facts(["a.example.org"])) is None
+
+
+class TestTbsCheck:
+    def test_same_serial_and_ca_key_but_another_certificate_is_not_ours(self, ca: CA) -> None:
+        """Our (key id, serial) on a certificate whose TBS differs is not recognised."""
+        ours = ca.issue(["a.example.org"])
+        theirs = ca.issue(["a.example.org"], serial=ours.serial)  # another key, same serial
+        inventory = Inventory([pem_row(ours.final_pem())])
+        with_der = facts_from_update(read_update(json.dumps(theirs.message("go-full"))))
+        assert inventory.recognise(with_der) is None
+        own = facts_from_update(read_update(json.dumps(ours.message("go-full"))))
+        recognition = inventory.recognise(own)
+        assert recognition is not None
+        assert recognition.evidence is Evidence.TBS
+
+    def test_without_the_der_the_issuance_still_counts(self, ca: CA) -> None:
+        """A tiled precert (no DER) is recognised by (key id, serial) alone."""
+        ours = ca.issue(["a.example.org"])
+        inventory = Inventory([pem_row(ours.final_pem())])
+        tiled = facts_from_update(read_update(json.dumps(ours.message("go-tiled"))))
+        recognition = inventory.recognise(tiled)
+        assert recognition is not None
+        assert recognition.evidence is Evidence.ISSUANCE
