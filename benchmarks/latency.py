@@ -27,7 +27,9 @@ from common import Certwatch, capture, feed_server, machine, prepare_db
 from support.servers import Receiver
 
 
-async def collect(receiver: Receiver, count: int, latencies: list[float]) -> None:
+async def collect(
+    receiver: Receiver, count: int, latencies: list[float], done: trio.Event
+) -> None:
     """Record ``now - seen_at`` for every delivery, as it arrives."""
     seen = 0
     while len(latencies) < count:
@@ -36,6 +38,7 @@ async def collect(receiver: Receiver, count: int, latencies: list[float]) -> Non
         for delivery in deliveries[seen:]:
             latencies.append(now - delivery.json()["seen_at"])
         seen = len(deliveries)
+    done.set()
 
 
 def main() -> None:
@@ -55,7 +58,8 @@ def main() -> None:
         async def run() -> None:
             async with trio.open_nursery() as nursery:
                 receiver = await Receiver().start(nursery)
-                nursery.start_soon(collect, receiver, alerts, latencies)
+                done = trio.Event()
+                nursery.start_soon(collect, receiver, alerts, latencies, done)
                 hook = receiver.url
                 extra = ["--rate", str(args.rate), "--matched-every", str(args.matched_every)]
                 with feed_server(frames, total, *extra) as url:
@@ -65,8 +69,7 @@ def main() -> None:
                     try:
                         await trio.to_thread.run_sync(service.wait_ready)
                         with trio.fail_after(args.seconds * 3 + 30):
-                            while len(latencies) < alerts:
-                                await trio.sleep(0.2)
+                            await done.wait()
                         health = await trio.to_thread.run_sync(service.health)
                     finally:
                         service.stop()
