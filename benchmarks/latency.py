@@ -27,9 +27,7 @@ from common import Certwatch, capture, feed_server, machine, prepare_db
 from support.servers import Receiver
 
 
-async def collect(
-    receiver: Receiver, count: int, latencies: list[float], done: trio.Event
-) -> None:
+async def collect(receiver: Receiver, count: int, latencies: list[float], done: trio.Event) -> None:
     """Record ``now - seen_at`` for every delivery, as it arrives."""
     seen = 0
     while len(latencies) < count:

@@ -43,7 +43,9 @@ def main() -> None:
     print("| watch entries | firehose SAN (no match) | matching SAN |")
     print("|---|---|---|")
     for size in (10, 1_000, 100_000, 1_000_000):
-        entries = [f"{rng.randrange(16**8):08x}.example{rng.randrange(100)}.org" for _ in range(size)]
+        entries = [
+            f"{rng.randrange(16**8):08x}.example{rng.randrange(100)}.org" for _ in range(size)
+        ]
         index = WatchIndex(entries)
         hits = [[f"www.{e}", f"*.{e}", f"api.v1.{e}"] for e in rng.sample(entries, min(size, 1000))]
         print(f"| {size:,} | {per_san(index, firehose):.0f} ns | {per_san(index, hits):.0f} ns |")
