@@ -139,6 +139,30 @@ class Certwatch:
     def health(self) -> dict:  # type: ignore[type-arg]
         return self.client.get("/healthz").json()  # type: ignore[no-any-return]
 
+    def follow(
+        self, count: int, *, samples: list[tuple[int, float]] | None = None, every: int = 0
+    ) -> tuple[float, dict]:  # type: ignore[type-arg]
+        """Poll until ``count`` frames are processed; (frames/s from the first, last health).
+
+        With ``samples``, append (frames processed, RSS MB) about every ``every`` frames.
+        """
+        first = first_at = None
+        next_sample = 0
+        while True:
+            health = self.health()
+            processed = health["feed"]["processed"]
+            now = time.perf_counter()
+            if first is None and processed:
+                first, first_at = processed, now
+            if samples is not None and processed >= next_sample:
+                samples.append((processed, self.rss_mb()))
+                next_sample += every
+            if processed >= count:
+                assert first is not None
+                assert first_at is not None
+                return (processed - first) / (now - first_at), health
+            time.sleep(0.05)
+
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):

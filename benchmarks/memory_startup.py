@@ -50,19 +50,11 @@ def main() -> None:
                 service.wait_ready()
                 print(f"RSS after start: {service.rss_mb():.1f} MB")
                 samples: list[tuple[int, float]] = []
-                step = args.messages // 10
-                next_sample = step
                 started = time.perf_counter()
-                while True:
-                    health = service.health()
-                    processed = health["feed"]["processed"]
-                    if processed >= next_sample:
-                        samples.append((processed, service.rss_mb()))
-                        next_sample += step
-                    if processed >= args.messages:
-                        break
-                    time.sleep(0.5)
+                service.follow(args.messages, samples=samples, every=args.messages // 10)
                 elapsed = time.perf_counter() - started
+                health = service.health()
+                processed = health["feed"]["processed"]
                 alerts = health["alerts"]["dedupe_cache"]
                 print(f"processed {processed:,} frames in {elapsed:.0f} s "
                       f"({processed / elapsed:,.0f} msgs/s), {alerts} alerts, "

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
 from common import Certwatch, capture, feed_server, machine, prepare_db
+from support.alerts import pending_alert
 from support.servers import Receiver
 
-from certwatch.events import Alert
 from certwatch.store import Store
 
 
@@ -32,23 +32,7 @@ async def add_backlog(db: Path, count: int) -> None:
     store = await Store.open(db)
     now = time.time()
     for n in range(count):
-        await store.insert_alert(
-            Alert(
-                event_id=f"backlog-{n}",
-                kind="alert",
-                issuance=f"aki:00:{n:x}",
-                status="pending",
-                severity="suspicious",
-                matched_entries=("example.org",),
-                matched_sans=(f"b{n}.example.org",),
-                cert={"fingerprint_sha1": "00" * 20, "all_sans": [f"b{n}.example.org"]},
-                facts={},
-                seen_at=now,
-                created_at=now,
-                next_attempt_at=now,
-                queued_at=now,
-            )
-        )
+        await store.insert_alert(pending_alert(n, now))
     store.close()
 
 
@@ -57,23 +41,9 @@ def measure(db: Path, url: str, hook: str, messages: int) -> tuple[float, list[f
     service = Certwatch(db, url, WEBHOOK_URL=hook, WEBHOOK_TIMEOUT_S="10")
     try:
         service.wait_ready()
-        rss: list[float] = []
-        first = first_at = None
-        next_sample = 0
-        while True:
-            health = service.health()
-            processed = health["feed"]["processed"]
-            now = time.perf_counter()
-            if first is None and processed:
-                first, first_at = processed, now
-            if processed >= next_sample:
-                rss.append(service.rss_mb())
-                next_sample += messages // 5
-            if processed >= messages:
-                assert first is not None
-                assert first_at is not None
-                return (processed - first) / (now - first_at), rss, health
-            time.sleep(0.05)
+        samples: list[tuple[int, float]] = []
+        rate, health = service.follow(messages, samples=samples, every=messages // 5)
+        return rate, [rss for _, rss in samples], health
     finally:
         service.stop()
 

@@ -56,20 +56,9 @@ def certwatch_rate(url: str, count: int, entries: int, workdir: Path) -> tuple[f
     service = Certwatch(db, url)
     try:
         service.wait_ready()
-        first_at = first = None
-        while True:
-            processed = service.health()["feed"]["processed"]
-            now = time.perf_counter()
-            if first is None and processed > 0:
-                first, first_at = processed, now
-            if processed >= count:
-                assert first is not None
-                assert first_at is not None
-                rate = (processed - first) / (now - first_at)
-                health = service.health()["feed"]
-                assert health["dropped"] == 0, health
-                return rate, service.rss_mb()
-            time.sleep(0.05)
+        rate, health = service.follow(count)
+        assert health["feed"]["dropped"] == 0, health
+        return rate, service.rss_mb()
     finally:
         service.stop()
 

@@ -200,20 +200,7 @@ def _cert_from_pem(pem: str, source: str, now: float, field: str = "pem") -> Inv
         )
     if not info.sans and not (info.subject_cn and normalise_san(info.subject_cn)):
         raise InputError("invalid certificate", [(field, "has no DNS names")])
-    return InventoryCert(
-        fingerprint_sha1=info.sha1,
-        serial=info.serial_hex.lower(),
-        sans=info.sans or ((info.subject_cn,) if info.subject_cn else ()),
-        not_before=info.not_before,
-        not_after=info.not_after,
-        source=source,
-        added_at=now,
-        fingerprint_sha256=info.sha256,
-        authority_key_id=info.authority_key_id,
-        tbs_sha256=info.tbs_sha256,
-        spki_sha256=info.spki_sha256,
-        issuer=info.issuer,
-    )
+    return InventoryCert.from_certificate(info, source=source, added_at=now)
 
 
 def _cert_from_json(body: CertIn, now: float) -> InventoryCert:

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from certwatch.certificates import parse_certificate, tbs_sha256_of_der
+from certwatch.certificates import CertificateInfo, parse_certificate, tbs_sha256_of_der
 from certwatch.domains import normalise_names, normalise_san
 from certwatch.errors import InvalidCertificate
 from certwatch.identity import CertFacts, serial_number
@@ -86,6 +86,26 @@ class InventoryCert:
     tbs_sha256: str | None = None
     spki_sha256: str | None = None
     issuer: str | None = None
+
+    @classmethod
+    def from_certificate(
+        cls, info: CertificateInfo, *, source: str = "", added_at: float = 0.0
+    ) -> InventoryCert:
+        """The row for a pushed certificate, every identifier derived from it."""
+        return cls(
+            fingerprint_sha1=info.sha1,
+            serial=info.serial_hex.lower(),
+            sans=info.sans or ((info.subject_cn,) if info.subject_cn else ()),
+            not_before=info.not_before,
+            not_after=info.not_after,
+            source=source,
+            added_at=added_at,
+            fingerprint_sha256=info.sha256,
+            authority_key_id=info.authority_key_id,
+            tbs_sha256=info.tbs_sha256,
+            spki_sha256=info.spki_sha256,
+            issuer=info.issuer,
+        )
 
     def matchable_by(self) -> list[str]:
         """The kinds of evidence this row can provide (shown by ``GET /certs``)."""

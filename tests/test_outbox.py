@@ -16,11 +16,11 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from support.alerts import pending_alert
 from support.certs import CA
 from support.servers import FeedServer, Receiver
 from support.service import FAST, TOKEN, RunningService, make_settings, run_service, wait_until
 
-from certwatch.events import Alert
 from certwatch.store import Store
 
 # Quick attempts and the long schedule, shortened: 0.05 s, 0.1 s, then 0.2 s doubling to 0.4 s.
@@ -138,7 +138,7 @@ async def test_a_big_backlog_with_a_slow_receiver_keeps_memory_bounded(
     store = await Store.open(settings.db_path)
     await store.upsert_domain("example.org", "", 0.0)
     for n in range(1000):
-        await store.insert_alert(pending_alert(n))
+        await store.insert_alert(pending_alert(n, time.time()))
     store.close()
     async with run_service(settings) as service:
         assert await service.metric("certwatch_outbox_pending") == 1000
@@ -152,25 +152,6 @@ async def test_a_big_backlog_with_a_slow_receiver_keeps_memory_bounded(
         assert health["outbox"]["pending"] >= 1000
         assert receiver.attempts <= len(receiver.deliveries) + 4
         assert len(await service.alerts(limit=1000, status="pending")) == 1000
-
-
-def pending_alert(n: int) -> Alert:
-    now = time.time()
-    return Alert(
-        event_id=f"backlog-{n}",
-        kind="alert",
-        issuance=f"aki:00:{n:x}",
-        status="pending",
-        severity="suspicious",
-        matched_entries=("example.org",),
-        matched_sans=(f"b{n}.example.org",),
-        cert={"fingerprint_sha1": "00" * 20, "all_sans": [f"b{n}.example.org"]},
-        facts={},
-        seen_at=now,
-        created_at=now,
-        next_attempt_at=now,
-        queued_at=now,
-    )
 
 
 async def _count(service: RunningService, n: int) -> bool:

@@ -47,20 +47,7 @@ def json_row(push: dict[str, object]) -> InventoryCert:
 
 
 def pem_row(pem: str, source: str = "lb:pem") -> InventoryCert:
-    info = parse_certificate(pem)
-    return InventoryCert(
-        fingerprint_sha1=info.sha1,
-        serial=info.serial_hex,
-        sans=info.sans,
-        not_before=info.not_before,
-        not_after=info.not_after,
-        source=source,
-        fingerprint_sha256=info.sha256,
-        authority_key_id=info.authority_key_id,
-        tbs_sha256=info.tbs_sha256,
-        spki_sha256=info.spki_sha256,
-        issuer=info.issuer,
-    )
+    return InventoryCert.from_certificate(parse_certificate(pem), source=source)
 
 
 class TestNormalisers:

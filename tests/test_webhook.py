@@ -20,8 +20,8 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from support.alerts import pending_alert
 
-from certwatch.events import PENDING, Alert
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
 from certwatch.store import Store
@@ -33,24 +33,6 @@ SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode
 
 def clock() -> float:
     return EPOCH + trio.current_time()
-
-
-def new_alert(n: int = 0) -> Alert:
-    return Alert(
-        event_id=f"evt-{n}",
-        kind="alert",
-        issuance=f"aki:ab:{n:x}",
-        status=PENDING,
-        severity="suspicious",
-        matched_entries=("example.org",),
-        matched_sans=("a.example.org",),
-        cert={"fingerprint_sha1": "ab" * 20, "all_sans": ["a.example.org"], "serial": "01"},
-        facts={},
-        seen_at=EPOCH,
-        created_at=clock(),
-        next_attempt_at=clock(),
-        queued_at=clock(),
-    )
 
 
 @attrs.define
@@ -84,7 +66,7 @@ async def sending(
     metrics = Metrics()
     ids = []
     for n in range(alerts):
-        stored = await store.insert_alert(new_alert(n))
+        stored = await store.insert_alert(pending_alert(n, clock()))
         assert stored.id is not None
         ids.append(stored.id)
     sender = WebhookSender(
@@ -212,7 +194,7 @@ class TestDelivery:
             return httpx.Response(204)
 
         store = await Store.open(tmp_path / "db", threaded=False)
-        stored = await store.insert_alert(new_alert())
+        stored = await store.insert_alert(pending_alert(0, clock()))
         sender = WebhookSender(
             "https://hooks.example/", store, Metrics(), Timing(),
             timeout_s=10, retry_period_s=86400, clock=clock, rng=lambda: 0.5,
