@@ -1,0 +1,190 @@
+"""Deployment artefacts: checked against the running service they describe.
+
+Format checkers (hadolint, check-jsonschema, promtool, systemd-analyze) run in .ci/run;
+these tests check that the artefacts agree with certwatch itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import yaml
+from support.service import make_settings, run_service
+
+from certwatch.webhook import sign
+
+ROOT = Path(__file__).parent.parent
+CONTRIB = ROOT / "contrib"
+METRIC = re.compile(r"\bcertwatch_[a-z_]+")
+
+
+async def exported_metric_names(tmp_path: Path) -> set[str]:
+    """Every series name a running certwatch (with a webhook) can export."""
+    settings = make_settings(tmp_path, webhook_url="http://127.0.0.1:9/hook")
+    async with run_service(settings) as service:
+        text = (await service.client.get("/metrics")).text
+    names: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            if kind == "counter":
+                names.add(name if name.endswith("_total") else f"{name}_total")
+            elif kind == "histogram":
+                names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+            else:
+                names.add(name)
+    return names
+
+
+async def test_dashboard_queries_name_exported_metrics(tmp_path: Path) -> None:
+    """The Grafana dashboard is valid JSON and every query names a metric certwatch exports."""
+    dashboard = json.loads((CONTRIB / "grafana" / "certwatch-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {m for expr in exprs for m in METRIC.findall(expr)}
+    assert used, "no queries"
+    assert used <= await exported_metric_names(tmp_path)
+    assert all(p["datasource"]["uid"] == "${DS_PROMETHEUS}" for p in dashboard["panels"])
+    assert {"certwatch_outbox_pending", "certwatch_ct_missed_entries_total"} <= used
+
+
+async def test_alert_rules_name_exported_metrics(tmp_path: Path) -> None:
+    """Every alert rule queries metrics certwatch exports (promtool checks the syntax)."""
+    rules = yaml.safe_load((CONTRIB / "prometheus" / "certwatch-rules.yml").read_text())
+    exprs = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
+    used = {m for expr in exprs.values() for m in METRIC.findall(expr)}
+    assert used <= await exported_metric_names(tmp_path)
+    contract = {
+        "CertwatchFeedDown",
+        "CertwatchFeedSilent",
+        "CertwatchNoInfoEvents",
+        "CertwatchSuspiciousCertificate",
+        "CertwatchWebhookFailures",
+    }
+    assert contract <= exprs.keys()
+
+
+def test_compose_wires_certwatch_to_its_certstream() -> None:
+    """The compose file points certwatch at the certstream service's full stream, with /data."""
+    compose = yaml.safe_load((CONTRIB / "docker-compose.yml").read_text())
+    config = yaml.safe_load((CONTRIB / "certstream" / "config.yaml").read_text())
+    certwatch = compose["services"]["certwatch"]
+    web = config["webserver"]
+    assert certwatch["environment"]["CERTSTREAM_URL"] == (
+        f"ws://certstream:{web['listen_port']}{web['full_url']}"
+    )
+    assert certwatch["environment"]["DB_PATH"].startswith("/data/")
+    assert "certwatch-data:/data" in certwatch["volumes"]
+    readme = (ROOT / "README.md").read_text()
+    for variable in certwatch["environment"]:
+        assert f"`{variable}`" in readme, f"{variable} is not documented"
+
+
+def _healthcheck_program() -> str:
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    command = re.search(r"HEALTHCHECK .*?CMD (\[.*\])", dockerfile)
+    assert command is not None
+    argv = json.loads(command.group(1))
+    assert argv[:2] == ["python", "-c"]
+    return str(argv[2])
+
+
+async def test_docker_healthcheck_needs_nothing_but_python(tmp_path: Path) -> None:
+    """The image's HEALTHCHECK succeeds against a serving certwatch and fails without one."""
+    program = _healthcheck_program()
+    settings = make_settings(tmp_path)
+    async with run_service(settings) as service:
+        port = service.url.rsplit(":", 1)[1]
+        env = {**os.environ, "API_PORT": port}
+        ok = await trio.run_process([sys.executable, "-c", program], env=env, check=False)
+    down = await trio.run_process(
+        [sys.executable, "-c", program], env=env, check=False, capture_stderr=True
+    )
+    assert ok.returncode == 0
+    assert down.returncode != 0
+
+
+def test_dockerfile_runtime_settings() -> None:
+    """The image runs as non-root, keeps state in /data, binds 0.0.0.0 and execs certwatch."""
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^USER 10001:10001$", text, re.M)
+    assert "DB_PATH=/data/certwatch.db" in text
+    assert "API_HOST=0.0.0.0" in text
+    assert re.search(r"^EXPOSE 8765$", text, re.M)
+    assert re.search(r'^ENTRYPOINT \["certwatch"\]$', text, re.M)
+    assert "uv sync --locked --no-dev" in text
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the n8n Code node")
+class TestN8nWorkflow:
+    SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+    def workflow(self) -> dict[str, Any]:
+        return json.loads((CONTRIB / "n8n" / "certwatch-workflow.json").read_text())  # type: ignore[no-any-return]
+
+    def run_code(self, deliveries: list[tuple[dict[str, str], bytes]], secret: str) -> Any:
+        """Run the workflow's Code node in node, as n8n would, on successive deliveries."""
+        (code,) = [n["parameters"]["jsCode"] for n in self.workflow()["nodes"]
+                   if n["type"] == "n8n-nodes-base.code"]  # fmt: skip
+        harness = f"""
+const staticData = {{}};
+const deliveries = {json.dumps([[h, b.decode()] for h, b in deliveries])};
+(async () => {{
+  const results = [];
+  for (const [headers, body] of deliveries) {{
+    const $input = {{ first: () => ({{ json: {{ headers }},
+      binary: {{ data: {{ data: Buffer.from(body).toString('base64') }} }} }}) }};
+    const $env = {{ CERTWATCH_WEBHOOK_SECRET: {json.dumps(secret)} }};
+    const $getWorkflowStaticData = () => staticData;
+    try {{
+      const out = await (async () => {{ {code} }})();
+      results.push({{ ok: out }});
+    }} catch (e) {{ results.push({{ error: e.message }}); }}
+  }}
+  console.log(JSON.stringify(results));
+}})();
+"""
+        done = subprocess.run(
+            ["node", "-e", harness], capture_output=True, text=True, timeout=30, check=True
+        )
+        return json.loads(done.stdout)
+
+    def delivery(self, event_id: str, body: dict[str, Any]) -> tuple[dict[str, str], bytes]:
+        raw = json.dumps(body).encode()
+        timestamp = int(__import__("time").time())
+        headers = {
+            "webhook-id": event_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(self.SECRET, event_id, timestamp, raw),
+        }
+        return headers, raw
+
+    def test_verifies_signatures_and_drops_duplicates(self) -> None:
+        """certwatch's signature verifies, a tampered body does not, a repeated id is dropped."""
+        good = self.delivery("evt-1", {"severity": "suspicious", "event": "alert"})
+        tampered = (good[0], good[1].replace(b"suspicious", b"info"))
+        results = self.run_code([good, tampered, good], self.SECRET)
+        assert results[0] == {"ok": [{"json": {"severity": "suspicious", "event": "alert"}}]}
+        assert results[1] == {"error": "certwatch webhook: bad signature"}
+        assert results[2] == {"ok": []}
+
+    def test_routes_suspicious_info_and_resolved_apart(self) -> None:
+        """Resolved follow-ups, suspicious alerts and info events go to three different nodes."""
+        workflow = self.workflow()
+        connections = workflow["connections"]
+        resolved, rest = connections["Resolved follow-up?"]["main"]
+        suspicious, info = connections["Suspicious?"]["main"]
+        assert resolved[0]["node"].startswith("Close incident")
+        assert rest[0]["node"] == "Suspicious?"
+        assert suspicious[0]["node"].startswith("Page on-call")
+        assert info[0]["node"].startswith("Heartbeat")
+        webhook = next(n for n in workflow["nodes"] if n["type"] == "n8n-nodes-base.webhook")
+        assert webhook["parameters"]["options"]["rawBody"] is True
