@@ -51,7 +51,6 @@ __all__ = ["MAX_BODY_BYTES", "ApiContext", "create_app"]
 log = logging.getLogger("certwatch.api")
 
 MAX_BODY_BYTES = 1024 * 1024
-BODY_TIMEOUT_S = 30
 MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z
 MAX_OFFSET = 10_000_000
 _PUBLIC = frozenset({"healthz", "metrics"})
@@ -319,12 +318,12 @@ def _alert_json(alert: Alert) -> dict[str, Any]:
     }
 
 
-def create_app(ctx: ApiContext) -> QuartTrio:
+def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
     """The Quart-Trio application for one running service."""
     app = QuartTrio("certwatch")
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
-        BODY_TIMEOUT=BODY_TIMEOUT_S,
+        BODY_TIMEOUT=body_timeout_s,
         RESPONSE_TIMEOUT=60,
         PROPAGATE_EXCEPTIONS=False,
     )

@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 import attrs
 import trio
@@ -29,7 +30,7 @@ from trio_websocket import (
     ConnectionRejected,
     HandshakeError,
     WebSocketConnection,
-    open_websocket_url,
+    wrap_client_stream,
 )
 
 from certwatch.metrics import Metrics
@@ -61,26 +62,65 @@ FeedItem = str | bytes | NewConnection
 Connector = Callable[[str], AbstractAsyncContextManager[WebSocketConnection]]
 
 
+@attrs.frozen
+class _Target:
+    host: str
+    port: int
+    resource: str
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> _Target:
+        parts = urlsplit(url)
+        tls = parts.scheme == "wss"
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(parts.hostname or "", parts.port or (443 if tls else 80), resource, tls)
+
+    @property
+    def host_header(self) -> str:
+        return self.host if self.port in (80, 443) else f"{self.host}:{self.port}"
+
+
 @asynccontextmanager
 async def _open(url: str, timing: Timing) -> AsyncIterator[WebSocketConnection]:
-    stream: trio.abc.AsyncResource | None = None
+    """A client connection whose socket certwatch owns and always closes.
+
+    trio-websocket 0.12.2 leaves the socket open when the server refuses the upgrade and
+    when the server closes first; wrapping a stream opened here avoids both leaks.
+    Failures surface as exception groups (the library's reader task runs in a nursery).
+    """
+    target = _Target.parse(url)
     try:
-        async with open_websocket_url(
-            url,
-            max_message_size=MAX_MESSAGE_SIZE,
-            message_queue_size=LIBRARY_QUEUE,
-            receive_buffer_size=None,
-            connect_timeout=timing.connect_timeout_s,
-            disconnect_timeout=timing.disconnect_timeout_s,
-        ) as ws:
-            stream = ws._stream
-            yield ws
+        with trio.fail_after(timing.connect_timeout_s):
+            if target.tls:
+                stream: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(
+                    target.host, target.port, https_compatible=True
+                )
+            else:
+                stream = await trio.open_tcp_stream(target.host, target.port)
+    except trio.TooSlowError:
+        raise HandshakeError(f"no connection within {timing.connect_timeout_s:g} s") from None
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(timing.connect_timeout_s):
+                ws = await wrap_client_stream(
+                    nursery,
+                    stream,  # type: ignore[arg-type]
+                    target.host_header,
+                    target.resource,
+                    max_message_size=MAX_MESSAGE_SIZE,
+                    message_queue_size=LIBRARY_QUEUE,
+                    receive_buffer_size=None,
+                )
+            try:
+                yield ws
+            finally:
+                with trio.move_on_after(timing.disconnect_timeout_s) as cleanup:
+                    cleanup.shield = True
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
     finally:
-        # trio-websocket 0.12.2 never closes a client's socket when the server closed the
-        # connection first (it waits for the server's TCP close, then forgets the stream):
-        # every server-side disconnect would leak a file descriptor until garbage collection.
-        if stream is not None:
-            await trio.aclose_forcefully(stream)
+        await trio.aclose_forcefully(stream)
 
 
 @attrs.define
@@ -182,14 +222,13 @@ class FeedConsumer:
                 log.info("feed %s: connected", self.url)
                 await send.send(NEW_CONNECTION)
                 ended = await self._session(ws, send)
-        except HandshakeError as e:
-            # After a session, this is the close handshake timing out: the session's reason
-            # is the one that matters.
-            ended = ended or f"connect failed: {_describe(e)}"
-        except ConnectionClosed as e:
-            ended = ended or f"connection closed: {_describe(e)}"
-        except (OSError, trio.BrokenResourceError) as e:
-            ended = ended or f"network error: {_describe(e)}"
+        # A session's own reason, when there was one, beats what closing it then raised.
+        except* HandshakeError as group:
+            ended = ended or f"connect failed: {_describe(_first(group))}"
+        except* ConnectionClosed as group:
+            ended = ended or f"connection closed: {_describe(_first(group))}"
+        except* (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as group:
+            ended = ended or f"network error: {_describe(_first(group))}"
         finally:
             self._set_connected(connected=False)
         self._last_error = ended
@@ -262,6 +301,14 @@ class FeedConsumer:
             ended[0] = f"no pong within {timing.ping_timeout_s:g} s"
             break
         scope.cancel()
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf of a (possibly nested) exception group."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def _describe(e: BaseException) -> str:

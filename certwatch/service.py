@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -55,8 +56,8 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.include_server_header = False
-    config.keep_alive_timeout = 5
-    config.read_timeout = 30
+    config.keep_alive_timeout = settings.timing.api_idle_timeout_s
+    config.read_timeout = math.ceil(settings.timing.api_read_timeout_s)  # hypercorn: whole s
     config.h11_max_incomplete_size = 16 * 1024
     return config
 
@@ -70,7 +71,9 @@ async def serve(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run certwatch until ``shutdown`` is set. Reports the API's bound addresses."""
-    store = await Store.open(settings.db_path)
+    store = await Store.open(
+        settings.db_path, busy_timeout_ms=int(settings.timing.db_busy_timeout_s * 1000)
+    )
     try:
         metrics = Metrics()
         index = WatchIndex(await store.domain_values())
@@ -120,7 +123,7 @@ async def serve(
         app = create_app(ApiContext(
             settings.api_token, store, index, inventory, alerter, feed, pipeline, metrics,
             sender=sender, clock=clock, lock=lock,
-        ))  # fmt: skip
+        ), body_timeout_s=settings.timing.api_body_timeout_s)  # fmt: skip
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(feed.run, feed_send)

@@ -50,6 +50,15 @@ class Timing:
     """How often the webhook sender looks for due alerts in the outbox."""
     shutdown_grace_s: float = 5.0
     """How long in-flight HTTP requests may take to finish after SIGTERM."""
+    api_idle_timeout_s: float = 5.0
+    """An API connection without a complete request for this long is closed: keep-alive
+    between requests, and the whole of a request's headers (slowloris)."""
+    api_read_timeout_s: float = 30.0
+    """A read on an API connection waiting longer than this closes it."""
+    api_body_timeout_s: float = 30.0
+    """A request body not complete after this long gets a 408 (slow bodies)."""
+    db_busy_timeout_s: float = 5.0
+    """How long a write waits for another process's lock before a 503 / a retry."""
 
 
 @attrs.frozen

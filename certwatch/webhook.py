@@ -49,7 +49,10 @@ CONCURRENCY = 4
 """Deliveries in flight at once."""
 QUICK_ATTEMPTS = 3
 USER_AGENT = "certwatch/0.1 (+https://github.com/certwatch)"
-_MAX_ERROR_BODY = 512
+_MAX_ERROR_BODY = 200
+"""How much of an error response's body goes into ``last_error``."""
+_READ_ERROR_BODY = 4096
+"""Error bodies are read only up to this announced size."""
 
 
 def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
@@ -310,13 +313,13 @@ class WebhookSender:
         status = response.status_code
         if 200 <= status < 300:
             return _Outcome(delivered=True)
-        # Read a little of the body for the error message; never the whole of a huge one.
-        snippet = b""
-        async for chunk in response.aiter_bytes():
-            snippet += chunk
-            if len(snippet) >= _MAX_ERROR_BODY:
-                break
-        text = snippet[:_MAX_ERROR_BODY].decode("utf-8", "replace").strip()
+        # A short error body goes into the message; a long or unannounced one is not read
+        # at all (the connection is closed with the response instead).
+        text = ""
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) <= _READ_ERROR_BODY:
+            body = await response.aread()
+            text = " ".join(body[:_MAX_ERROR_BODY].decode("utf-8", "replace").split())
         error = f"HTTP {status}" + (f": {text}" if text else "")
         if 300 <= status < 400:
             error = (

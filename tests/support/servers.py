@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
-from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -13,6 +14,10 @@ from hypercorn.trio import serve
 from quart import Response, request
 from quart_trio import QuartTrio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Ping
+from wsproto.events import Request as WsRequest
+from wsproto.events import TextMessage as WsMessage
 
 
 class FeedServer:
@@ -69,7 +74,8 @@ class FeedServer:
         await self.wait_for_connections(max(self.accepted, 1))
         frame = json.dumps(message) + "\n" if isinstance(message, dict) else message
         for conn in list(self.connections):
-            await conn.send_message(frame)
+            with contextlib.suppress(ConnectionClosed):  # the client may close it meanwhile
+                await conn.send_message(frame)
 
     async def drop(self) -> None:
         """Close every connection from the server side."""
@@ -99,8 +105,9 @@ class Receiver:
         """Every attempt: (status answered, what was sent)."""
         self.attempts = 0
         self.responses: list[int | tuple[int, dict[str, str]]] = []
-        self.respond: Callable[[int], int] | None = None
         self.delay = 0.0
+        self.huge_body = 0
+        """Answer errors with a body this large (bytes)."""
         self.url = ""
         self._changed = trio.Event()
         self._stop = trio.Event()
@@ -123,7 +130,8 @@ class Receiver:
             self.deliveries.append(delivery)
         self._changed.set()
         self._changed = trio.Event()
-        return Response("ok" if status < 300 else "nope", status=status, headers=headers)
+        body = "ok" if status < 300 else ("x" * self.huge_body if self.huge_body else "nope")
+        return Response(body, status=status, headers=headers)
 
     async def start(self, nursery: trio.Nursery, *, port: int = 0) -> Receiver:
         """Serve (again, after :meth:`stop`, on the same ``port`` if given)."""
@@ -160,3 +168,62 @@ class Receiver:
         while len(self.deliveries) < deliveries or self.attempts < attempts:
             await self._changed.wait()
         return self.deliveries
+
+
+class RawFeed:
+    """A WebSocket feed written with wsproto, for faults trio-websocket would not commit.
+
+    Each new connection takes the next behaviour from ``script``: ``silent`` completes the
+    handshake and then never reads again (so pings go unanswered), ``mid-frame`` sends half
+    a frame and closes the TCP connection, ``serve`` (also once the script is spent) sends
+    ``frames`` and then answers pings until the client leaves.
+    """
+
+    def __init__(self, script: list[str], frames: list[str]) -> None:
+        self.script = list(script)
+        self.frames = frames
+        self.accepted = 0
+        self.port = 0
+        self._changed = trio.Event()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/full-stream"
+
+    async def start(self, nursery: trio.Nursery) -> RawFeed:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
+        )
+        self.port = listeners[0].socket.getsockname()[1]
+        return self
+
+    async def wait_for_connections(self, accepted: int) -> None:
+        while self.accepted < accepted:
+            await self._changed.wait()
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        ws = WSConnection(ConnectionType.SERVER)
+        async with stream:
+            while not any(isinstance(e, WsRequest) for e in ws.events()):
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                ws.receive_data(data)
+            await stream.send_all(ws.send(AcceptConnection()))
+            self.accepted += 1
+            self._changed.set()
+            self._changed = trio.Event()
+            behaviour = self.script.pop(0) if self.script else "serve"
+            if behaviour == "silent":
+                await trio.sleep_forever()
+            frame = ws.send(WsMessage(data=self.frames[0] if self.frames else "{}"))
+            if behaviour == "mid-frame":
+                await stream.send_all(frame[: len(frame) // 2])
+                return
+            for text in self.frames:
+                await stream.send_all(ws.send(WsMessage(data=text)))
+            while data := await stream.receive_some(65536):
+                ws.receive_data(data)
+                for event in ws.events():
+                    if isinstance(event, Ping):
+                        await stream.send_all(ws.send(event.response()))

@@ -1,0 +1,411 @@
+"""Hostile input and faults: the feed, the API's connections, the database, the receiver.
+
+Every test runs the real service with real peers on loopback and ends by checking that
+certwatch is still doing its job (connected, processing, alerting) and has not leaked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+import trio
+from support.certs import CA, unrelated_message
+from support.servers import FeedServer, RawFeed, Receiver
+from support.service import FAST, TOKEN, RunningService, make_settings, run_service, wait_until
+
+QUICK = attrs.evolve(
+    FAST,
+    ping_interval_s=0.3,
+    ping_timeout_s=0.3,
+    api_idle_timeout_s=0.5,
+    api_body_timeout_s=0.5,
+    db_busy_timeout_s=0.2,
+    webhook_backoff_s=0.2,
+    webhook_backoff_max_s=0.4,
+)
+
+
+def client_sockets_to(port: int) -> int:
+    """This process's TCP connections whose remote end is ``port`` (from /proc/net/tcp)."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port = int(fields[2].split(":")[1], 16)
+        if remote_port == port and fields[9] in inodes:
+            count += 1
+    return count
+
+
+def tasks_living() -> int:
+    return trio.lowlevel.current_statistics().tasks_living
+
+
+async def processed(service: RunningService, at_least: int) -> bool:
+    total = await service.metric('certwatch_ct_messages_total{type="certificate_update"}')
+    return total >= at_least
+
+
+class TestFeedFaults:
+    async def test_a_silent_server_is_left_after_its_ping_timeout(
+        self, tmp_path: Path, nursery: trio.Nursery, ca: CA
+    ) -> None:
+        """A server that stops answering pings is dropped; the next connection processes."""
+        message = json.dumps(ca.issue(["a.example.org"]).message())
+        feed = await RawFeed(["silent"], [message]).start(nursery)
+        settings = make_settings(tmp_path, certstream_url=feed.url, timing=QUICK)
+        async with run_service(settings) as service:
+            await service.add_domain("example.org")
+            await feed.wait_for_connections(2)
+            await wait_until(lambda: processed(service, 1))
+            health = (await service.client.get("/healthz")).json()
+            assert health["feed"]["connected"] is True
+            assert await service.metric("certwatch_ws_reconnects_total") >= 1
+            assert len(await service.alerts()) == 1
+            assert client_sockets_to(feed.port) == 1
+
+    async def test_a_connection_closed_mid_frame_is_retried(
+        self, tmp_path: Path, nursery: trio.Nursery, ca: CA
+    ) -> None:
+        """Half a frame then a TCP close: reconnect, and the whole message comes next time."""
+        message = json.dumps(ca.issue(["a.example.org"]).message())
+        feed = await RawFeed(["mid-frame", "mid-frame"], [message]).start(nursery)
+        settings = make_settings(tmp_path, certstream_url=feed.url, timing=QUICK)
+        async with run_service(settings) as service:
+            await service.add_domain("example.org")
+            await feed.wait_for_connections(3)
+            await wait_until(lambda: processed(service, 1))
+            assert await service.metric('certwatch_ct_messages_total{type="malformed"}') == 0
+            assert len(await service.alerts()) == 1
+            assert client_sockets_to(feed.port) == 1
+
+    async def test_a_refused_upgrade_is_retried(self, tmp_path: Path, feed: FeedServer) -> None:
+        """503 on the upgrade: counted, reported in /healthz, retried until accepted."""
+        feed.reject_status = 503
+        settings = make_settings(tmp_path, certstream_url=feed.url, timing=QUICK)
+        async with run_service(settings) as service:
+
+            async def refused_twice() -> bool:
+                return await service.metric("certwatch_ws_reconnects_total") >= 2
+
+            await wait_until(refused_twice)
+            health = (await service.client.get("/healthz")).json()
+            assert health["feed"]["last_error"] == "connect failed: rejected with HTTP 503"
+            assert health["feed"]["connected"] is False
+            feed.reject_status = None
+            await feed.wait_for_connections(1)
+            await feed.send(unrelated_message())
+            await wait_until(lambda: processed(service, 1))
+
+    async def test_a_message_over_the_size_cap_closes_and_reconnects(
+        self, tmp_path: Path, feed: FeedServer, ca: CA
+    ) -> None:
+        """A 17 MiB frame (cap 16 MiB) closes the connection with 1009; the next one works."""
+        settings = make_settings(tmp_path, certstream_url=feed.url, timing=QUICK)
+        async with run_service(settings) as service:
+            await service.add_domain("example.org")
+            await feed.wait_for_connections(1)
+            await feed.send(
+                '{"message_type": "certificate_update", "x": "' + "a" * (17 << 20) + '"}'
+            )
+            await feed.wait_for_connections(2)
+            await feed.send(ca.issue(["a.example.org"]).message())
+            await wait_until(lambda: processed(service, 1))
+            health = (await service.client.get("/healthz")).json()
+            assert "1009" in health["feed"]["last_error"]
+            assert len(await service.alerts()) == 1
+            assert client_sockets_to(feed.port) == 1
+
+    async def test_a_certificate_with_10000_sans(
+        self, tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
+    ) -> None:
+        """10,000 names on one certificate are matched and alerted like any other."""
+        message = ca.issue(["a.example.org"]).message("go-lite")
+        names = [f"host{i}.unrelated{i % 50}.example.com" for i in range(9_999)]
+        message["data"]["leaf_cert"]["all_domains"] = [*names, "deep.a.example.org"]
+        settings = make_settings(
+            tmp_path, certstream_url=feed.url, webhook_url=receiver.url, timing=QUICK
+        )
+        async with run_service(settings) as service:
+            await service.add_domain("example.org")
+            await feed.send(message)
+            (delivery,) = await receiver.wait_for(1)
+        assert delivery.json()["matched_sans"] == ["deep.a.example.org"]
+        assert len(delivery.json()["all_sans"]) == 10_000
+
+    async def test_a_burst_of_50000_messages(
+        self, tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
+    ) -> None:
+        """50,000 frames back to back are all read; the cert after them still alerts."""
+        frames = [json.dumps(unrelated_message(f"www.burst{i}.example.com")) for i in range(20)]
+        settings = make_settings(
+            tmp_path, certstream_url=feed.url, webhook_url=receiver.url, timing=QUICK
+        )
+        async with run_service(settings) as service:
+            await service.add_domain("example.org")
+            await feed.wait_for_connections(1)
+            (conn,) = feed.connections
+            for i in range(50_000):
+                await conn.send_message(frames[i % len(frames)])
+            await feed.send(ca.issue(["after.example.org"]).message())
+            await receiver.wait_for(1)
+            health = (await service.client.get("/healthz")).json()
+        assert health["feed"]["messages"] == 50_001
+        assert health["feed"]["processed"] + health["feed"]["dropped"] == 50_001
+        assert health["feed"]["connections"] == 1
+
+    async def test_random_bytes_are_skipped_without_dropping_the_connection(
+        self, tmp_path: Path, feed: FeedServer, ca: CA
+    ) -> None:
+        """Random binary and text frames are counted as malformed; the connection stays."""
+        rng = random.Random(7)
+        settings = make_settings(tmp_path, certstream_url=feed.url, timing=QUICK)
+        async with run_service(settings) as service:
+            await service.add_domain("example.org")
+            await feed.wait_for_connections(1)
+            baseline_tasks = tasks_living()
+            for _ in range(200):
+                await feed.send(rng.randbytes(rng.randint(1, 2000)))
+                await feed.send("".join(chr(rng.randint(32, 0x2FFF)) for _ in range(50)))
+            await feed.send(ca.issue(["a.example.org"]).message())
+            await wait_until(lambda: processed(service, 1))
+            malformed = await service.metric('certwatch_ct_messages_total{type="malformed"}')
+            health = (await service.client.get("/healthz")).json()
+            assert malformed == 400
+            assert health["feed"]["connections"] == 1
+            assert len(await service.alerts()) == 1
+            assert tasks_living() == baseline_tasks
+
+    async def test_repeated_faults_leak_neither_sockets_nor_tasks(
+        self, tmp_path: Path, feed: FeedServer
+    ) -> None:
+        """After ten server-side disconnects, one connection and the same number of tasks."""
+        settings = make_settings(tmp_path, certstream_url=feed.url, timing=QUICK)
+        async with run_service(settings) as service:
+            await feed.wait_for_connections(1)
+            await service.client.get("/healthz")
+            baseline_tasks = tasks_living()
+            for n in range(2, 12):
+                await feed.drop()
+                await feed.wait_for_connections(n)
+            await feed.send(unrelated_message())
+            await wait_until(lambda: processed(service, 1))
+            assert client_sockets_to(feed.port) == 1
+
+            async def settled() -> bool:
+                return tasks_living() == baseline_tasks
+
+            await wait_until(settled)
+
+
+class TestApiConnections:
+    async def test_slowloris_headers_are_cut_off(self, tmp_path: Path) -> None:
+        """A client dribbling its headers is disconnected after the idle timeout."""
+        async with run_service(make_settings(tmp_path, timing=QUICK)) as service:
+            host, port = service.url.removeprefix("http://").rsplit(":", 1)
+            stream = await trio.open_tcp_stream(host, int(port))
+            async with stream:
+                await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                closed = False
+                with trio.fail_after(5):
+                    for i in range(100):
+                        try:
+                            await stream.send_all(b"X-Slow-%d: 1\r\n" % i)
+                        except trio.BrokenResourceError:
+                            closed = True
+                            break
+                        with trio.move_on_after(0.1):
+                            if await stream.receive_some(1024) == b"":
+                                closed = True
+                                break
+            assert closed
+            assert (await service.client.get("/healthz")).status_code == 200
+
+    async def test_slow_bodies_get_408(self, tmp_path: Path) -> None:
+        """A body that does not arrive within the body timeout is answered 408, nothing stored."""
+        async with run_service(make_settings(tmp_path, timing=QUICK)) as service:
+            host, port = service.url.removeprefix("http://").rsplit(":", 1)
+            stream = await trio.open_tcp_stream(host, int(port))
+            async with stream:
+                await stream.send_all(
+                    b"POST /domains HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                    + TOKEN.encode()
+                    + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                    + b'{"value": "exa'
+                )
+                received = b""
+                with trio.fail_after(5):
+                    while b"}" not in received:
+                        received += await stream.receive_some(4096)
+            assert received.startswith(b"HTTP/1.1 408")
+            assert (await service.client.get("/domains")).json() == []
+
+    async def test_the_token_never_reaches_logs_or_bodies(
+        self, tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:  # fmt: skip
+        """Failed and successful requests at DEBUG level: no token, no secret, in any log line."""
+        secret = "whsec_" + "c2VjcmV0LXNpZ25pbmcta2V5LWZvci10ZXN0cw=="
+        wrong = "wrong-token-that-must-not-appear"
+        caplog.set_level(logging.DEBUG)
+        settings = make_settings(
+            tmp_path, certstream_url=feed.url, webhook_url=receiver.url,
+            webhook_secret=secret, timing=QUICK,
+        )  # fmt: skip
+        bodies = []
+        async with run_service(settings) as service:
+            await service.add_domain("example.org")
+            async with httpx.AsyncClient(base_url=service.url) as anonymous:
+                for headers in [
+                    {"Authorization": f"Bearer {wrong}"},
+                    {"Authorization": f"Token {TOKEN}"},
+                    {"Authorization": wrong},
+                    {},
+                ]:
+                    response = await anonymous.post("/domains", headers=headers, json={})
+                    bodies.append(response.text)
+            bodies.append((await service.client.post("/domains", json={"value": 5})).text)
+            await feed.send(ca.issue(["a.example.org"]).message())
+            await receiver.wait_for(1)
+        text = caplog.text + "".join(bodies)
+        for needle in (TOKEN, wrong, secret, secret.removeprefix("whsec_")):
+            assert needle not in text
+        assert "delivered alert suspicious" in caplog.text  # the logs were captured
+
+
+class TestStorageFaults:
+    async def test_a_locked_database_answers_503_then_recovers(
+        self, tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
+    ) -> None:
+        """Another process holding the write lock: 503 JSON, alerts wait; released: all works."""
+        settings = make_settings(
+            tmp_path, certstream_url=feed.url, webhook_url=receiver.url, timing=QUICK
+        )
+        async with run_service(settings) as service:
+            await service.add_domain("example.org")
+            other = sqlite3.connect(settings.db_path, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            try:
+                response = await service.client.post("/domains", json={"value": "example.net"})
+                assert response.status_code == 503
+                assert response.headers["retry-after"] == "5"
+                assert "database is unavailable" in response.json()["error"]
+                await feed.send(ca.issue(["a.example.org"]).message())
+                await wait_until(lambda: processed(service, 1))
+                assert receiver.deliveries == []
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            (delivery,) = await receiver.wait_for(1)  # the alert waited, then went out
+            assert delivery.json()["matched_sans"] == ["a.example.org"]
+            again = await service.client.post("/domains", json={"value": "example.net"})
+            assert again.status_code == 201
+            domains = [d["value"] for d in (await service.client.get("/domains")).json()]
+            assert domains == ["example.net", "example.org"]
+
+    @pytest.mark.parametrize("fault", ["read-only, empty", "read-only, existing", "garbage"])
+    def test_unusable_database_at_start_is_a_clear_error(self, tmp_path: Path, fault: str) -> None:
+        """A DB_PATH on a read-only filesystem or not SQLite: exit 1, the path, no traceback."""
+        directory = tmp_path / "state"
+        directory.mkdir()
+        db = directory / "cw.db"
+        command = [sys.executable, "-m", "certwatch"]
+        if fault == "garbage":
+            db.write_bytes(b"not a database " * 500)
+        else:
+            if fault == "read-only, existing":
+                sqlite3.connect(db).execute("CREATE TABLE x (y)").connection.close()
+            # A read-only bind mount in a private mount namespace: a real EROFS, which even
+            # root cannot write through.
+            if shutil.which("unshare") is None:
+                pytest.skip("needs unshare(1) for a read-only mount")
+            probe = subprocess.run(
+                ["unshare", "-m", "true"], capture_output=True, check=False, timeout=10
+            )
+            if probe.returncode != 0:
+                pytest.skip("mount namespaces are not permitted here")
+            script = f'mount --bind -o ro "{directory}" "{directory}" && exec "$@"'
+            command = ["unshare", "-m", "sh", "-c", script, "sh", *command]
+        result = subprocess.run(
+            command,
+            env={**os.environ, "API_TOKEN": TOKEN, "API_PORT": "0", "DB_PATH": str(db)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 1, result.stderr
+        assert str(db) in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+class TestReceiverFaults:
+    @pytest.mark.parametrize(
+        ("fault", "error"),
+        [
+            ("redirect", "HTTP 302 redirect to http://elsewhere.example/ (not followed)"),
+            ("client error", "HTTP 404"),
+            ("server error", "HTTP 500"),
+            ("huge body", "HTTP 500"),
+            ("hanging", "timed out"),
+            ("tls", "ConnectError"),
+        ],
+    )
+    async def test_each_fault_is_a_counted_failure_and_retried(
+        self, tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA, fault: str, error: str
+    ) -> None:
+        """Redirects, 4xx, 5xx, huge bodies, hangs and TLS errors: failures, retried, feed on."""
+        hook = receiver.url
+        timing = QUICK
+        if fault == "redirect":
+            receiver.responses = [(302, {"Location": "http://elsewhere.example/"})] * 3
+        elif fault == "client error":
+            receiver.responses = [404] * 3
+        elif fault == "server error":
+            receiver.responses = [500] * 3
+        elif fault == "huge body":
+            receiver.responses = [(500, {"X-Huge": "1"})] * 3
+            receiver.huge_body = 50 * 1024 * 1024
+        elif fault == "hanging":
+            receiver.delay = 3600
+        else:
+            hook = hook.replace("http://", "https://")  # TLS to a plain HTTP server
+        settings = make_settings(
+            tmp_path, certstream_url=feed.url, webhook_url=hook, timing=timing,
+            webhook_timeout_s=0.5,
+        )  # fmt: skip
+        async with run_service(settings) as service:
+            await service.add_domain("example.org")
+            await feed.send(ca.issue(["a.example.org"]).message())
+
+            async def retried() -> bool:
+                alerts = await service.alerts()
+                return bool(alerts) and alerts[0]["attempts"] >= 3
+
+            await wait_until(retried, within=20)
+            (alert,) = await service.alerts()
+            assert alert["status"] == "pending"
+            assert error in alert["last_error"]
+            assert await service.metric('certwatch_webhook_total{result="failure"}') >= 3
+            # Meanwhile the feed is processed as usual.
+            await feed.send(unrelated_message())
+            await wait_until(lambda: processed(service, 2))
+        assert receiver.deliveries == []
