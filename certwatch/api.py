@@ -20,6 +20,13 @@ import attrs
 import msgspec
 import trio
 from quart import Response, request
+from quart_schema import (
+    Info,
+    QuartSchema,
+    document_querystring,
+    document_request,
+    document_response,
+)
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -36,12 +43,34 @@ from certwatch.errors import (
     MalformedMessage,
     StoreError,
 )
-from certwatch.events import SEVERITIES, STATUSES, Alert
+from certwatch.events import SEVERITIES, STATUSES
 from certwatch.feed import FeedConsumer
 from certwatch.identity import fingerprint, serial_number
 from certwatch.messages import decode_json
 from certwatch.metrics import CONTENT_TYPE, Metrics
 from certwatch.pipeline import Pipeline
+from certwatch.schemas import (
+    EPOCH_MAX,
+    LIMIT_MAX,
+    OFFSET_MAX,
+    AlertOut,
+    AlertsHealth,
+    AlertsQuery,
+    CertOut,
+    CertsQuery,
+    Deleted,
+    DomainCreated,
+    DomainOut,
+    ErrorOut,
+    FeedHealth,
+    HealthOut,
+    KeyCreated,
+    KeyOut,
+    OpenAPI,
+    OutboxHealth,
+    Problem,
+    Requeued,
+)
 from certwatch.store import Store
 from certwatch.validation import CertIn, DomainIn, KeyIn, structure
 from certwatch.webhook import WebhookSender
@@ -51,9 +80,8 @@ __all__ = ["MAX_BODY_BYTES", "ApiContext", "create_app"]
 log = logging.getLogger("certwatch.api")
 
 MAX_BODY_BYTES = 1024 * 1024
-MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z
-MAX_OFFSET = 10_000_000
-_PUBLIC = frozenset({"healthz", "metrics"})
+_PUBLIC = frozenset({"healthz", "metrics", "openapi", "swagger_ui"})
+_encode = msgspec.json.Encoder().encode
 _JSON_TYPES = frozenset({"application/json"})
 _PEM_TYPES = frozenset(
     {"application/x-pem-file", "application/pem-certificate-chain", "text/plain"}
@@ -79,8 +107,9 @@ class ApiContext:
 
 
 def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response; attrs classes (see :mod:`certwatch.schemas`) encode as objects."""
     return Response(
-        msgspec.json.encode(value),
+        _encode(value),
         status=status,
         content_type="application/json",
         headers=headers,
@@ -88,11 +117,9 @@ def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) 
 
 
 def _error(status: int, message: str, problems: list[tuple[str, str]] | None = None) -> Response:
-    body: dict[str, Any] = {"error": message}
-    if problems:
-        body["fields"] = [{"field": f, "problem": p} for f, p in problems]
+    body = ErrorOut(message, [Problem(f, p) for f, p in problems] if problems else None)
     headers = {"WWW-Authenticate": 'Bearer realm="certwatch"'} if status == 401 else None
-    return _json(body, status, headers)
+    return _json(attrs.asdict(body, filter=lambda _, value: value is not None), status, headers)
 
 
 def _field(field: str, error: InputError) -> InputError:
@@ -101,7 +128,7 @@ def _field(field: str, error: InputError) -> InputError:
 
 def _query_number(name: str, default: float | None, lo: float, hi: float, *, integer: bool) -> Any:
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value: float = int(raw, 10) if integer else float(raw)
@@ -115,7 +142,7 @@ def _query_number(name: str, default: float | None, lo: float, hi: float, *, int
 
 def _query_choice(name: str, choices: tuple[str, ...]) -> str | None:
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     if raw not in choices:
         raise InputError("invalid query", [(name, f"must be one of {', '.join(choices)}")])
@@ -181,9 +208,9 @@ def _names(field: str, values: list[str], *, wildcards: bool) -> list[str]:
 def _epoch_field(name: str, value: int | None) -> int:
     if value is None:
         raise InputError("invalid request body", [(name, "required field is missing")])
-    if not 0 <= value <= MAX_EPOCH:
+    if not 0 <= value <= EPOCH_MAX:
         raise InputError(
-            "invalid request body", [(name, f"must be epoch seconds from 0 to {MAX_EPOCH}")]
+            "invalid request body", [(name, f"must be epoch seconds from 0 to {EPOCH_MAX}")]
         )
     return value
 
@@ -257,67 +284,6 @@ def _check_pem_agrees(body: CertIn, cert: InventoryCert) -> None:
         raise InputError("invalid request body", problems)
 
 
-def _cert_json(cert: InventoryCert) -> dict[str, Any]:
-    return {
-        "fingerprint_sha1": cert.fingerprint_sha1,
-        "serial": cert.serial,
-        "sans": list(cert.sans),
-        "not_before": cert.not_before,
-        "not_after": cert.not_after,
-        "source": cert.source,
-        "added_at": cert.added_at,
-        "fingerprint_sha256": cert.fingerprint_sha256,
-        "authority_key_id": cert.authority_key_id,
-        "tbs_sha256": cert.tbs_sha256,
-        "spki_sha256": cert.spki_sha256,
-        "issuer": cert.issuer,
-        "matchable_by": cert.matchable_by(),
-    }
-
-
-def _key_json(key: KnownKey) -> dict[str, Any]:
-    return {
-        "spki_sha256": key.spki_sha256,
-        "names": list(key.names),
-        "note": key.note,
-        "added_at": key.added_at,
-    }
-
-
-def _alert_json(alert: Alert) -> dict[str, Any]:
-    cert = alert.cert
-    return {
-        "id": alert.id,
-        "fingerprint": alert.fingerprint,
-        "severity": alert.severity,
-        "sans": cert.get("all_sans", []),
-        "matched": list(alert.matched_entries),
-        "issuer": cert.get("issuer") or cert.get("issuer_cn"),
-        "seen_at": alert.seen_at,
-        "delivered": alert.delivered,
-        "event_id": alert.event_id,
-        "kind": alert.kind,
-        "parent_id": alert.parent_id,
-        "status": alert.status,
-        "matched_sans": list(alert.matched_sans),
-        "issuance_id": alert.issuance,
-        "serial": cert.get("serial"),
-        "update_type": cert.get("update_type"),
-        "source_log": cert.get("source_log"),
-        "not_before": cert.get("not_before"),
-        "not_after": cert.get("not_after"),
-        "created_at": alert.created_at,
-        "decide_at": alert.decide_at,
-        "recognised_by": alert.recognised_by,
-        "resolved_at": alert.resolved_at,
-        "resolved_by": alert.resolved_by,
-        "attempts": alert.attempts,
-        "last_error": alert.last_error,
-        "next_attempt_at": alert.next_attempt_at,
-        "delivered_at": alert.delivered_at,
-    }
-
-
 def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
     """The Quart-Trio application for one running service."""
     app = QuartTrio("certwatch")
@@ -326,6 +292,17 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         BODY_TIMEOUT=body_timeout_s,
         RESPONSE_TIMEOUT=60,
         PROPAGATE_EXCEPTIONS=False,
+    )
+    # The OpenAPI document and its docs page, generated from the classes the handlers use.
+    QuartSchema(
+        app,
+        openapi_path="/openapi.json",
+        swagger_ui_path="/docs",
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        info=Info(title="certwatch", version=__version__),
+        openapi_provider_class=OpenAPI,
+        convert_casing=False,
     )
 
     @asynccontextmanager
@@ -339,8 +316,8 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
 
     @app.before_request
     async def authenticate() -> Response | None:
-        if request.endpoint in _PUBLIC:
-            return None
+        if request.endpoint in _PUBLIC or request.routing_exception is not None:
+            return None  # public, or a 404/405 that routing is about to answer
         header = request.headers.get("Authorization", "")
         if not header:
             return _error(401, "missing Authorization header; send 'Bearer <API_TOKEN>'")
@@ -359,15 +336,28 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
     @app.errorhandler(StoreError)
     async def store_error(e: StoreError) -> Response:
         log.error("%s %s: %s", request.method, request.path, e)
-        body = {"error": "the database is unavailable; nothing was changed, retry later"}
-        return _json(body, 503, {"Retry-After": "5"})
+        return _json(
+            {"error": "the database is unavailable; nothing was changed, retry later"},
+            503,
+            {"Retry-After": "5"},
+        )
 
     @app.errorhandler(HTTPException)
     async def http_error(e: HTTPException) -> Response:
         status = e.code or 500
         response = _error(status, (e.description or e.name).split("\n")[0])
-        if status in (408, 413):
-            # The body was not read to its end: the connection cannot carry another request.
+        for name, value in e.get_headers():
+            if name.lower() == "allow":  # a 405 says which methods the path takes
+                response.headers[name] = value
+        return response
+
+    @app.after_request
+    async def close_after_unread_body(response: Response) -> Response:
+        """An error answered before the body was read (auth, routing, size) ends the
+        connection: its unread rest would otherwise be taken for the next request, or
+        stall the connection."""
+        has_body = request.content_length or "transfer-encoding" in request.headers
+        if response.status_code >= 400 and has_body:
             response.headers["Connection"] = "close"
         return response
 
@@ -379,48 +369,52 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
     # --- health and metrics -------------------------------------------------------------------
 
     @app.get("/healthz")
+    @document_response(HealthOut, 200)
     async def healthz() -> Response:
+        """The container's health check: the feed, the views in memory, the outbox."""
         feed = ctx.feed.statistics()
-        body: dict[str, Any] = {
-            "status": "ok",
-            "version": __version__,
-            "uptime_s": round(ctx.clock() - ctx.started_at, 3),
-            "feed": {
-                "url": feed.url,
-                "connected": feed.connected,
-                "last_event_at": ctx.pipeline.last_event_at,
-                "connections": feed.connections,
-                "reconnects": feed.reconnects,
-                "messages": feed.messages,
-                "processed": ctx.pipeline.processed,
-                "dropped": feed.dropped,
-                "missed_entries": ctx.pipeline.coverage.missed,
-                "disconnected_seconds": feed.disconnected_seconds,
-                "last_error": feed.last_error,
-            },
-            "watch_entries": len(ctx.index),
-            "known_fingerprints": len(ctx.inventory),
-            "known_keys": ctx.inventory.key_count,
-            "alerts": {"held": ctx.alerter.held, "dedupe_cache": len(ctx.alerter.dedupe)},
-            "webhook": "observer mode" if ctx.sender is None else "enabled",
-        }
+        outbox = None
         if ctx.sender is not None:
             stats = ctx.sender.stats
-            body["outbox"] = {
-                "pending": stats.pending,
-                "failed": stats.failed,
-                "oldest_pending_at": stats.oldest_pending_at,
-            }
-        return _json(body)
+            outbox = OutboxHealth(stats.pending, stats.failed, stats.oldest_pending_at)
+        health = HealthOut(
+            status="ok",
+            version=__version__,
+            uptime_s=round(ctx.clock() - ctx.started_at, 3),
+            feed=FeedHealth(
+                url=feed.url,
+                connected=feed.connected,
+                last_event_at=ctx.pipeline.last_event_at,
+                connections=feed.connections,
+                reconnects=feed.reconnects,
+                messages=feed.messages,
+                processed=ctx.pipeline.processed,
+                dropped=feed.dropped,
+                missed_entries=ctx.pipeline.coverage.missed,
+                disconnected_seconds=feed.disconnected_seconds,
+                last_error=feed.last_error,
+            ),
+            watch_entries=len(ctx.index),
+            known_fingerprints=len(ctx.inventory),
+            known_keys=ctx.inventory.key_count,
+            alerts=AlertsHealth(held=ctx.alerter.held, dedupe_cache=len(ctx.alerter.dedupe)),
+            webhook="observer mode" if ctx.sender is None else "enabled",
+            outbox=outbox,
+        )
+        return _json(health)
 
     @app.get("/metrics")
     async def metrics() -> Response:
+        """Prometheus text exposition."""
         return Response(ctx.metrics.exposition(), content_type=CONTENT_TYPE)
 
     # --- watch entries ----------------------------------------------------------------------
 
     @app.post("/domains")
+    @document_request(DomainIn)
+    @document_response(DomainCreated, 201)
     async def add_domain() -> Response:
+        """Watch a domain and everything below it (re-posting updates the note)."""
         body = structure(await _json_body(), DomainIn)
         try:
             value = normalise_entry(body.value)
@@ -430,15 +424,19 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
             created = await ctx.store.upsert_domain(value, body.note, ctx.clock())
             ctx.index.add(value)
         log.info("watch entry %s %s", value, "added" if created else "updated")
-        return _json({"value": value, "created": created}, 201)
+        return _json(DomainCreated(value, created), 201)
 
     @app.get("/domains")
+    @document_response(list[DomainOut], 200)
     async def list_domains() -> Response:
+        """The watch list, sorted by value."""
         domains = await ctx.store.list_domains()
-        return _json([{"value": d.value, "note": d.note, "added_at": d.added_at} for d in domains])
+        return _json([DomainOut(d.value, d.note, d.added_at) for d in domains])
 
     @app.delete("/domains/<path:value>")
+    @document_response(Deleted, 200)
     async def delete_domain(value: str) -> Response:
+        """Stop watching a domain (the path value is normalised like the input)."""
         try:
             entry = normalise_entry(value)
         except InvalidName as e:
@@ -450,12 +448,15 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         if not deleted:
             return _error(404, f"no watch entry {entry!r}")
         log.info("watch entry %s deleted", entry)
-        return _json({"deleted": 1})
+        return _json(Deleted(1))
 
     # --- inventory --------------------------------------------------------------------------
 
     @app.post("/certs")
+    @document_request(CertIn)
+    @document_response(CertOut, 201)
     async def add_cert() -> Response:
+        """Register a certificate an LB obtained: the contract's JSON, a PEM, or both."""
         kind, data = await _body()
         now = ctx.clock()
         if kind == "pem":
@@ -490,17 +491,22 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
             cert.source,
         )
         await ctx.alerter.reconcile()
-        return _json(_cert_json(cert), 201)
+        return _json(CertOut.of(cert), 201)
 
     @app.get("/certs")
+    @document_querystring(CertsQuery)
+    @document_response(list[CertOut], 200)
     async def list_certs() -> Response:
-        limit = _query_number("limit", 100, 1, 1000, integer=True)
-        offset = _query_number("offset", 0, 0, MAX_OFFSET, integer=True)
+        """The inventory, newest first."""
+        limit = _query_number("limit", 100, 1, LIMIT_MAX, integer=True)
+        offset = _query_number("offset", 0, 0, OFFSET_MAX, integer=True)
         certs = await ctx.store.list_certs(limit, offset)
-        return _json([_cert_json(c) for c in certs])
+        return _json([CertOut.of(c) for c in certs])
 
     @app.delete("/certs/<path:sha1>")
+    @document_response(Deleted, 200)
     async def delete_cert(sha1: str) -> Response:
+        """Forget an inventory certificate by its SHA-1 fingerprint."""
         digest = fingerprint(sha1)
         if digest is None:
             raise InputError("invalid path", [("sha1", "must be 40 hex digits (colons optional)")])
@@ -511,12 +517,15 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         if old is None:
             return _error(404, f"no certificate {digest}")
         log.info("inventory: deleted %s", digest)
-        return _json({"deleted": 1})
+        return _json(Deleted(1))
 
     # --- registered keys --------------------------------------------------------------------
 
     @app.post("/keys")
+    @document_request(KeyIn)
+    @document_response(KeyCreated, 201)
     async def add_key() -> Response:
+        """Register a public key with the names it may be used for."""
         body = structure(await _json_body(), KeyIn)
         problems: list[tuple[str, str]] = []
         spki: str | None = None
@@ -548,14 +557,18 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
             ctx.inventory.add_key(key)
         log.info("key %s registered for %s", spki, ",".join(names))
         await ctx.alerter.reconcile()
-        return _json({**_key_json(key), "created": created}, 201)
+        return _json(KeyCreated(spki, list(key.names), key.note, key.added_at, created), 201)
 
     @app.get("/keys")
+    @document_response(list[KeyOut], 200)
     async def list_keys() -> Response:
-        return _json([_key_json(k) for k in await ctx.store.list_keys()])
+        """The registered keys."""
+        return _json([KeyOut.of(k) for k in await ctx.store.list_keys()])
 
     @app.delete("/keys/<path:spki>")
+    @document_response(Deleted, 200)
     async def delete_key(spki: str) -> Response:
+        """Forget a registered key by its SPKI SHA-256."""
         digest = fingerprint(spki, length=64)
         if digest is None:
             raise InputError("invalid path", [("spki_sha256", "must be 64 hex digits")])
@@ -565,14 +578,17 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
                 ctx.inventory.remove_key(digest)
         if not deleted:
             return _error(404, f"no key {digest}")
-        return _json({"deleted": 1})
+        return _json(Deleted(1))
 
     # --- alerts -----------------------------------------------------------------------------
 
     @app.get("/alerts")
+    @document_querystring(AlertsQuery)
+    @document_response(list[AlertOut], 200)
     async def list_alerts() -> Response:
-        since = _query_number("since", None, 0, MAX_EPOCH, integer=False)
-        limit = _query_number("limit", 100, 1, 1000, integer=True)
+        """Alerts, newest first, filtered."""
+        since = _query_number("since", None, 0, EPOCH_MAX, integer=False)
+        limit = _query_number("limit", 100, 1, LIMIT_MAX, integer=True)
         severity = _query_choice("severity", SEVERITIES)
         status = _query_choice("status", STATUSES)
         delivered = _query_choice("delivered", ("true", "false"))
@@ -583,10 +599,12 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
             status=status,
             delivered=None if delivered is None else delivered == "true",
         )
-        return _json([_alert_json(a) for a in alerts])
+        return _json([AlertOut.of(a) for a in alerts])
 
     @app.post("/alerts/<int:alert_id>/retry")
+    @document_response(Requeued, 200)
     async def retry_alert(alert_id: int) -> Response:
+        """Queue one alert for delivery again (failed, pending or delivered)."""
         if ctx.sender is None:
             return _error(409, "observer mode: no WEBHOOK_URL is set, nothing is sent")
         async with mutation():
@@ -594,15 +612,17 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         if not count:
             return _error(404, f"no alert {alert_id} that can be re-queued")
         ctx.sender.wake()
-        return _json({"requeued": count})
+        return _json(Requeued(count))
 
     @app.post("/alerts/retry-failed")
+    @document_response(Requeued, 200)
     async def retry_failed() -> Response:
+        """Queue every failed alert for delivery again."""
         if ctx.sender is None:
             return _error(409, "observer mode: no WEBHOOK_URL is set, nothing is sent")
         async with mutation():
             count = await ctx.store.requeue(None, ctx.clock())
         ctx.sender.wake()
-        return _json({"requeued": count})
+        return _json(Requeued(count))
 
     return app

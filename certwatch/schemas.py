@@ -1,0 +1,350 @@
+"""What the API answers, as attrs classes: the handlers build these, msgspec encodes them,
+and the OpenAPI document is generated from them (with the request classes of
+:mod:`certwatch.validation`), so the document cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import attrs
+import msgspec
+from quart_schema.openapi import OpenAPIProvider
+
+from certwatch.classify import InventoryCert, KnownKey
+from certwatch.events import Alert
+
+__all__ = [
+    "LIMIT_MAX",
+    "AlertOut",
+    "AlertsQuery",
+    "CertOut",
+    "CertsQuery",
+    "Deleted",
+    "DomainCreated",
+    "DomainOut",
+    "ErrorOut",
+    "HealthOut",
+    "KeyCreated",
+    "KeyOut",
+    "OpenAPI",
+    "Requeued",
+]
+
+LIMIT_MAX = 1000
+OFFSET_MAX = 10_000_000
+EPOCH_MAX = 253402300799  # 9999-12-31T23:59:59Z
+
+
+@attrs.frozen
+class Problem:
+    field: str
+    problem: str
+
+
+@attrs.frozen
+class ErrorOut:
+    """Every error: a short message, and for validation errors each offending field."""
+
+    error: str
+    fields: list[Problem] | None = None
+
+
+@attrs.frozen
+class DomainCreated:
+    value: str
+    """The normalised entry."""
+    created: bool
+    """False when the entry existed and only its note changed."""
+
+
+@attrs.frozen
+class DomainOut:
+    value: str
+    note: str
+    added_at: float
+
+
+@attrs.frozen
+class Deleted:
+    deleted: int
+
+
+@attrs.frozen
+class Requeued:
+    requeued: int
+
+
+@attrs.frozen
+class CertOut:
+    fingerprint_sha1: str
+    serial: str | None
+    sans: list[str]
+    not_before: int
+    not_after: int
+    source: str
+    added_at: float
+    fingerprint_sha256: str | None
+    authority_key_id: str | None
+    tbs_sha256: str | None
+    spki_sha256: str | None
+    issuer: str | None
+    matchable_by: list[str]
+    """The kinds of evidence this row can recognise a certificate by."""
+
+    @classmethod
+    def of(cls, cert: InventoryCert) -> CertOut:
+        return cls(
+            fingerprint_sha1=cert.fingerprint_sha1,
+            serial=cert.serial,
+            sans=list(cert.sans),
+            not_before=cert.not_before,
+            not_after=cert.not_after,
+            source=cert.source,
+            added_at=cert.added_at,
+            fingerprint_sha256=cert.fingerprint_sha256,
+            authority_key_id=cert.authority_key_id,
+            tbs_sha256=cert.tbs_sha256,
+            spki_sha256=cert.spki_sha256,
+            issuer=cert.issuer,
+            matchable_by=cert.matchable_by(),
+        )
+
+
+@attrs.frozen
+class KeyOut:
+    spki_sha256: str
+    names: list[str]
+    note: str
+    added_at: float
+
+    @classmethod
+    def of(cls, key: KnownKey) -> KeyOut:
+        return cls(key.spki_sha256, list(key.names), key.note, key.added_at)
+
+
+@attrs.frozen
+class KeyCreated:
+    spki_sha256: str
+    names: list[str]
+    note: str
+    added_at: float
+    created: bool
+
+
+@attrs.frozen
+class AlertOut:
+    id: int
+    fingerprint: str
+    severity: str | None
+    sans: list[str]
+    matched: list[str]
+    issuer: str | None
+    seen_at: float
+    delivered: bool
+    event_id: str
+    kind: str
+    parent_id: int | None
+    status: str
+    matched_sans: list[str]
+    issuance_id: str
+    serial: str | None
+    update_type: str | None
+    source_log: str | None
+    not_before: int | None
+    not_after: int | None
+    created_at: float
+    decide_at: float | None
+    recognised_by: dict[str, str] | None
+    resolved_at: float | None
+    resolved_by: dict[str, str] | None
+    attempts: int
+    last_error: str | None
+    next_attempt_at: float | None
+    delivered_at: float | None
+
+    @classmethod
+    def of(cls, alert: Alert) -> AlertOut:
+        cert = alert.cert
+        return cls(
+            id=alert.id or 0,
+            fingerprint=alert.fingerprint,
+            severity=alert.severity,
+            sans=list(cert.get("all_sans", [])),
+            matched=list(alert.matched_entries),
+            issuer=cert.get("issuer") or cert.get("issuer_cn"),
+            seen_at=alert.seen_at,
+            delivered=alert.delivered,
+            event_id=alert.event_id,
+            kind=alert.kind,
+            parent_id=alert.parent_id,
+            status=alert.status,
+            matched_sans=list(alert.matched_sans),
+            issuance_id=alert.issuance,
+            serial=cert.get("serial"),
+            update_type=cert.get("update_type"),
+            source_log=cert.get("source_log"),
+            not_before=cert.get("not_before"),
+            not_after=cert.get("not_after"),
+            created_at=alert.created_at,
+            decide_at=alert.decide_at,
+            recognised_by=alert.recognised_by,
+            resolved_at=alert.resolved_at,
+            resolved_by=alert.resolved_by,
+            attempts=alert.attempts,
+            last_error=alert.last_error,
+            next_attempt_at=alert.next_attempt_at,
+            delivered_at=alert.delivered_at,
+        )
+
+
+@attrs.frozen
+class FeedHealth:
+    url: str
+    connected: bool
+    last_event_at: float | None
+    connections: int
+    reconnects: int
+    messages: int
+    processed: int
+    dropped: int
+    missed_entries: int
+    disconnected_seconds: float
+    last_error: str | None
+
+
+@attrs.frozen
+class AlertsHealth:
+    held: int
+    dedupe_cache: int
+
+
+@attrs.frozen
+class OutboxHealth:
+    pending: int
+    failed: int
+    oldest_pending_at: float | None
+
+
+@attrs.frozen
+class HealthOut:
+    status: str
+    version: str
+    uptime_s: float
+    feed: FeedHealth
+    watch_entries: int
+    known_fingerprints: int
+    known_keys: int
+    alerts: AlertsHealth
+    webhook: str
+    outbox: OutboxHealth | None = None
+
+
+# Query strings, for the document (the handlers check the same bounds, with messages).
+
+
+@attrs.frozen
+class CertsQuery:
+    limit: Annotated[int, msgspec.Meta(ge=1, le=LIMIT_MAX)] = 100
+    offset: Annotated[int, msgspec.Meta(ge=0, le=OFFSET_MAX)] = 0
+
+
+@attrs.frozen
+class AlertsQuery:
+    since: Annotated[float, msgspec.Meta(ge=0, le=EPOCH_MAX)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=LIMIT_MAX)] = 100
+    severity: Annotated[str, msgspec.Meta(pattern="^(info|suspicious)$")] | None = None
+    status: (
+        Annotated[str, msgspec.Meta(pattern="^(held|pending|delivered|failed|observed)$")] | None
+    ) = None
+    delivered: Annotated[str, msgspec.Meta(pattern="^(true|false)$")] | None = None
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+    }
+
+
+_ERRORS = {
+    "400": "the body is empty, not JSON or not a JSON object",
+    "401": "no or malformed Authorization header",
+    "403": "wrong token",
+    "404": "no such resource",
+    "409": "observer mode: nothing is sent",
+    "413": "the body is over 1 MiB",
+    "415": "unsupported Content-Type",
+    "422": "a field is missing, of the wrong type or invalid; `fields` names each",
+    "503": "the database is unavailable; nothing changed, retry",
+}
+_PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs"})
+_LISTS = frozenset({"/domains", "/certs", "/keys", "/alerts"})
+"""GET on these answers a JSON array of the documented class."""
+
+
+class OpenAPI(OpenAPIProvider):
+    """quart-schema's document, completed with what every route shares.
+
+    The bearer scheme, the error responses each kind of route can give (all with the one
+    error body), closed request objects (unknown fields are rejected), the PEM form of
+    ``POST /certs`` and the text exposition of ``/metrics``.
+    """
+
+    def schema(self) -> dict[str, Any]:
+        document = super().schema()
+        components = document.setdefault("components", {})
+        components.setdefault("schemas", {}).update(_component_schemas(ErrorOut, HealthOut))
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        document["security"] = [{"bearer": []}]
+        for path, operations in document["paths"].items():
+            for method, operation in operations.items():
+                self._complete(path, method, operation)
+        return document
+
+    def _complete(self, path: str, method: str, operation: dict[str, Any]) -> None:
+        # quart-schema keys responses by int; JSON (and sorting) wants one kind of key.
+        responses = {str(code): value for code, value in operation.get("responses", {}).items()}
+        operation["responses"] = responses
+        codes: list[str] = []
+        if path in _PUBLIC_PATHS:
+            operation["security"] = []
+        else:
+            codes += ["401", "403", "503"]
+        if "requestBody" in operation:
+            operation["requestBody"]["required"] = True
+            codes += ["400", "413", "415", "422"]
+            for media in operation["requestBody"]["content"].values():
+                _close(media.get("schema", {}))
+        if operation.get("parameters"):
+            codes += ["422"]
+        if "{" in path or path.startswith("/alerts/"):
+            codes += ["404"]
+        if path.startswith("/alerts/") and method == "post":
+            codes += ["409"]
+        for code in codes:
+            responses.setdefault(code, _error_response(_ERRORS[code]))
+        if method == "get" and path in _LISTS:
+            media = responses["200"]["content"]["application/json"]
+            media["schema"] = {"type": "array", "items": media["schema"]}
+        if path == "/metrics":
+            responses["200"] = {
+                "description": "Prometheus text exposition",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        if path == "/certs" and method == "post":
+            operation["requestBody"]["content"]["application/x-pem-file"] = {
+                "schema": {"type": "string", "description": "one PEM certificate"}
+            }
+
+
+def _close(schema: dict[str, Any]) -> None:
+    if schema.get("type") == "object":
+        schema["additionalProperties"] = False
+
+
+def _component_schemas(*classes: type) -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(
+        classes, ref_template="#/components/schemas/{name}"
+    )
+    return dict(components)
