@@ -249,3 +249,23 @@ def _event_ids(db: Path) -> set[str]:
         return {row[0] for row in conn.execute("SELECT event_id FROM alerts")}
     finally:
         conn.close()
+
+
+async def test_shutdown_does_not_wait_for_a_dead_receiver(
+    tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
+) -> None:
+    """SIGTERM with a delivery hanging stops at once; the alert goes out after the restart."""
+    receiver.delay = 3600
+    settings = settings_for(tmp_path, feed, receiver)
+    async with run_service(settings) as service:
+        await service.add_domain("example.org")
+        await feed.send(ca.issue(["a.example.org"]).message())
+        await receiver.wait_for(0, attempts=1)  # the delivery is in flight, hanging
+        with trio.fail_after(FAST.shutdown_grace_s + 3):
+            service.shutdown.set()
+            await service.stopped.wait()
+    receiver.delay = 0
+    async with run_service(settings) as service:
+        (delivery,) = await receiver.wait_for(1)
+        await wait_until(lambda: _all_delivered(service))
+    assert delivery.json()["matched_sans"] == ["a.example.org"]

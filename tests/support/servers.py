@@ -117,6 +117,8 @@ class Receiver:
     async def _hook(self) -> Response:
         body = await request.get_data(as_text=False)
         self.attempts += 1
+        self._changed.set()  # an attempt arrived (wait_for(attempts=...) may be waiting)
+        self._changed = trio.Event()
         if self.delay:
             await trio.sleep(self.delay)
         status: int = 200

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -50,6 +49,8 @@ class RunningService:
     url: str
     client: httpx.AsyncClient
     shutdown: trio.Event
+    stopped: trio.Event
+    """Set when the service has returned (after ``shutdown``)."""
 
     async def add_domain(self, value: str) -> None:
         response = await self.client.post("/domains", json={"value": value})
@@ -72,12 +73,19 @@ class RunningService:
 @asynccontextmanager
 async def run_service(settings: Settings, **kwargs: Any) -> AsyncIterator[RunningService]:
     """The whole service in this trio run; shut down (as on SIGTERM) on exit."""
-    shutdown = trio.Event()
+    shutdown, stopped = trio.Event(), trio.Event()
+
+    async def run(task_status: trio.TaskStatus[list[str]]) -> None:
+        try:
+            await serve(settings, shutdown, task_status=task_status, **kwargs)
+        finally:
+            stopped.set()
+
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(functools.partial(serve, settings, shutdown, **kwargs))
+        binds = await nursery.start(run)
         headers = {"Authorization": f"Bearer {settings.api_token}"}
         async with httpx.AsyncClient(base_url=binds[0], headers=headers) as client:
-            yield RunningService(binds[0], client, shutdown)
+            yield RunningService(binds[0], client, shutdown, stopped)
         shutdown.set()
 
 
