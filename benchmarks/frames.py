@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
-from support.certs import leaf_message
+from support.certs import build_leaf, leaf_message
 
 TLDS = ["com", "net", "org", "io", "de", "fr", "co.uk", "dev", "app", "info"]
 
@@ -84,24 +84,17 @@ class RsaIssuer:
 
     def message(self, names: list[str], *, index: int, log_url: str) -> dict[str, Any]:
         now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(self.name)
-            .public_key(self.leaf_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=90))
-            .add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
-            )
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                critical=False,
-            )
-            .add_extension(x509.PrecertPoison(), critical=True)
-            .sign(self.key, hashes.SHA256())
+        cert = build_leaf(
+            subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]),
+            issuer=self.name,
+            issuer_key=self.key,
+            public_key=self.leaf_key.public_key(),
+            serial=x509.random_serial_number(),
+            names=names,
+            not_before=now,
+            not_after=now + datetime.timedelta(days=90),
+            extra=x509.PrecertPoison(),
+            critical=True,
         )
         return leaf_message(
             cert,

@@ -15,9 +15,7 @@ from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.error import PyAsn1Error
 from pyasn1_modules import rfc5280
 
-from certwatch.domains import normalise_names, normalise_san
 from certwatch.errors import InvalidCertificate
-from certwatch.identity import CertFacts
 
 __all__ = [
     "CertificateInfo",
@@ -56,23 +54,6 @@ class CertificateInfo:
         """Uppercase, even-length hex, as ``openssl x509 -serial`` prints it."""
         digits = f"{self.serial:X}"
         return digits if len(digits) % 2 == 0 else "0" + digits
-
-    def facts(self) -> CertFacts:
-        names = list(self.sans)
-        if self.subject_cn:
-            names.append(self.subject_cn)
-        cn = normalise_san(self.subject_cn) if self.subject_cn else None
-        return CertFacts(
-            names=normalise_names(names),
-            subject_cn=cn,
-            sha1=self.sha1,
-            sha256=self.sha256,
-            authority_key_id=self.authority_key_id,
-            serial=self.serial,
-            issuer=self.issuer,
-            tbs_sha256=self.tbs_sha256,
-            spki_sha256=self.spki_sha256,
-        )
 
 
 def precert_tbs_sha256(tbs_der: bytes) -> str | None:

@@ -114,11 +114,13 @@ async def _open(url: str, timing: Timing) -> AsyncIterator[WebSocketConnection]:
                 )
             try:
                 yield ws
-            finally:
-                with trio.move_on_after(timing.disconnect_timeout_s) as cleanup:
-                    cleanup.shield = True
-                    await ws.aclose()
+            except BaseException:
+                # Cancelled (shutting down) or failed: no close handshake to wait for.
                 nursery.cancel_scope.cancel()
+                raise
+            with trio.move_on_after(timing.disconnect_timeout_s):
+                await ws.aclose()
+            nursery.cancel_scope.cancel()
     finally:
         await trio.aclose_forcefully(stream)
 

@@ -78,6 +78,42 @@ def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
+def build_leaf(
+    *,
+    subject: x509.Name,
+    issuer: x509.Name,
+    issuer_key: Any,
+    public_key: Any,
+    serial: int,
+    names: list[str],
+    not_before: datetime.datetime,
+    not_after: datetime.datetime,
+    extra: x509.ExtensionType,
+    critical: bool,
+) -> x509.Certificate:
+    """A TLS leaf as CAs issue them: SANs, not a CA, the issuer's key id, and ``extra``
+    (the CT poison for a precert, the SCT list for its final certificate)."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
+        .add_extension(extra, critical=critical)
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
 class CA:
     """An issuing CA with its own key."""
 
@@ -121,24 +157,17 @@ class CA:
         subject = _name(cn if cn is not None else names[0])
 
         def build(extra: x509.ExtensionType, critical: bool) -> x509.Certificate:
-            return (
-                x509.CertificateBuilder()
-                .subject_name(subject)
-                .issuer_name(self.name)
-                .public_key(key.public_key())
-                .serial_number(serial)
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=days))
-                .add_extension(
-                    x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
-                )
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(
-                    x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                    critical=False,
-                )
-                .add_extension(extra, critical=critical)
-                .sign(self.key, hashes.SHA256())
+            return build_leaf(
+                subject=subject,
+                issuer=self.name,
+                issuer_key=self.key,
+                public_key=key.public_key(),
+                serial=serial,
+                names=names,
+                not_before=now - datetime.timedelta(minutes=5),
+                not_after=now + datetime.timedelta(days=days),
+                extra=extra,
+                critical=critical,
             )
 
         precert = build(x509.PrecertPoison(), critical=True)
