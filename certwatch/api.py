@@ -32,9 +32,9 @@ from werkzeug.exceptions import HTTPException
 
 from certwatch import __version__
 from certwatch.alerter import Alerter
-from certwatch.certificates import parse_certificate, spki_sha256_from_pem
-from certwatch.classify import Inventory, InventoryCert, KnownKey
-from certwatch.domains import WatchIndex, normalise_entry, normalise_san
+from certwatch.certificates import spki_sha256_from_pem
+from certwatch.classify import Inventory, KnownKey
+from certwatch.domains import WatchIndex, normalise_entry
 from certwatch.errors import (
     InputError,
     InvalidBody,
@@ -45,7 +45,7 @@ from certwatch.errors import (
 )
 from certwatch.events import SEVERITIES, STATUSES
 from certwatch.feed import FeedConsumer
-from certwatch.identity import fingerprint, serial_number
+from certwatch.identity import fingerprint
 from certwatch.messages import decode_json
 from certwatch.metrics import CONTENT_TYPE, Metrics
 from certwatch.pipeline import Pipeline
@@ -72,7 +72,16 @@ from certwatch.schemas import (
     Requeued,
 )
 from certwatch.store import Store
-from certwatch.validation import CertIn, DomainIn, KeyIn, structure
+from certwatch.validation import (
+    CertIn,
+    DomainIn,
+    KeyIn,
+    cert_from_json,
+    cert_from_pem,
+    check_pem_agrees,
+    names_field,
+    structure,
+)
 from certwatch.webhook import WebhookSender
 
 __all__ = ["MAX_BODY_BYTES", "ApiContext", "create_app"]
@@ -120,10 +129,6 @@ def _error(status: int, message: str, problems: list[tuple[str, str]] | None = N
     body = ErrorOut(message, [Problem(f, p) for f, p in problems] if problems else None)
     headers = {"WWW-Authenticate": 'Bearer realm="certwatch"'} if status == 401 else None
     return _json(attrs.asdict(body, filter=lambda _, value: value is not None), status, headers)
-
-
-def _field(field: str, error: InputError) -> InputError:
-    return error.in_field(field)
 
 
 def _query_number(name: str, default: float | None, lo: float, hi: float, *, integer: bool) -> Any:
@@ -181,107 +186,6 @@ async def _json_body() -> Any:
         return decode_json(data)
     except MalformedMessage as e:
         raise InvalidBody("the body is not valid JSON", [("body", e.detail[:200])]) from None
-
-
-def _names(field: str, values: list[str], *, wildcards: bool) -> list[str]:
-    """Validate certificate names; ``*.`` kept where allowed."""
-    if not values:
-        raise InputError("invalid request body", [(field, "must be a non-empty list of names")])
-    out: list[str] = []
-    problems: list[tuple[str, str]] = []
-    for i, value in enumerate(values):
-        wildcard = value.strip().startswith("*.")
-        try:
-            name = normalise_entry(value)
-        except InvalidName as e:
-            problems.append((f"{field}[{i}]", e.message))
-            continue
-        if wildcard and not wildcards:
-            problems.append((f"{field}[{i}]", "a wildcard is not allowed here"))
-            continue
-        out.append(f"*.{name}" if wildcard else name)
-    if problems:
-        raise InputError("invalid request body", problems)
-    return sorted(set(out))
-
-
-def _epoch_field(name: str, value: int | None) -> int:
-    if value is None:
-        raise InputError("invalid request body", [(name, "required field is missing")])
-    if not 0 <= value <= EPOCH_MAX:
-        raise InputError(
-            "invalid request body", [(name, f"must be epoch seconds from 0 to {EPOCH_MAX}")]
-        )
-    return value
-
-
-def _cert_from_pem(pem: str, source: str, now: float, field: str = "pem") -> InventoryCert:
-    try:
-        info = parse_certificate(pem)
-    except InvalidCertificate as e:
-        raise _field(field, e) from None
-    if info.is_precert:
-        raise InputError(
-            "invalid certificate", [(field, "is a precertificate; push the issued certificate")]
-        )
-    if not info.sans and not (info.subject_cn and normalise_san(info.subject_cn)):
-        raise InputError("invalid certificate", [(field, "has no DNS names")])
-    return InventoryCert.from_certificate(info, source=source, added_at=now)
-
-
-def _cert_from_json(body: CertIn, now: float) -> InventoryCert:
-    problems: list[tuple[str, str]] = []
-    sha1 = fingerprint(body.fingerprint) if body.fingerprint is not None else None
-    if sha1 is None:
-        problems.append(("fingerprint", "required: 40 hex digits (colons optional)"))
-    sans: list[str] = []
-    try:
-        sans = _names("sans", body.sans or [], wildcards=True)
-    except InputError as e:
-        problems.extend(e.problems)
-    for name in ("not_before", "not_after"):
-        try:
-            _epoch_field(name, getattr(body, name))
-        except InputError as e:
-            problems.extend(e.problems)
-    if (
-        body.not_before is not None
-        and body.not_after is not None
-        and body.not_before >= body.not_after
-    ):
-        problems.append(("not_after", "must be later than not_before"))
-    serial = None
-    if body.serial is not None:
-        number = serial_number(body.serial)
-        if number is None:
-            problems.append(("serial", "must be hex digits (colons optional), at most 64"))
-        else:
-            serial = body.serial.replace(":", "").strip().lower()
-    if problems:
-        raise InputError("invalid request body", problems)
-    assert sha1 is not None
-    assert body.not_before is not None
-    assert body.not_after is not None
-    return InventoryCert(
-        fingerprint_sha1=sha1,
-        serial=serial,
-        sans=tuple(sans),
-        not_before=body.not_before,
-        not_after=body.not_after,
-        source=body.source,
-        added_at=now,
-    )
-
-
-def _check_pem_agrees(body: CertIn, cert: InventoryCert) -> None:
-    """A push with both PEM and JSON fields must describe one certificate."""
-    problems = []
-    if body.fingerprint is not None and fingerprint(body.fingerprint) != cert.fingerprint_sha1:
-        problems.append(("fingerprint", "does not match the certificate in pem"))
-    if body.serial is not None and serial_number(body.serial) != serial_number(cert.serial or ""):
-        problems.append(("serial", "does not match the certificate in pem"))
-    if problems:
-        raise InputError("invalid request body", problems)
 
 
 def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
@@ -419,7 +323,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         try:
             value = normalise_entry(body.value)
         except InvalidName as e:
-            raise _field("value", e) from None
+            raise e.in_field("value") from None
         async with mutation():
             created = await ctx.store.upsert_domain(value, body.note, ctx.clock())
             ctx.index.add(value)
@@ -440,7 +344,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         try:
             entry = normalise_entry(value)
         except InvalidName as e:
-            raise _field("value", e) from None
+            raise e.in_field("value") from None
         async with mutation():
             deleted = await ctx.store.delete_domain(entry)
             if deleted:
@@ -461,7 +365,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         now = ctx.clock()
         if kind == "pem":
             source = request.args.get("source", "")[:200]
-            cert = _cert_from_pem(data.decode("utf-8", "replace"), source, now, field="body")
+            cert = cert_from_pem(data.decode("utf-8", "replace"), source, now, field="body")
         else:
             try:
                 decoded = decode_json(data)
@@ -475,10 +379,10 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
                     "invalid request body", [("source", "must be at most 200 characters")]
                 )
             if body.pem is not None:
-                cert = _cert_from_pem(body.pem, body.source, now)
-                _check_pem_agrees(body, cert)
+                cert = cert_from_pem(body.pem, body.source, now)
+                check_pem_agrees(body, cert)
             else:
-                cert = _cert_from_json(body, now)
+                cert = cert_from_json(body, now)
         async with mutation():
             old = await ctx.store.upsert_cert(cert)
             if old is not None:
@@ -535,14 +439,14 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
             try:
                 spki = spki_sha256_from_pem(body.pem)
             except InvalidCertificate as e:
-                problems.extend(_field("pem", e).problems)
+                problems.extend(e.in_field("pem").problems)
         else:
             spki = fingerprint(body.spki_sha256 or "", length=64)
             if spki is None:
                 problems.append(("spki_sha256", "must be 64 hex digits (SHA-256 of the DER SPKI)"))
         names: list[str] = []
         try:
-            names = _names("names", body.names, wildcards=True)
+            names = names_field("names", body.names, wildcards=True)
         except InputError as e:
             problems.extend(e.problems)
         if len(body.note) > 1000:

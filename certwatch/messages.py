@@ -69,11 +69,15 @@ class _PeekLeaf(msgspec.Struct, gc=False):
     all_domains: list[str]
 
 
+class _PeekSource(msgspec.Struct, gc=False):
+    url: str = ""
+
+
 class CertificateUpdate(msgspec.Struct, gc=False):
     """The ``data`` of a ``certificate_update``, as far as matching needs it."""
 
     leaf_cert: _PeekLeaf
-    source: _Source = msgspec.field(default_factory=_Source)
+    source: _PeekSource = msgspec.field(default_factory=_PeekSource)
     cert_index: int | None = None
 
     @property

@@ -1,4 +1,4 @@
-"""Request bodies: strict structuring into attrs classes with cattrs.
+"""Request bodies: strict structuring into attrs classes with cattrs, then their meaning.
 
 cattrs is lax by default (``5`` becomes ``"5"``, a string is iterated into a list of
 characters); the hooks here accept exactly the JSON type each field declares, so a
@@ -15,9 +15,23 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-from certwatch.errors import FieldProblem, InputError, InvalidBody
+from certwatch.certificates import parse_certificate
+from certwatch.classify import InventoryCert
+from certwatch.domains import normalise_entry, normalise_san
+from certwatch.errors import FieldProblem, InputError, InvalidBody, InvalidCertificate, InvalidName
+from certwatch.identity import fingerprint, serial_number
+from certwatch.schemas import EPOCH_MAX
 
-__all__ = ["CertIn", "DomainIn", "KeyIn", "structure"]
+__all__ = [
+    "CertIn",
+    "DomainIn",
+    "KeyIn",
+    "cert_from_json",
+    "cert_from_pem",
+    "check_pem_agrees",
+    "names_field",
+    "structure",
+]
 
 T = TypeVar("T")
 
@@ -150,3 +164,107 @@ def structure(value: Any, cls: type[T]) -> T:
         return _converter.structure(value, cls)
     except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as e:
         raise InputError("invalid request body", _problems(e)) from None
+
+
+# --- the meaning of well-typed fields ----------------------------------------------------
+
+
+def names_field(field: str, values: list[str], *, wildcards: bool) -> list[str]:
+    """Validate certificate names; ``*.`` kept where allowed."""
+    if not values:
+        raise InputError("invalid request body", [(field, "must be a non-empty list of names")])
+    out: list[str] = []
+    problems: list[tuple[str, str]] = []
+    for i, value in enumerate(values):
+        wildcard = value.strip().startswith("*.")
+        try:
+            name = normalise_entry(value)
+        except InvalidName as e:
+            problems.append((f"{field}[{i}]", e.message))
+            continue
+        if wildcard and not wildcards:
+            problems.append((f"{field}[{i}]", "a wildcard is not allowed here"))
+            continue
+        out.append(f"*.{name}" if wildcard else name)
+    if problems:
+        raise InputError("invalid request body", problems)
+    return sorted(set(out))
+
+
+def _epoch_field(name: str, value: int | None) -> int:
+    if value is None:
+        raise InputError("invalid request body", [(name, "required field is missing")])
+    if not 0 <= value <= EPOCH_MAX:
+        raise InputError(
+            "invalid request body", [(name, f"must be epoch seconds from 0 to {EPOCH_MAX}")]
+        )
+    return value
+
+
+def cert_from_pem(pem: str, source: str, now: float, field: str = "pem") -> InventoryCert:
+    try:
+        info = parse_certificate(pem)
+    except InvalidCertificate as e:
+        raise e.in_field(field) from None
+    if info.is_precert:
+        raise InputError(
+            "invalid certificate", [(field, "is a precertificate; push the issued certificate")]
+        )
+    if not info.sans and not (info.subject_cn and normalise_san(info.subject_cn)):
+        raise InputError("invalid certificate", [(field, "has no DNS names")])
+    return InventoryCert.from_certificate(info, source=source, added_at=now)
+
+
+def cert_from_json(body: CertIn, now: float) -> InventoryCert:
+    problems: list[tuple[str, str]] = []
+    sha1 = fingerprint(body.fingerprint) if body.fingerprint is not None else None
+    if sha1 is None:
+        problems.append(("fingerprint", "required: 40 hex digits (colons optional)"))
+    sans: list[str] = []
+    try:
+        sans = names_field("sans", body.sans or [], wildcards=True)
+    except InputError as e:
+        problems.extend(e.problems)
+    for name in ("not_before", "not_after"):
+        try:
+            _epoch_field(name, getattr(body, name))
+        except InputError as e:
+            problems.extend(e.problems)
+    if (
+        body.not_before is not None
+        and body.not_after is not None
+        and body.not_before >= body.not_after
+    ):
+        problems.append(("not_after", "must be later than not_before"))
+    serial = None
+    if body.serial is not None:
+        number = serial_number(body.serial)
+        if number is None:
+            problems.append(("serial", "must be hex digits (colons optional), at most 64"))
+        else:
+            serial = body.serial.replace(":", "").strip().lower()
+    if problems:
+        raise InputError("invalid request body", problems)
+    assert sha1 is not None
+    assert body.not_before is not None
+    assert body.not_after is not None
+    return InventoryCert(
+        fingerprint_sha1=sha1,
+        serial=serial,
+        sans=tuple(sans),
+        not_before=body.not_before,
+        not_after=body.not_after,
+        source=body.source,
+        added_at=now,
+    )
+
+
+def check_pem_agrees(body: CertIn, cert: InventoryCert) -> None:
+    """A push with both PEM and JSON fields must describe one certificate."""
+    problems = []
+    if body.fingerprint is not None and fingerprint(body.fingerprint) != cert.fingerprint_sha1:
+        problems.append(("fingerprint", "does not match the certificate in pem"))
+    if body.serial is not None and serial_number(body.serial) != serial_number(cert.serial or ""):
+        problems.append(("serial", "does not match the certificate in pem"))
+    if problems:
+        raise InputError("invalid request body", problems)
