@@ -28,15 +28,13 @@ from certwatch.errors import StoreUnavailable
 from certwatch.events import (
     ALERT,
     HELD,
-    INFO,
-    OBSERVED,
     PENDING,
-    RESOLVED,
     SUSPICIOUS,
     Alert,
     decided,
     facts_from_json,
     new_alert,
+    resolved_follow_up,
 )
 from certwatch.identity import CertFacts
 from certwatch.messages import UpdateDetails
@@ -168,8 +166,7 @@ class Alerter:
         hold = self._holds.get(alert_id)
         if hold is not None:
             hold.facts.append(facts)
-            if self._inventory.recognise(facts) is not None:
-                await self._decide(alert_id)
+            await self._decide(alert_id, only_if_recognised=True)
             return
         recognition = self._inventory.recognise(facts)
         if recognition is None:
@@ -200,8 +197,11 @@ class Alerter:
             with trio.move_on_after(wait):
                 await self._holds_changed.wait()
 
-    async def _decide(self, alert_id: int) -> None:
-        """Decide a held alert now, with everything known at this moment."""
+    async def _decide(self, alert_id: int, *, only_if_recognised: bool = False) -> None:
+        """Decide a held alert now, with everything known at this moment.
+
+        ``only_if_recognised``: leave it held unless some copy of it is now recognised.
+        """
         hold = self._holds.get(alert_id)
         if hold is None:
             return
@@ -210,6 +210,8 @@ class Alerter:
             recognition = self._inventory.recognise(facts)
             if recognition is not None:
                 break
+        if recognition is None and only_if_recognised:
+            return
         now = self._clock()
         verdict = decided(hold.alert, recognition, observer=self._observer, now=now)
         stored = await self._retry(
@@ -229,9 +231,8 @@ class Alerter:
         A held alert that is now recognised is decided ``info`` at once; a suspicious one
         gets a follow-up ``resolved`` event.
         """
-        for alert_id, hold in list(self._holds.items()):
-            if any(self._inventory.recognise(f) is not None for f in hold.facts):
-                await self._decide(alert_id)
+        for alert_id in list(self._holds):
+            await self._decide(alert_id, only_if_recognised=True)
         since = self._clock() - self._retention_s
         for alert in await self._retry(lambda: self._store.unresolved_suspicious(since)):
             recognition = self._inventory.recognise(facts_from_json(alert.facts))
@@ -241,24 +242,8 @@ class Alerter:
     async def _resolve(self, alert: Alert, recognition: Recognition) -> None:
         assert alert.id is not None
         now = self._clock()
-        follow_up = attrs.evolve(
-            alert,
-            id=None,
-            event_id=str(uuid.uuid4()),
-            kind=RESOLVED,
-            parent_id=alert.id,
-            severity=INFO,
-            status=OBSERVED if self._observer else PENDING,
-            created_at=now,
-            decide_at=None,
-            recognised_by=recognition.as_dict(),
-            resolved_at=now,
-            resolved_by=recognition.as_dict(),
-            attempts=0,
-            last_error=None,
-            next_attempt_at=now,
-            delivered_at=None,
-            queued_at=now,
+        follow_up = resolved_follow_up(
+            alert, recognition, event_id=str(uuid.uuid4()), observer=self._observer, now=now
         )
         stored = await self._retry(
             lambda: self._store.resolve(alert.id or 0, recognition.as_dict(), now, follow_up)

@@ -42,6 +42,7 @@ from certwatch.errors import (
     InvalidName,
     MalformedMessage,
     StoreError,
+    UnsupportedMediaType,
 )
 from certwatch.events import SEVERITIES, STATUSES
 from certwatch.feed import FeedConsumer
@@ -166,26 +167,26 @@ async def _body() -> tuple[str, bytes]:
         return "pem", data
     if not mimetype:
         return "json", data
-    error = InputError(
+    raise UnsupportedMediaType(
         "unsupported content type",
         [("Content-Type", f"must be application/json, got {mimetype[:60]!r}")],
     )
-    error.status = 415
-    raise error
+
+
+def _decode(data: bytes) -> Any:
+    try:
+        return decode_json(data)
+    except MalformedMessage as e:
+        raise InvalidBody("the body is not valid JSON", [("body", e.detail[:200])]) from None
 
 
 async def _json_body() -> Any:
     kind, data = await _body()
     if kind != "json":
-        error = InputError(
+        raise UnsupportedMediaType(
             "unsupported content type", [("Content-Type", "must be application/json")]
         )
-        error.status = 415
-        raise error
-    try:
-        return decode_json(data)
-    except MalformedMessage as e:
-        raise InvalidBody("the body is not valid JSON", [("body", e.detail[:200])]) from None
+    return _decode(data)
 
 
 def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
@@ -367,13 +368,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
             source = request.args.get("source", "")[:200]
             cert = cert_from_pem(data.decode("utf-8", "replace"), source, now, field="body")
         else:
-            try:
-                decoded = decode_json(data)
-            except MalformedMessage as e:
-                raise InvalidBody(
-                    "the body is not valid JSON", [("body", e.detail[:200])]
-                ) from None
-            body = structure(decoded, CertIn)
+            body = structure(_decode(data), CertIn)
             if len(body.source) > 200:
                 raise InputError(
                     "invalid request body", [("source", "must be at most 200 characters")]

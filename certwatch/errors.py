@@ -5,7 +5,8 @@
     ├── InputError              a request or record fails validation (HTTP 4xx)
     │   ├── InvalidName         not a usable hostname or watch entry
     │   ├── InvalidCertificate  a PEM, DER, CSR or public key that does not parse
-    │   └── InvalidBody         a body that is not JSON, too deep, or of the wrong shape
+    │   ├── InvalidBody         a body that is not JSON, too deep, or of the wrong shape
+    │   └── UnsupportedMediaType  a body in a format the route does not take (HTTP 415)
     ├── MalformedMessage        a feed message that is counted and skipped
     └── StoreError              the SQLite database cannot be used
         └── StoreUnavailable    a transient fault (locked, read-only, disk full): HTTP 503
@@ -26,6 +27,7 @@ __all__ = [
     "MalformedMessage",
     "StoreError",
     "StoreUnavailable",
+    "UnsupportedMediaType",
 ]
 
 FieldProblem = tuple[str, str]
@@ -62,9 +64,7 @@ class InputError(CertwatchError):
         """Return a copy whose problems are reported under ``field``."""
         problems = self.problems or [("", self.message)]
         located = [(_join(field, sub), problem) for sub, problem in problems]
-        error = type(self)(self.message, located)
-        error.status = self.status
-        return error
+        return type(self)(self.message, located)
 
 
 def _join(field: str, sub: str) -> str:
@@ -85,6 +85,12 @@ class InvalidBody(InputError):
     """A request body that is not a JSON object of the expected shape."""
 
     status = 400
+
+
+class UnsupportedMediaType(InputError):
+    """A request body in a format the route does not take."""
+
+    status = 415
 
 
 class MalformedMessage(CertwatchError):

@@ -35,6 +35,7 @@ __all__ = [
     "facts_from_json",
     "facts_to_json",
     "new_alert",
+    "resolved_follow_up",
     "webhook_payload",
 ]
 
@@ -121,6 +122,31 @@ def decided(alert: Alert, recognition: Recognition | None, *, observer: bool, no
         recognised_by=None if recognition is None else recognition.as_dict(),
         decide_at=None,
         next_attempt_at=now,
+        queued_at=now,
+    )
+
+
+def resolved_follow_up(
+    alert: Alert, recognition: Recognition, *, event_id: str, observer: bool, now: float
+) -> Alert:
+    """The ``resolved`` event for a suspicious alert that a late registration recognised."""
+    return attrs.evolve(
+        alert,
+        id=None,
+        event_id=event_id,
+        kind=RESOLVED,
+        parent_id=alert.id,
+        severity=INFO,
+        status=OBSERVED if observer else PENDING,
+        created_at=now,
+        decide_at=None,
+        recognised_by=recognition.as_dict(),
+        resolved_at=now,
+        resolved_by=recognition.as_dict(),
+        attempts=0,
+        last_error=None,
+        next_attempt_at=now,
+        delivered_at=None,
         queued_at=now,
     )
 

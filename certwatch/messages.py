@@ -80,14 +80,6 @@ class CertificateUpdate(msgspec.Struct, gc=False):
     source: _PeekSource = msgspec.field(default_factory=_PeekSource)
     cert_index: int | None = None
 
-    @property
-    def names(self) -> list[str]:
-        return self.leaf_cert.all_domains
-
-    @property
-    def log_url(self) -> str:
-        return self.source.url
-
 
 class _Envelope(msgspec.Struct, gc=False):
     # One struct for every message type, not a tagged union: servers put ``message_type``

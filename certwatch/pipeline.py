@@ -112,28 +112,19 @@ class Pipeline:
             # When the buffer ran dry, pause briefly so frames arrive in batches: waking up
             # once per frame would cost about as much as processing it.
             item = await receive.receive()
-            for _ in range(BATCH):
+            for taken in range(BATCH):
+                if taken:
+                    try:
+                        item = receive.receive_nowait()
+                    except trio.WouldBlock:
+                        await trio.sleep(COALESCE_S)
+                        break
                 if isinstance(item, NewConnection):
                     self.coverage.reset()
-                else:
-                    hit = process(item)
-                    if hit is not None:
-                        await on_match(*hit)
-                try:
-                    item = receive.receive_nowait()
-                except trio.WouldBlock:
-                    await trio.sleep(COALESCE_S)
-                    break
-            else:
-                await self._handle_one(item, on_match)
-
-    async def _handle_one(self, item: FeedItem, on_match: OnMatch) -> None:
-        if isinstance(item, NewConnection):
-            self.coverage.reset()
-            return
-        hit = self.process(item)
-        if hit is not None:
-            await on_match(*hit)
+                    continue
+                hit = process(item)
+                if hit is not None:
+                    await on_match(*hit)
 
     def process(self, raw: str | bytes) -> tuple[UpdateDetails, Match] | None:
         """Count, account and match one frame; the details of a match, else ``None``."""

@@ -417,12 +417,6 @@ class Store:
 
         return await self._run(q, write=False)
 
-    async def load_certs(self) -> list[InventoryCert]:
-        def q(conn: sqlite3.Connection) -> list[InventoryCert]:
-            return [_cert_row(r) for r in conn.execute("SELECT * FROM certs")]
-
-        return await self._run(q, write=False)
-
     async def cert_batches(self, size: int = 5000) -> AsyncIterator[list[InventoryCert]]:
         """Every row, a batch at a time, with only the columns the in-memory index uses.
 
@@ -748,20 +742,3 @@ class Store:
             return OutboxStats(pending=pending, failed=failed, oldest_pending_at=oldest)
 
         return await self._run(q, write=False)
-
-    async def counts(self) -> dict[str, int]:
-        """Row counts for ``/healthz``."""
-
-        def q(conn: sqlite3.Connection) -> dict[str, int]:
-            (alerts,) = conn.execute("SELECT COUNT(*) FROM alerts").fetchone()
-            return {"alerts": alerts}
-
-        return await self._run(q, write=False)
-
-    async def check(self) -> None:
-        """A trivial read: raises :class:`StoreError` when the database is unusable."""
-
-        def q(conn: sqlite3.Connection) -> None:
-            conn.execute("SELECT 1 FROM domains LIMIT 1").fetchall()
-
-        await self._run(q, write=False)

@@ -160,7 +160,7 @@ class WebhookSender:
         ):
             nursery.start_soon(self._poll, nursery, client)
             async for alert_id in receive:
-                if alert_id not in self._in_flight and len(self._in_flight) < CONCURRENCY:
+                if len(self._in_flight) < CONCURRENCY:
                     self._start(nursery, client, alert_id)
                 else:
                     self._poke.set()
@@ -185,7 +185,7 @@ class WebhookSender:
                     for alert in due:
                         assert alert.id is not None
                         self._start(nursery, client, alert.id)
-                await self._refresh_gauges()
+                await self.refresh_stats()
                 next_due = await self._store.next_due_at(self._in_flight)
             except StoreUnavailable as e:
                 log.warning("outbox unavailable, retrying in %g s: %s", wait, e)
@@ -200,9 +200,6 @@ class WebhookSender:
 
     async def refresh_stats(self) -> None:
         """Read the outbox's depth into ``stats`` and the gauges (also done by every poll)."""
-        await self._refresh_gauges()
-
-    async def _refresh_gauges(self) -> None:
         stats = self.stats = await self._store.outbox_stats()
         m = self._metrics
         m.outbox_pending.set(stats.pending)

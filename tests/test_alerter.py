@@ -91,7 +91,9 @@ async def world(
 ) -> AsyncIterator[World]:
     store = await Store.open(path, threaded=False)
     try:
-        inventory = Inventory(await store.load_certs(), await store.list_keys())
+        inventory = Inventory(keys=await store.list_keys())
+        async for batch in store.cert_batches():  # as the service loads it
+            inventory.add_certs(batch)
         metrics = Metrics()
         send, receive = trio.open_memory_channel[int](100)
         alerter = Alerter(
@@ -306,7 +308,9 @@ class TestCleanup:
             assert len(w.inventory) == 2
             await trio.sleep(3600)  # the next tick
             assert len(w.inventory) == 1
-            assert [c.fingerprint_sha1 for c in await w.store.load_certs()] == [fresh.final_sha1]
+            assert [c.fingerprint_sha1 for c in await w.store.list_certs(1000, 0)] == [
+                fresh.final_sha1
+            ]
             # The alert is still pending (not delivered): cleanup never drops it.
             await trio.sleep(3 * 86400)
             assert len(await w.alerts()) == 1

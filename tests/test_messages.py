@@ -38,8 +38,9 @@ class TestPeek:
         """Every server variant's certificate_update yields its names, log and index."""
         message = peek(sample(name))
         assert isinstance(message, CertificateUpdate)
-        assert set(message.names) == {"api.example.net", "*.api.example.net", "www.example.net"}
-        assert message.log_url.startswith("https://")
+        names = set(message.leaf_cert.all_domains)
+        assert names == {"api.example.net", "*.api.example.net", "www.example.net"}
+        assert message.source.url.startswith("https://")
         assert isinstance(message.cert_index, int)
 
     @pytest.mark.parametrize(

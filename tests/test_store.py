@@ -82,7 +82,7 @@ class TestTransactions:
         first = await store.prune_certs(1000)
         second = await store.prune_certs(1000)
         assert (len(first), len(second)) == (500, 100)
-        assert [c.fingerprint_sha1 for c in await store.load_certs()] == [f"{9999:040x}"]
+        assert [c.fingerprint_sha1 for c in await store.list_certs(1000, 0)] == [f"{9999:040x}"]
         store.close()
 
     async def test_a_held_write_lock_is_store_unavailable(self, tmp_path: Path) -> None:
