@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 import msgspec
 import trio
+from hypercorn.typing import ASGISendCallable, ASGISendEvent
 from quart import Response, request
 from quart_schema import (
     Info,
@@ -28,6 +29,7 @@ from quart_schema import (
     document_response,
 )
 from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
 
 from certwatch import __version__
@@ -189,9 +191,36 @@ async def _json_body() -> Any:
     return _decode(data)
 
 
+class _HTTPConnection(TrioASGIHTTPConnection):
+    """Quart-Trio's request handling, with the last send of a response shielded.
+
+    Hypercorn recycles a keep-alive connection inside that send: it starts the connection's
+    idle task, which closes the connection after ``keep_alive_timeout`` or at shutdown.
+    Meanwhile Quart-Trio sees the stream end (``http.disconnect``) and cancels the request's
+    nursery, which killed the idle task as it started: idle connections then stayed open
+    until the read timeout, and every shutdown waited the whole grace period for them.
+    """
+
+    async def handle_request(  # type: ignore[override]
+        self, nursery: trio.Nursery, request: Any, send: ASGISendCallable
+    ) -> None:
+        async def send_last_shielded(message: ASGISendEvent) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await super().handle_request(nursery, request, send_last_shielded)
+
+
+class _App(QuartTrio):
+    asgi_http_class = _HTTPConnection
+
+
 def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
     """The Quart-Trio application for one running service."""
-    app = QuartTrio("certwatch")
+    app = _App("certwatch")
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         BODY_TIMEOUT=body_timeout_s,

@@ -239,6 +239,36 @@ class TestApiConnections:
             assert closed
             assert (await service.client.get("/healthz")).status_code == 200
 
+    async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(
+        self, tmp_path: Path
+    ) -> None:
+        """After a response, a keep-alive connection left idle is closed by the server."""
+        async with run_service(make_settings(tmp_path, timing=QUICK)) as service:
+            host, port = service.url.removeprefix("http://").rsplit(":", 1)
+            async with await trio.open_tcp_stream(host, int(port)) as stream:
+                await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                received = b""
+                # The read timeout (30 s) would close it too: only the idle timeout is this quick.
+                with trio.fail_after(QUICK.api_idle_timeout_s + 4):
+                    while chunk := await stream.receive_some(65536):
+                        received += chunk
+            assert received.startswith(b"HTTP/1.1 200")
+
+    async def test_shutdown_does_not_wait_for_idle_keep_alive_connections(
+        self, tmp_path: Path
+    ) -> None:
+        """An idle keep-alive connection (a Prometheus scraper's) is closed at once on shutdown."""
+        timing = attrs.evolve(QUICK, shutdown_grace_s=5, api_idle_timeout_s=5)
+        async with (
+            run_service(make_settings(tmp_path, timing=timing)) as service,
+            httpx.AsyncClient() as scraper,
+        ):
+            assert (await scraper.get(service.url + "/metrics")).status_code == 200
+            started = trio.current_time()
+            service.shutdown.set()
+            await service.stopped.wait()
+            assert trio.current_time() - started < 2
+
     async def test_slow_bodies_get_408(self, tmp_path: Path) -> None:
         """A body that does not arrive within the body timeout is answered 408, nothing stored."""
         async with run_service(make_settings(tmp_path, timing=QUICK)) as service:
