@@ -9,12 +9,13 @@ never disagree with it.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import msgspec
@@ -90,6 +91,8 @@ from certwatch.webhook import WebhookSender
 __all__ = ["MAX_BODY_BYTES", "ApiContext", "create_app"]
 
 log = logging.getLogger("certwatch.api")
+
+T = TypeVar("T")
 
 MAX_BODY_BYTES = 1024 * 1024
 _PUBLIC = frozenset({"healthz", "metrics", "openapi", "swagger_ui"})
@@ -238,6 +241,13 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         openapi_provider_class=OpenAPI,
         convert_casing=False,
     )
+
+    # Certificates and keys are parsed in a worker thread: bounded (see certificates.py),
+    # but still the costliest thing a request can ask for.
+    parsing = trio.CapacityLimiter(2)
+
+    async def off_loop(parse: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(functools.partial(parse, *args), limiter=parsing)
 
     @asynccontextmanager
     async def mutation() -> AsyncIterator[None]:
@@ -395,7 +405,8 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         now = ctx.clock()
         if kind == "pem":
             source = request.args.get("source", "")[:200]
-            cert = cert_from_pem(data.decode("utf-8", "replace"), source, now, field="body")
+            pem = data.decode("utf-8", "replace")
+            cert = await off_loop(cert_from_pem, pem, source, now, "body")
         else:
             body = structure(_decode(data), CertIn)
             if len(body.source) > 200:
@@ -403,7 +414,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
                     "invalid request body", [("source", "must be at most 200 characters")]
                 )
             if body.pem is not None:
-                cert = cert_from_pem(body.pem, body.source, now)
+                cert = await off_loop(cert_from_pem, body.pem, body.source, now)
                 check_pem_agrees(body, cert)
             else:
                 cert = cert_from_json(body, now)
@@ -461,7 +472,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
             problems.append(("spki_sha256", "give exactly one of spki_sha256 and pem"))
         elif body.pem is not None:
             try:
-                spki = spki_sha256_from_pem(body.pem)
+                spki = await off_loop(spki_sha256_from_pem, body.pem)
             except InvalidCertificate as e:
                 problems.extend(e.in_field("pem").problems)
         else:

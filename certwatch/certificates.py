@@ -1,29 +1,53 @@
-"""X.509 facts from certificates, CSRs and public keys (pyca/cryptography). No I/O."""
+"""X.509 facts from certificates, CSRs and public keys (pyca/cryptography). No I/O.
+
+Everything here reads input from outside (the feed, an LB's push, an operator), so every
+call into cryptography or pyasn1 is guarded: a failure is an :class:`InvalidCertificate`
+with a short reason (never a parser's internals), or, when reading leniently, a missing
+fact. Two bounds keep any one certificate cheap: :data:`MAX_DER_BYTES` before anything is
+parsed, :data:`MAX_EXTENSIONS` before the pure-Python TBS hash.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 import attrs
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificatePublicKeyTypes,
+    PublicKeyTypes,
+)
 from cryptography.x509.oid import ExtensionOID, NameOID
 from pyasn1.codec.der import decoder as der_decoder
 from pyasn1.codec.der import encoder as der_encoder
-from pyasn1.error import PyAsn1Error
 from pyasn1_modules import rfc5280
 
 from certwatch.errors import InvalidCertificate
 
 __all__ = [
+    "MAX_DER_BYTES",
+    "MAX_EXTENSIONS",
     "CertificateInfo",
     "parse_certificate",
     "precert_tbs_sha256",
     "spki_sha256_from_pem",
     "tbs_sha256_of_der",
 ]
+
+T = TypeVar("T")
+
+MAX_DER_BYTES = 64 * 1024
+"""Larger certificates are not parsed. A leaf with 100 names is about 4 KiB; 64 KiB holds
+some 2,500 names. Parsing costs about 80 ns per byte in cryptography (which holds the GIL),
+so this bounds any one parse to a few milliseconds."""
+MAX_EXTENSIONS = 100
+"""More extensions than this and the TBS hash is not computed. Real leaves carry about ten;
+pyasn1 (pure Python) spends some 60 us on each, so 45,000 would hold the loop for seconds."""
 
 _CT_POISON = ExtensionOID.PRECERT_POISON.dotted_string
 _CT_SCT_LIST = ExtensionOID.PRECERT_SIGNED_CERTIFICATE_TIMESTAMPS.dotted_string
@@ -32,7 +56,11 @@ _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE----
 
 @attrs.frozen
 class CertificateInfo:
-    """What certwatch derives from one certificate's DER."""
+    """What certwatch derives from one certificate's DER.
+
+    Read leniently (the feed), a fact that could not be read is empty (``None``, ``()``)
+    and ``problems`` says why; read strictly (a push), any problem is an error instead.
+    """
 
     sha1: str
     sha256: str
@@ -42,12 +70,17 @@ class CertificateInfo:
     not_before: int
     not_after: int
     issuer: str
+    """certstream's ``aggregated`` form of the issuer (``/C=US/CN=.../O=...``): the form the
+    feed reports, so an issuance key built from either is the same."""
+    issuer_dn: str
+    """The issuer as RFC 4514 text, in the certificate's own order (for people)."""
     issuer_o: str | None
     issuer_cn: str | None
     authority_key_id: str | None
-    spki_sha256: str
+    spki_sha256: str | None
     tbs_sha256: str | None
     is_precert: bool
+    problems: tuple[str, ...] = ()
 
     @property
     def serial_hex(self) -> str:
@@ -56,13 +89,36 @@ class CertificateInfo:
         return digits if len(digits) % 2 == 0 else "0" + digits
 
 
+def _reason(e: Exception) -> str:
+    """A short, user-facing reason for a parser's exception (never its internals)."""
+    if isinstance(e, x509.InvalidVersion):
+        return f"X.509 version {e.parsed_version + 1} is not valid"
+    if isinstance(e, x509.DuplicateExtension):
+        return f"extension {e.oid.dotted_string} appears twice"
+    if isinstance(e, x509.UnsupportedGeneralNameType):
+        return "holds a kind of name certwatch cannot read"
+    if isinstance(e, UnsupportedAlgorithm):
+        return "uses an algorithm certwatch cannot read"
+    return "malformed DER"
+
+
+def _read(problems: list[str], what: str, read: Callable[[], T], default: T) -> T:
+    """``read()``, or ``default`` with a problem noted when the parser rejects the input."""
+    try:
+        return read()
+    except Exception as e:  # noqa: BLE001 - a parser's failure on input is data, not a bug
+        problems.append(f"{what}: {_reason(e)}")
+        return default
+
+
 def precert_tbs_sha256(tbs_der: bytes) -> str | None:
     """SHA-256 of a TBS certificate without the CT poison and SCT-list extensions.
 
     RFC 6962 §3.2: a precert's TBS minus the poison equals its final certificate's TBS
     minus the SCT list, so this is one value for both halves of an issuance. (pyca's
     ``tbs_precertificate_bytes`` strips only the SCT list and fails without one.)
-    ``None`` when the TBS is not DER that pyasn1 can round-trip.
+    ``None`` when the TBS is not DER that pyasn1 can round-trip. Callers bound the work
+    first (:data:`MAX_EXTENSIONS`): pyasn1 is slow.
     """
     try:
         tbs, rest = der_decoder.decode(tbs_der, asn1Spec=rfc5280.TBSCertificate())
@@ -76,7 +132,7 @@ def precert_tbs_sha256(tbs_der: bytes) -> str | None:
                     kept.append(ext)
             tbs["extensions"] = kept
         return hashlib.sha256(der_encoder.encode(tbs)).hexdigest()
-    except (PyAsn1Error, ValueError, TypeError):
+    except Exception:  # noqa: BLE001 - pyasn1 raises more than PyAsn1Error on hostile input
         return None
 
 
@@ -105,61 +161,97 @@ def _aggregated(name: x509.Name) -> str:
     return "".join(parts)
 
 
-def tbs_sha256_of_der(der: bytes) -> str | None:
-    """:func:`precert_tbs_sha256` of a certificate's DER; ``None`` if it does not parse."""
-    try:
-        cert = x509.load_der_x509_certificate(der)
-    except ValueError:
+def _tbs_sha256(cert: x509.Certificate, extension_count: int) -> str | None:
+    if extension_count > MAX_EXTENSIONS:
         return None
     return precert_tbs_sha256(cert.tbs_certificate_bytes)
 
 
-def _der_to_info(der: bytes, *, with_tbs: bool = True) -> CertificateInfo:
+def tbs_sha256_of_der(der: bytes) -> str | None:
+    """:func:`precert_tbs_sha256` of a certificate's DER; ``None`` if it cannot be computed
+    (it does not parse, or it is beyond the bounds)."""
+    if len(der) > MAX_DER_BYTES:
+        return None
     try:
         cert = x509.load_der_x509_certificate(der)
-        extensions = cert.extensions
-        serial = cert.serial_number
-        not_before = int(cert.not_valid_before_utc.timestamp())
-        not_after = int(cert.not_valid_after_utc.timestamp())
-        spki = cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as e:
-        raise InvalidCertificate(f"not a parsable X.509 certificate ({e})") from None
+        count = len(cert.extensions)
+    except Exception:  # noqa: BLE001 - hostile input
+        return None
+    return _tbs_sha256(cert, count)
 
+
+def _load_der(der: bytes) -> x509.Certificate:
+    if len(der) > MAX_DER_BYTES:
+        raise InvalidCertificate(
+            f"is {len(der):,} bytes of DER; certificates over {MAX_DER_BYTES:,} are not accepted"
+        )
+    try:
+        return x509.load_der_x509_certificate(der)
+    except Exception as e:  # noqa: BLE001 - hostile input
+        raise InvalidCertificate(f"not a parsable X.509 certificate ({_reason(e)})") from None
+
+
+def _der_to_info(der: bytes, *, with_tbs: bool) -> CertificateInfo:
+    """Every fact that can be read; what cannot is empty and listed in ``problems``."""
+    cert = _load_der(der)
+    problems: list[str] = []
+    no_extensions: list[x509.Extension[x509.ExtensionType]] = []
+    extensions = _read(problems, "extensions", lambda: list(cert.extensions), no_extensions)
+    if len(extensions) > MAX_EXTENSIONS:
+        problems.append(f"has {len(extensions):,} extensions; at most {MAX_EXTENSIONS} are read")
     sans: list[str] = []
     aki: str | None = None
     is_precert = False
     for ext in extensions:
         if isinstance(ext.value, x509.SubjectAlternativeName):
-            sans = list(ext.value.get_values_for_type(x509.DNSName))
+            sans = ext.value.get_values_for_type(x509.DNSName)
         elif isinstance(ext.value, x509.AuthorityKeyIdentifier) and ext.value.key_identifier:
             aki = ext.value.key_identifier.hex()
         elif isinstance(ext.value, x509.PrecertPoison):
             is_precert = True
+    spki = _read(problems, "public key", lambda: _spki_sha256(cert.public_key()), None)
+    issuer = _read(problems, "issuer", lambda: cert.issuer, x509.Name([]))
+    subject = _read(problems, "subject", lambda: cert.subject, x509.Name([]))
+    validity = _read(problems, "validity", lambda: _validity(cert), (0, 0))
     return CertificateInfo(
         sha1=hashlib.sha1(der, usedforsecurity=False).hexdigest(),
         sha256=hashlib.sha256(der).hexdigest(),
-        serial=serial,
+        serial=cert.serial_number,
         sans=tuple(sans),
-        subject_cn=_attr(cert.subject, NameOID.COMMON_NAME),
-        not_before=not_before,
-        not_after=not_after,
-        issuer=_aggregated(cert.issuer),
-        issuer_o=_attr(cert.issuer, NameOID.ORGANIZATION_NAME),
-        issuer_cn=_attr(cert.issuer, NameOID.COMMON_NAME),
+        subject_cn=_read(problems, "subject", lambda: _attr(subject, NameOID.COMMON_NAME), None),
+        not_before=validity[0],
+        not_after=validity[1],
+        issuer=_read(problems, "issuer", lambda: _aggregated(issuer), ""),
+        issuer_dn=_read(problems, "issuer", issuer.rfc4514_string, ""),
+        issuer_o=_read(problems, "issuer", lambda: _attr(issuer, NameOID.ORGANIZATION_NAME), None),
+        issuer_cn=_read(problems, "issuer", lambda: _attr(issuer, NameOID.COMMON_NAME), None),
         authority_key_id=aki,
-        spki_sha256=hashlib.sha256(spki).hexdigest(),
-        tbs_sha256=precert_tbs_sha256(cert.tbs_certificate_bytes) if with_tbs else None,
+        spki_sha256=spki,
+        tbs_sha256=_tbs_sha256(cert, len(extensions)) if with_tbs and not problems else None,
         is_precert=is_precert,
+        problems=tuple(dict.fromkeys(problems)),
     )
 
 
-def parse_certificate(data: bytes | str, *, with_tbs: bool = True) -> CertificateInfo:
+def _validity(cert: x509.Certificate) -> tuple[int, int]:
+    return (int(cert.not_valid_before_utc.timestamp()), int(cert.not_valid_after_utc.timestamp()))
+
+
+def _spki_sha256(key: PublicKeyTypes | CertificatePublicKeyTypes) -> str:
+    spki = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+def parse_certificate(
+    data: bytes | str, *, with_tbs: bool = True, strict: bool = True
+) -> CertificateInfo:
     """Facts from one certificate, PEM (the first block) or DER.
 
     ``with_tbs=False`` skips the TBS hash, which costs a hundred times the rest (pyasn1).
-    Raises :class:`InvalidCertificate` when it does not parse.
+    Raises :class:`InvalidCertificate` when it does not parse at all, or, if ``strict``,
+    when any fact cannot be read; otherwise such facts are empty (see ``problems``).
     """
     raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
     if b"-----BEGIN" in raw:
@@ -168,28 +260,29 @@ def parse_certificate(data: bytes | str, *, with_tbs: bool = True) -> Certificat
             raise InvalidCertificate("no '-----BEGIN CERTIFICATE-----' block found")
         try:
             cert = x509.load_pem_x509_certificate(block.group(0))
-        except ValueError as e:
-            raise InvalidCertificate(f"not a parsable PEM certificate ({e})") from None
-        raw = cert.public_bytes(serialization.Encoding.DER)
-    return _der_to_info(raw, with_tbs=with_tbs)
+            raw = cert.public_bytes(serialization.Encoding.DER)
+        except Exception as e:  # noqa: BLE001 - hostile input
+            raise InvalidCertificate(f"not a parsable PEM certificate ({_reason(e)})") from None
+    info = _der_to_info(raw, with_tbs=with_tbs)
+    if strict and info.problems:
+        raise InvalidCertificate(f"not a usable certificate: {info.problems[0]}")
+    return info
 
 
 def spki_sha256_from_pem(text: str) -> str:
     """SHA-256 of the SubjectPublicKeyInfo in a PEM public key, CSR or certificate."""
     data = text.encode("utf-8", "replace")
-    key: PublicKeyTypes
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        spki = parse_certificate(data, with_tbs=False).spki_sha256
+        assert spki is not None  # strict: a key that cannot be read is an error
+        return spki
+    if len(data) > 4 * MAX_DER_BYTES:
+        raise InvalidCertificate(f"is over {4 * MAX_DER_BYTES:,} bytes; not a public key")
     try:
         if b"CERTIFICATE REQUEST-----" in data:
-            key = x509.load_pem_x509_csr(data).public_key()
-        elif b"-----BEGIN CERTIFICATE-----" in data:
-            return parse_certificate(data).spki_sha256
-        else:
-            key = serialization.load_pem_public_key(data)
-        spki = key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    except (ValueError, TypeError, x509.UnsupportedGeneralNameType) as e:
+            return _spki_sha256(x509.load_pem_x509_csr(data).public_key())
+        return _spki_sha256(serialization.load_pem_public_key(data))
+    except Exception as e:  # noqa: BLE001 - hostile input
         raise InvalidCertificate(
-            f"not a parsable PEM public key, CSR or certificate ({e})"
+            f"not a usable PEM public key, CSR or certificate ({_reason(e)})"
         ) from None
-    return hashlib.sha256(spki).hexdigest()

@@ -104,7 +104,7 @@ class InventoryCert:
             authority_key_id=info.authority_key_id,
             tbs_sha256=info.tbs_sha256,
             spki_sha256=info.spki_sha256,
-            issuer=info.issuer,
+            issuer=info.issuer_dn,
         )
 
     def matchable_by(self) -> list[str]:
@@ -145,7 +145,9 @@ def facts_from_update(update: UpdateDetails) -> CertFacts:
     names = normalise_names(update.names)
     if update.der is not None:
         try:
-            info = parse_certificate(update.der, with_tbs=False)
+            # Lenient: what cannot be read (an unknown key algorithm...) is left out; a
+            # certificate that does not parse at all leaves the message's own fields.
+            info = parse_certificate(update.der, with_tbs=False, strict=False)
         except InvalidCertificate:
             pass
         else:

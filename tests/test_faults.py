@@ -6,6 +6,7 @@ certwatch is still doing its job (connected, processing, alerting) and has not l
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -20,7 +21,15 @@ import attrs
 import httpx
 import pytest
 import trio
-from support.certs import CA, unrelated_message
+from support.certs import (
+    CA,
+    pem,
+    public_key_pem_with_unknown_algorithm,
+    unrelated_message,
+    with_extensions,
+    with_unknown_key_algorithm,
+    with_version,
+)
 from support.servers import FeedServer, RawFeed, Receiver
 from support.service import FAST, TOKEN, RunningService, make_settings, run_service, wait_until
 
@@ -214,6 +223,100 @@ class TestFeedFaults:
                 return tasks_living() == baseline_tasks
 
             await wait_until(settled)
+
+
+class TestHostileCertificates:
+    """Certificates that cryptography rejects: an alert from the feed, a 4xx from the API."""
+
+    @pytest.mark.parametrize("forge", ["unknown key algorithm", "version 8"])
+    async def test_a_matching_unparsable_certificate_still_alerts(
+        self, tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA, forge: str
+    ) -> None:
+        """A hijack in a certificate nobody can parse is stored and delivered, named from the
+        message; the next certificate is processed as usual."""
+        issuance = ca.issue(["evil.example.org"])
+        if forge == "unknown key algorithm":
+            der = with_unknown_key_algorithm(issuance.precert)
+        else:
+            der = with_version(issuance.precert, 8)
+        message = issuance.message("go-full")
+        message["data"]["leaf_cert"]["as_der"] = base64.b64encode(der).decode()
+        settings = make_settings(
+            tmp_path, certstream_url=feed.url, webhook_url=receiver.url, timing=QUICK
+        )
+        async with run_service(settings) as service:
+            await service.add_domain("example.org")
+            await feed.send(message)
+            await feed.send(ca.issue(["next.example.org"]).message())
+            deliveries = await receiver.wait_for(2)
+            alerts = await service.alerts()
+        first = deliveries[0].json()
+        assert (first["severity"], first["matched_sans"]) == ("suspicious", ["evil.example.org"])
+        assert first["serial"] == message["data"]["leaf_cert"]["serial_number"]
+        assert first["issuance_id"].startswith(f"aki:{ca.key_id.hex()}:")
+        assert deliveries[1].json()["matched_sans"] == ["next.example.org"]
+        assert len(alerts) == 2
+
+    async def test_pushes_the_parser_rejects_get_422_naming_the_field(
+        self, tmp_path: Path, ca: CA
+    ) -> None:
+        """PEM bodies, pem fields and keys that cryptography rejects: 422 naming the field."""
+        issuance = ca.issue(["a.example.org"])
+        bad_key = pem(with_unknown_key_algorithm(issuance.final))
+        bad_version = pem(with_version(issuance.final, 8))
+        async with run_service(make_settings(tmp_path, timing=QUICK)) as service:
+            client = service.client
+            pem_type = {"content-type": "application/x-pem-file"}
+            unknown_key = public_key_pem_with_unknown_algorithm()
+            answers = {
+                "body key": await client.post("/certs", content=bad_key, headers=pem_type),
+                "body version": await client.post("/certs", content=bad_version, headers=pem_type),
+                "pem key": await client.post("/certs", json={"pem": bad_key}),
+                "key pem": await client.post(
+                    "/keys",
+                    json={"pem": unknown_key, "names": ["a.example.org"]},
+                ),
+                "key cert": await client.post(
+                    "/keys", json={"pem": bad_key, "names": ["a.example.org"]}
+                ),
+            }
+            assert (await client.get("/certs")).json() == []
+            assert (await client.get("/keys")).json() == []
+        expected = {
+            "body key": ("body", "public key"),
+            "body version": ("body", "X.509 version 8 is not valid"),
+            "pem key": ("pem", "public key"),
+            "key pem": ("pem", "cannot read"),
+            "key cert": ("pem", "public key"),
+        }
+        for name, response in answers.items():
+            assert response.status_code == 422, (name, response.text)
+            (problem,) = response.json()["fields"]
+            field, words = expected[name]
+            assert problem["field"] == field, name
+            assert words in problem["problem"], (name, problem)
+            assert "ParseError" not in response.text
+
+    async def test_a_push_with_36000_extensions_is_refused_without_parsing_it(
+        self, tmp_path: Path, ca: CA
+    ) -> None:
+        """A ~950 KiB PEM of 36,000 extensions is refused by its size; the API stays responsive.
+
+        (How long the event loop is held is measured in benchmarks/hostile_push.py.)
+        """
+        big = pem(with_extensions(ca, ["a.example.org"], 36_000))
+        assert 800_000 < len(big) < 1024 * 1024
+        async with run_service(make_settings(tmp_path, timing=QUICK)) as service:
+            response = await service.client.post(
+                "/certs", content=big, headers={"content-type": "application/x-pem-file"}
+            )
+            health = await service.client.get("/healthz")
+        assert response.status_code == 422
+        assert response.json()["fields"][0]["field"] == "body"
+        assert (
+            "certificates over 65,536 are not accepted" in response.json()["fields"][0]["problem"]
+        )
+        assert health.status_code == 200
 
 
 class TestApiConnections:

@@ -12,9 +12,23 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from support.certs import CA
+from support.certs import (
+    CA,
+    public_key_pem_with_unknown_algorithm,
+    with_extensions,
+    with_unknown_key_algorithm,
+    with_version,
+)
 
-from certwatch.certificates import parse_certificate, precert_tbs_sha256, spki_sha256_from_pem
+from certwatch import certificates
+from certwatch.certificates import (
+    MAX_DER_BYTES,
+    MAX_EXTENSIONS,
+    parse_certificate,
+    precert_tbs_sha256,
+    spki_sha256_from_pem,
+    tbs_sha256_of_der,
+)
 from certwatch.classify import Evidence, Inventory, InventoryCert, KnownKey, facts_from_update
 from certwatch.errors import InvalidCertificate
 from certwatch.identity import CertFacts, fingerprint, key_identifier, serial_number
@@ -149,6 +163,81 @@ class TestCertificates:
         assert spki_sha256_from_pem(issuance.final_pem()) == expected
         with pytest.raises(InvalidCertificate):
             spki_sha256_from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----")
+
+
+PARSER_INTERNALS = ("ParseError", "{", "kind:", "asn1", "Traceback")
+
+
+class TestHostileCertificates:
+    """Whatever the bytes, parsing ends in facts or an InvalidCertificate with a plain reason."""
+
+    def test_an_unknown_key_algorithm_is_a_named_input_error(self, ca: CA) -> None:
+        """Read strictly (a push), a key nobody can read is an error that says so."""
+        der = with_unknown_key_algorithm(ca.issue(["a.example.org"]).final)
+        with pytest.raises(InvalidCertificate) as caught:
+            parse_certificate(der)
+        assert "public key" in caught.value.message
+        assert not any(word in caught.value.message for word in PARSER_INTERNALS)
+
+    def test_an_unknown_key_algorithm_still_gives_the_other_facts(self, ca: CA) -> None:
+        """Read leniently (the feed), the serial, names and key id survive; the key is left out."""
+        issuance = ca.issue(["a.example.org"])
+        info = parse_certificate(with_unknown_key_algorithm(issuance.precert), strict=False)
+        assert info.serial == issuance.serial
+        assert info.sans == ("a.example.org",)
+        assert info.authority_key_id == ca.key_id.hex()
+        assert info.spki_sha256 is None
+        assert info.problems == ("public key: uses an algorithm certwatch cannot read",)
+
+    def test_version_8_is_refused_with_its_number(self, ca: CA) -> None:
+        """An X.509 version that does not exist is refused, naming it."""
+        der = with_version(ca.issue(["a.example.org"]).final, 8)
+        with pytest.raises(InvalidCertificate, match=r"X\.509 version 8 is not valid"):
+            parse_certificate(der, strict=False)
+
+    @pytest.mark.parametrize("cut", [1, 10, 100, 300])
+    def test_truncated_der_shows_no_parser_internals(self, ca: CA, cut: int) -> None:
+        """A certificate cut short is 'malformed DER', not the parser's own error text."""
+        der = ca.issue(["a.example.org"]).final.public_bytes(Encoding.DER)[:-cut]
+        with pytest.raises(InvalidCertificate) as caught:
+            parse_certificate(der)
+        assert "malformed DER" in caught.value.message
+        assert not any(word in caught.value.message for word in PARSER_INTERNALS)
+
+    def test_a_key_of_unknown_algorithm_is_a_named_input_error(self) -> None:
+        """A PEM public key under an unknown algorithm is an InvalidCertificate, not a crash."""
+        with pytest.raises(InvalidCertificate, match="cannot read"):
+            spki_sha256_from_pem(public_key_pem_with_unknown_algorithm())
+
+    def test_an_oversized_certificate_is_not_parsed(self) -> None:
+        """Over MAX_DER_BYTES, nothing is parsed: the size alone is the answer."""
+        with pytest.raises(InvalidCertificate, match="certificates over 65,536 are not accepted"):
+            parse_certificate(b"\x30" * (MAX_DER_BYTES + 1), strict=False)
+        assert tbs_sha256_of_der(b"\x30" * (MAX_DER_BYTES + 1)) is None
+
+    def test_too_many_extensions_skip_the_tbs_hash(
+        self, ca: CA, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Past MAX_EXTENSIONS, pyasn1 (slow, pure Python) is never asked for the TBS hash."""
+        cert = with_extensions(ca, ["a.example.org"], MAX_EXTENSIONS + 1)
+        der = cert.public_bytes(Encoding.DER)
+
+        def forbidden(tbs_der: bytes) -> str:
+            raise AssertionError("pyasn1 was asked to hash a hostile TBS")
+
+        monkeypatch.setattr(certificates, "precert_tbs_sha256", forbidden)
+        assert tbs_sha256_of_der(der) is None
+        lenient = parse_certificate(der, strict=False)
+        assert lenient.tbs_sha256 is None
+        assert lenient.sans == ("a.example.org",)
+        with pytest.raises(InvalidCertificate, match="has 102 extensions; at most 100"):
+            parse_certificate(der)
+
+    def test_the_issuer_keeps_its_order_for_people(self, ca: CA) -> None:
+        """issuer_dn is the RFC 4514 text in the certificate's own order."""
+        info = parse_certificate(ca.issue(["a.example.org"]).final_pem())
+        assert info.issuer_dn == "CN=ETS R1,O=Example Trust Services,C=US"
+        assert info.issuer == "/C=US/CN=ETS R1/O=Example Trust Services"  # certstream's form
 
 
 class TestIssuanceKey:

@@ -20,6 +20,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
+from pyasn1.codec.der import decoder, encoder
+from pyasn1.type import univ
+from pyasn1_modules import rfc5280
 
 SCT_LIST_OID = ExtensionOID.PRECERT_SIGNED_CERTIFICATE_TIMESTAMPS
 
@@ -364,3 +367,83 @@ def chain_entry(cert: x509.Certificate) -> dict[str, Any]:
 def unrelated_message(name: str = "www.unrelated-example.com") -> dict[str, Any]:
     """A certificate for a name nobody watches."""
     return CA("Other CA", "Other Org").issue([name]).message()
+
+
+# --- certificates that parsers reject, as a hostile CA or client would make them --------
+
+UNKNOWN_KEY_ALGORITHM = "1.3.6.1.4.1.55555.1"
+
+
+def _edit_tbs(cert: x509.Certificate, edit: Any) -> bytes:
+    """The certificate's DER after ``edit(tbs)`` (pyasn1); the signature is left as it was."""
+
+    decoded, _ = decoder.decode(_der(cert), asn1Spec=rfc5280.Certificate())
+    edit(decoded["tbsCertificate"])
+    return bytes(encoder.encode(decoded))
+
+
+def with_unknown_key_algorithm(cert: x509.Certificate) -> bytes:
+    """The DER of ``cert`` with its public key under an algorithm OID nobody knows."""
+
+    def edit(tbs: Any) -> None:
+        spki_algorithm = tbs["subjectPublicKeyInfo"]["algorithm"]
+        spki_algorithm["algorithm"] = univ.ObjectIdentifier(UNKNOWN_KEY_ALGORITHM)
+
+    return _edit_tbs(cert, edit)
+
+
+def with_version(cert: x509.Certificate, version: int) -> bytes:
+    """The DER of ``cert`` claiming X.509 version ``version`` (only 1 to 3 exist)."""
+
+    def edit(tbs: Any) -> None:
+        tbs["version"] = version - 1
+
+    return _edit_tbs(cert, edit)
+
+
+def public_key_pem_with_unknown_algorithm() -> str:
+    """A PEM public key (SubjectPublicKeyInfo) under an unknown algorithm OID."""
+
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    spki = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    decoded, _ = decoder.decode(spki, asn1Spec=rfc5280.SubjectPublicKeyInfo())
+    decoded["algorithm"]["algorithm"] = univ.ObjectIdentifier(UNKNOWN_KEY_ALGORITHM)
+    body = base64.encodebytes(bytes(encoder.encode(decoded))).decode()
+    return f"-----BEGIN PUBLIC KEY-----\n{body}-----END PUBLIC KEY-----\n"
+
+
+def with_extensions(ca: CA, names: list[str], count: int) -> x509.Certificate:
+    """A final certificate for ``names`` carrying ``count`` extra (unknown) extensions."""
+    now = datetime.datetime.now(datetime.UTC)
+    extensions = [
+        x509.Extension(
+            x509.ObjectIdentifier(f"1.3.6.1.4.1.55555.2.{i}"),
+            False,
+            x509.UnrecognizedExtension(
+                x509.ObjectIdentifier(f"1.3.6.1.4.1.55555.2.{i}"), b"\x05\x00"
+            ),
+        )
+        for i in range(count)
+    ]
+    builder = x509.CertificateBuilder(
+        issuer_name=ca.name,
+        subject_name=_name(names[0]),
+        public_key=ec.generate_private_key(ec.SECP256R1()).public_key(),
+        serial_number=random_serial(),
+        not_valid_before=now - datetime.timedelta(minutes=5),
+        not_valid_after=now + datetime.timedelta(days=90),
+        extensions=extensions,
+    )
+    builder = builder.add_extension(
+        x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+    )
+    return builder.sign(ca.key, hashes.SHA256())
+
+
+def pem(cert: x509.Certificate | bytes) -> str:
+    """PEM of a certificate or of raw DER (which need not parse)."""
+    der = cert if isinstance(cert, bytes) else _der(cert)
+    body = base64.encodebytes(der).decode()
+    return f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n"
