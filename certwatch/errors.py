@@ -8,6 +8,7 @@
     │   ├── InvalidBody         a body that is not JSON, too deep, or of the wrong shape
     │   └── UnsupportedMediaType  a body in a format the route does not take (HTTP 415)
     ├── MalformedMessage        a feed message that is counted and skipped
+    ├── FeedConnectError        connecting to the feed failed (counted by reason, retried)
     └── StoreError              the SQLite database cannot be used
         └── StoreUnavailable    a transient fault (locked, read-only, disk full): HTTP 503
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 __all__ = [
     "CertwatchError",
     "ConfigError",
+    "FeedConnectError",
     "FieldProblem",
     "InputError",
     "InvalidBody",
@@ -98,6 +100,18 @@ class MalformedMessage(CertwatchError):
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class FeedConnectError(CertwatchError):
+    """A connection to the feed that never became a WebSocket; ``reason`` is a metric label."""
+
+    REASONS = ("dns", "refused", "timeout", "tls", "rejected", "protocol", "network")
+
+    def __init__(self, reason: str, detail: str) -> None:
+        assert reason in self.REASONS, reason
+        super().__init__(detail)
         self.reason = reason
         self.detail = detail
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -24,7 +26,9 @@ from typing import NoReturn
 from urllib.parse import urlsplit
 
 import attrs
+import h11
 import trio
+import wsproto.utilities
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
@@ -33,6 +37,7 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
+from certwatch.errors import FeedConnectError
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
 
@@ -81,25 +86,76 @@ class _Target:
         return self.host if self.port in (80, 443) else f"{self.host}:{self.port}"
 
 
+async def _connect_tcp(target: _Target, timing: Timing) -> trio.abc.Stream:
+    """The TCP (and TLS) stream to the feed, or :class:`FeedConnectError`."""
+    try:
+        with trio.fail_after(timing.connect_timeout_s):
+            if target.tls:
+                return await trio.open_ssl_over_tcp_stream(
+                    target.host, target.port, https_compatible=True
+                )
+            return await trio.open_tcp_stream(target.host, target.port)
+    except trio.TooSlowError:
+        raise FeedConnectError(
+            "timeout", f"no connection within {timing.connect_timeout_s:g} s"
+        ) from None
+    except socket.gaierror as e:
+        raise FeedConnectError("dns", f"cannot resolve {target.host}: {e.strerror}") from None
+    except OSError as e:
+        refused = isinstance(e.__cause__, BaseExceptionGroup) and all(
+            isinstance(leaf, ConnectionRefusedError) for leaf in _leaves(e.__cause__)
+        )
+        reason = "refused" if refused or isinstance(e, ConnectionRefusedError) else "network"
+        raise FeedConnectError(reason, str(e) or type(e).__name__) from None
+
+
+# What a server that is no WebSocket server makes the handshake raise; anything else that
+# escapes the handshake is a bug and crashes, as bugs should.
+_HANDSHAKE_FAILURES = (
+    trio.TooSlowError,
+    HandshakeError,
+    ConnectionClosed,
+    h11.ProtocolError,
+    wsproto.utilities.ProtocolError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    OSError,
+)
+
+
+def _handshake_failure(error: BaseException, timing: Timing) -> FeedConnectError | None:
+    """The failure an exception (group) from the WebSocket upgrade means, or ``None``."""
+    leaves = _leaves(error)
+    if not all(isinstance(leaf, _HANDSHAKE_FAILURES) for leaf in leaves):
+        return None  # cancelled (shutting down), or a bug
+    first = leaves[0]
+    if isinstance(first, trio.TooSlowError):
+        return FeedConnectError(
+            "timeout", f"no WebSocket upgrade within {timing.connect_timeout_s:g} s"
+        )
+    if isinstance(first, ConnectionRejected):
+        return FeedConnectError("rejected", f"rejected with HTTP {first.status_code}")
+    if isinstance(first, trio.BrokenResourceError) and isinstance(first.__cause__, ssl.SSLError):
+        return FeedConnectError("tls", f"TLS handshake failed: {first.__cause__.reason}")
+    if isinstance(first, h11.ProtocolError | wsproto.utilities.ProtocolError | HandshakeError):
+        return FeedConnectError("protocol", f"not a WebSocket server ({first})")
+    return FeedConnectError("network", f"connection lost during the upgrade ({_describe(first)})")
+
+
 @asynccontextmanager
 async def _open(url: str, timing: Timing) -> AsyncIterator[WebSocketConnection]:
     """A client connection whose socket certwatch owns and always closes.
 
     trio-websocket 0.12.2 leaves the socket open when the server refuses the upgrade and
-    when the server closes first; wrapping a stream opened here avoids both leaks.
-    Failures surface as exception groups (the library's reader task runs in a nursery).
+    when the server closes first; wrapping a stream opened here avoids both leaks. Every
+    way the connection can fail before it is a WebSocket raises :class:`FeedConnectError`
+    (trio-websocket 0.12.2 itself raises h11's ``LocalProtocolError`` for a bad upgrade
+    answer); after that, failures surface as exception groups (the library's reader task
+    runs in a nursery).
     """
     target = _Target.parse(url)
-    try:
-        with trio.fail_after(timing.connect_timeout_s):
-            if target.tls:
-                stream: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(
-                    target.host, target.port, https_compatible=True
-                )
-            else:
-                stream = await trio.open_tcp_stream(target.host, target.port)
-    except trio.TooSlowError:
-        raise HandshakeError(f"no connection within {timing.connect_timeout_s:g} s") from None
+    stream = await _connect_tcp(target, timing)
+    upgraded = False
     try:
         async with trio.open_nursery() as nursery:
             with trio.fail_after(timing.connect_timeout_s):
@@ -112,6 +168,7 @@ async def _open(url: str, timing: Timing) -> AsyncIterator[WebSocketConnection]:
                     message_queue_size=LIBRARY_QUEUE,
                     receive_buffer_size=None,
                 )
+            upgraded = True
             try:
                 yield ws
             except BaseException:
@@ -121,6 +178,11 @@ async def _open(url: str, timing: Timing) -> AsyncIterator[WebSocketConnection]:
             with trio.move_on_after(timing.disconnect_timeout_s):
                 await ws.aclose()
             nursery.cancel_scope.cancel()
+    except BaseException as e:
+        failure = None if upgraded else _handshake_failure(e, timing)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         await trio.aclose_forcefully(stream)
 
@@ -225,6 +287,11 @@ class FeedConsumer:
                 await send.send(NEW_CONNECTION)
                 ended = await self._session(ws, send)
         # A session's own reason, when there was one, beats what closing it then raised.
+        except* FeedConnectError as group:
+            failure = _first(group)
+            assert isinstance(failure, FeedConnectError)
+            self._metrics.ws_connect_failures.labels(failure.reason).inc()
+            ended = f"connect failed: {failure.detail}"
         except* HandshakeError as group:
             ended = ended or f"connect failed: {_describe(_first(group))}"
         except* ConnectionClosed as group:
@@ -305,12 +372,16 @@ class FeedConsumer:
         scope.cancel()
 
 
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions in a (possibly nested) exception group, or the exception itself."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for sub in error.exceptions for leaf in _leaves(sub)]
+    return [error]
+
+
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first leaf of a (possibly nested) exception group."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
+    return _leaves(group)[0]
 
 
 def _describe(e: BaseException) -> str:

@@ -21,6 +21,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from certwatch.errors import FeedConnectError
 from certwatch.messages import KNOWN_TYPES, SKIP_REASONS
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -126,6 +127,12 @@ class Metrics:
             "Feed connections lost or attempts that failed.",
             registry=r,
         )
+        self.ws_connect_failures = Counter(
+            "certwatch_ws_connect_failures",
+            "Feed connection attempts that never became a WebSocket, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.ws_disconnected_seconds = Gauge(
             "certwatch_ws_disconnected_seconds",
             "Total time not connected to the feed since start.",
@@ -164,6 +171,8 @@ class Metrics:
         )
         for reason in SKIP_REASONS:
             self.ct_skipped.labels(reason)
+        for reason in FeedConnectError.REASONS:
+            self.ws_connect_failures.labels(reason)
         for severity in SEVERITIES:
             self.alerts.labels(severity)
         for result in RESULTS:

@@ -124,6 +124,52 @@ class TestFeedFaults:
             await feed.send(unrelated_message())
             await wait_until(lambda: processed(service, 1))
 
+    async def test_a_refused_connection_is_a_counted_retry(self, tmp_path: Path) -> None:
+        """Nothing listening on the feed's port: retried with backoff, counted as refused."""
+        settings = make_settings(tmp_path, timing=QUICK)  # the discard port: nothing listens
+        async with run_service(settings) as service:
+
+            async def refused_twice() -> bool:
+                return (
+                    await service.metric('certwatch_ws_connect_failures_total{reason="refused"}')
+                    >= 2
+                )
+
+            await wait_until(refused_twice)
+            health = (await service.client.get("/healthz")).json()
+        assert health["feed"]["connected"] is False
+        assert health["feed"]["last_error"].startswith("connect failed: ")
+
+    @pytest.mark.parametrize(
+        ("fault", "reason"),
+        [
+            ("no-upgrade", "timeout"),
+            ("ssh", "timeout"),  # a one-line banner never ends an HTTP header block
+            ("garbage", "protocol"),
+            ("http-200", "rejected"),
+            ("bad-accept", "protocol"),
+        ],
+    )
+    async def test_a_handshake_fault_is_a_counted_retry(
+        self, tmp_path: Path, nursery: trio.Nursery, ca: CA, fault: str, reason: str
+    ) -> None:
+        """Twice a server that is no WebSocket server: two failures by reason, then it works."""
+        message = json.dumps(ca.issue(["a.example.org"]).message())
+        feed = await RawFeed([fault, fault], [message]).start(nursery)
+        timing = attrs.evolve(QUICK, connect_timeout_s=0.3)
+        settings = make_settings(tmp_path, certstream_url=feed.url, timing=timing)
+        async with run_service(settings) as service:
+            await service.add_domain("example.org")
+            await feed.wait_for_connections(1)
+            await wait_until(lambda: processed(service, 1))
+            failures = await service.metric(
+                f'certwatch_ws_connect_failures_total{{reason="{reason}"}}'
+            )
+            assert len(await service.alerts()) == 1
+            assert feed.connections == 3
+            assert client_sockets_to(feed.port) == 1
+        assert failures == 2
+
     async def test_a_message_over_the_size_cap_closes_and_reconnects(
         self, tmp_path: Path, feed: FeedServer, ca: CA
     ) -> None:

@@ -179,12 +179,28 @@ class RawFeed:
     handshake and then never reads again (so pings go unanswered), ``mid-frame`` sends half
     a frame and closes the TCP connection, ``serve`` (also once the script is spent) sends
     ``frames`` and then answers pings until the client leaves.
+
+    Handshake faults (before any upgrade): ``no-upgrade`` reads the request and never
+    answers, ``ssh`` greets with an SSH banner as an SSH server does, ``garbage`` answers
+    the request with binary junk, ``http-200`` with a plain web page, and ``bad-accept``
+    with a ``101`` whose ``Sec-WebSocket-Accept`` is not the one the key asks for.
     """
+
+    HANDSHAKE_FAULTS = ("no-upgrade", "ssh", "garbage", "http-200", "bad-accept")
+    _ANSWERS = {
+        "garbage": bytes(range(256)) * 4,
+        "http-200": b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\nhello",
+        "bad-accept": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: bm90IHRoZSByaWdodCBrZXkhISE=\r\n\r\n",
+    }
 
     def __init__(self, script: list[str], frames: list[str]) -> None:
         self.script = list(script)
         self.frames = frames
         self.accepted = 0
+        """Connections upgraded to WebSocket."""
+        self.connections = 0
+        """TCP connections accepted, whatever happened next."""
         self.port = 0
         self._changed = trio.Event()
 
@@ -205,17 +221,26 @@ class RawFeed:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         ws = WSConnection(ConnectionType.SERVER)
+        behaviour = self.script.pop(0) if self.script else "serve"
+        self.connections += 1
         async with stream:
+            if behaviour == "ssh":
+                await stream.send_all(b"SSH-2.0-OpenSSH_9.6p1 Debian-3\r\n")
+                await _until_closed(stream)
+                return
             while not any(isinstance(e, WsRequest) for e in ws.events()):
                 data = await stream.receive_some(65536)
                 if not data:
                     return
                 ws.receive_data(data)
+            if behaviour in self.HANDSHAKE_FAULTS:
+                await stream.send_all(self._ANSWERS.get(behaviour, b""))
+                await _until_closed(stream)
+                return
             await stream.send_all(ws.send(AcceptConnection()))
             self.accepted += 1
             self._changed.set()
             self._changed = trio.Event()
-            behaviour = self.script.pop(0) if self.script else "serve"
             if behaviour == "silent":
                 await trio.sleep_forever()
             frame = ws.send(WsMessage(data=self.frames[0] if self.frames else "{}"))
@@ -229,3 +254,10 @@ class RawFeed:
                 for event in ws.events():
                     if isinstance(event, Ping):
                         await stream.send_all(ws.send(event.response()))
+
+
+async def _until_closed(stream: trio.SocketStream) -> None:
+    """Read and discard until the peer closes (or resets) the connection."""
+    with contextlib.suppress(trio.BrokenResourceError):
+        while await stream.receive_some(65536):
+            pass
