@@ -169,6 +169,11 @@ class Metrics:
             "Age of the oldest alert waiting for delivery (0 when none).",
             registry=r,
         )
+        self.webhook_retry_after_ignored = Counter(
+            "certwatch_webhook_retry_after_ignored",
+            "Retry-After headers (on 429 and 503) that were neither delay-seconds nor a date.",
+            registry=r,
+        )
         for reason in SKIP_REASONS:
             self.ct_skipped.labels(reason)
         for reason in FeedConnectError.REASONS:

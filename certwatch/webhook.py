@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import email.utils
 import hashlib
 import hmac
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import NoReturn
@@ -35,6 +37,7 @@ import httpx
 import msgspec
 import trio
 
+from certwatch import __version__
 from certwatch.errors import StoreUnavailable
 from certwatch.events import PENDING, Alert, webhook_payload
 from certwatch.metrics import Metrics
@@ -48,9 +51,11 @@ log = logging.getLogger("certwatch.webhook")
 CONCURRENCY = 4
 """Deliveries in flight at once."""
 QUICK_ATTEMPTS = 3
-USER_AGENT = "certwatch/0.1 (+https://github.com/certwatch)"
+USER_AGENT = f"certwatch/{__version__}"
 _MAX_ERROR_BODY = 200
 """How much of an error response's body goes into ``last_error``."""
+MAX_ERROR = 300
+"""``last_error`` is cut to this many characters (a receiver's redirect Location was 60 KB)."""
 _READ_ERROR_BODY = 4096
 """Error bodies are read only up to this announced size."""
 
@@ -91,18 +96,28 @@ def retry_delay(
     return min(cap_s, base_s * 2.0 ** min(exponent, 30)) * (0.8 + 0.4 * rng())
 
 
+_DELTA_SECONDS = re.compile(r"[0-9]{1,12}")
+"""RFC 9110 delay-seconds: ASCII digits only (``"²".isdigit()`` is true); 12 digits are
+already 30,000 years, and any wait is capped far below that."""
+
+
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP date.
+
+    ``None`` for a missing header and for anything else (the caller counts those).
+    """
+    if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DELTA_SECONDS.fullmatch(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:  # "-0000": an HTTP date is always UTC
+            when = when.replace(tzinfo=datetime.UTC)
+        return max(0.0, when.timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - now)
 
 
 @attrs.frozen
@@ -208,6 +223,7 @@ class WebhookSender:
         m.outbox_oldest_pending_age.set(0 if oldest is None else max(0.0, self._clock() - oldest))
 
     async def _deliver(self, client: httpx.AsyncClient, alert_id: int) -> None:
+        alert = None
         try:
             alert = await self._store.get_alert(alert_id)
             if alert is not None and alert.status == PENDING:
@@ -215,9 +231,41 @@ class WebhookSender:
         except StoreUnavailable as e:
             # The row stays pending as it was: the poller tries again (at least once).
             log.warning("outbox unavailable while delivering alert %d: %s", alert_id, e)
+        except Exception as e:  # contained: one alert's bug must not stop the rest
+            # A bug here used to crash the process again after every restart, and no alert
+            # was delivered at all. Logged with its traceback, counted as a failed attempt,
+            # and the alert goes on the retry schedule (so it ends `failed`, and is paged on,
+            # if the bug stays).
+            log.exception("internal error delivering alert %d", alert_id)
+            self._metrics.webhook.labels("failure").inc()
+            if alert is not None:
+                await self._record_internal_error(alert, e)
         finally:
             self._in_flight.discard(alert_id)
             self._poke.set()
+
+    async def _record_internal_error(self, alert: Alert, error: Exception) -> None:
+        assert alert.id is not None
+        now = self._clock()
+        attempts = alert.attempts + 1
+        delay = retry_delay(
+            max(attempts, QUICK_ATTEMPTS),
+            self._rng,
+            base_s=self._timing.webhook_backoff_s,
+            cap_s=self._timing.webhook_backoff_max_s,
+        )
+        queued_at = alert.queued_at if alert.queued_at is not None else alert.created_at
+        try:
+            await self._store.record_attempt(
+                alert.id,
+                delivered=False,
+                error=f"internal error: {type(error).__name__}",
+                now=now,
+                next_attempt_at=now + delay,
+                give_up=now + delay > queued_at + self._retry_period_s,
+            )
+        except StoreUnavailable as e:
+            log.warning("outbox unavailable while recording alert %d: %s", alert.id, e)
 
     async def _attempts(self, client: httpx.AsyncClient, alert: Alert) -> None:
         """The quick attempts still owed to this alert, or one scheduled retry."""
@@ -248,6 +296,9 @@ class WebhookSender:
                 )
             if outcome.retry_after is not None:
                 delay = max(delay, outcome.retry_after)
+            # No wait beyond the schedule's longest, nor past the retry period: an alert a
+            # receiver asks to hold for 3,000 years is retried hourly, then marked failed.
+            delay = min(delay, self._timing.webhook_backoff_max_s, self._retry_period_s)
             queued_at = alert.queued_at if alert.queued_at is not None else alert.created_at
             give_up = attempts >= QUICK_ATTEMPTS and now + delay > queued_at + self._retry_period_s
             await self._store.record_attempt(
@@ -299,7 +350,7 @@ class WebhookSender:
         except httpx.TimeoutException as e:
             outcome = _Outcome(delivered=False, error=f"timed out: {type(e).__name__}")
         except httpx.HTTPError as e:
-            outcome = _Outcome(delivered=False, error=f"{type(e).__name__}: {e}"[:_MAX_ERROR_BODY])
+            outcome = _Outcome(delivered=False, error=f"{type(e).__name__}: {e}"[:MAX_ERROR])
         finally:
             self._metrics.webhook_duration.observe(time.perf_counter() - started)
             result = "success" if outcome.delivered else "failure"
@@ -319,10 +370,13 @@ class WebhookSender:
             text = " ".join(body[:_MAX_ERROR_BODY].decode("utf-8", "replace").split())
         error = f"HTTP {status}" + (f": {text}" if text else "")
         if 300 <= status < 400:
-            error = (
-                f"HTTP {status} redirect to {response.headers.get('location', '?')} (not followed)"
-            )
+            location = response.headers.get("location", "?")[:_MAX_ERROR_BODY]
+            error = f"HTTP {status} redirect to {location} (not followed)"
         retry_after = None
         if status in (429, 503):
-            retry_after = parse_retry_after(response.headers.get("retry-after"), self._clock())
-        return _Outcome(delivered=False, error=error, retry_after=retry_after)
+            header = response.headers.get("retry-after")
+            retry_after = parse_retry_after(header, self._clock())
+            if header is not None and retry_after is None:
+                self._metrics.webhook_retry_after_ignored.inc()
+                log.warning("ignoring an unreadable Retry-After: %r", header[:100])
+        return _Outcome(delivered=False, error=error[:MAX_ERROR], retry_after=retry_after)

@@ -22,6 +22,8 @@ import trio
 import trio.testing
 from support.alerts import pending_alert
 
+from certwatch import __version__, webhook
+from certwatch.events import Alert
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
 from certwatch.store import Store
@@ -129,6 +131,7 @@ class TestDelivery:
         assert (
             metrics.registry.get_sample_value("certwatch_webhook_total", {"result": "success"}) == 1
         )
+        assert request.headers["user-agent"] == f"certwatch/{__version__}"
 
     async def test_quick_attempts_then_a_growing_schedule_then_dead(
         self, tmp_path: Path, autojump_clock: trio.testing.MockClock
@@ -159,12 +162,74 @@ class TestDelivery:
         assert alert.status == "delivered"
         assert alert.attempts == 2
 
+    @pytest.mark.parametrize("header", ["\u00b2", "\u0661\u0662\u0660", "1e3", "-5", "soon"])
+    async def test_an_unreadable_retry_after_is_ignored_and_counted(
+        self, tmp_path: Path, autojump_clock: trio.testing.MockClock, header: str
+    ) -> None:
+        """A 503 whose Retry-After is no number or date: the usual schedule, one count."""
+        # Raw bytes, as a receiver sends them (httpx would encode a str header as ASCII).
+        hook = Hook(script=[httpx.Response(503, headers=[(b"Retry-After", header.encode())])])
+        async with sending(tmp_path, hook) as (store, _, metrics):
+            await hook.wait_for(2)
+            await trio.testing.wait_all_tasks_blocked()
+            (alert,) = await store.list_alerts()
+        assert hook.times() == [0, 1]
+        assert alert.status == "delivered"
+        ignored = metrics.registry.get_sample_value("certwatch_webhook_retry_after_ignored_total")
+        assert ignored == 1
+
+    async def test_a_retry_after_of_3000_years_is_capped_by_the_schedule_and_the_period(
+        self, tmp_path: Path, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Retry-After: 99999999999 waits at most an hour per attempt, and the alert fails
+        when the retry period is over instead of being parked."""
+        parked = httpx.Response(503, headers={"Retry-After": "99999999999"})
+        hook = Hook(default=lambda: parked)
+        async with sending(tmp_path, hook, retry_period=3 * 3600) as (store, _, _metrics):
+            await trio.sleep(5 * 3600)
+            (alert,) = await store.list_alerts()
+        assert hook.times() == [0, 3600, 7200, 10800]
+        assert alert.status == "failed"
+
+    async def test_a_bug_with_one_alert_does_not_stop_the_others(
+        self,
+        tmp_path: Path,
+        autojump_clock: trio.testing.MockClock,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A delivery that raises is logged, counted and scheduled again; the rest go out."""
+        real_payload = webhook.webhook_payload
+
+        def payload(alert: Alert) -> dict[str, object]:
+            if alert.event_id == "evt-0":
+                raise RuntimeError("injected bug")
+            return real_payload(alert)
+
+        monkeypatch.setattr(webhook, "webhook_payload", payload)
+        hook = Hook()
+        async with sending(tmp_path, hook, alerts=2) as (store, _, metrics):
+            await hook.wait_for(1)
+            await trio.testing.wait_all_tasks_blocked()
+            alerts = {a.event_id: a for a in await store.list_alerts()}
+            broken, delivered = alerts["evt-0"], alerts["evt-1"]
+            assert delivered.status == "delivered"
+            assert (broken.status, broken.attempts) == ("pending", 1)
+            assert broken.last_error == "internal error: RuntimeError"
+            monkeypatch.setattr(webhook, "webhook_payload", real_payload)  # the bug is fixed
+            await hook.wait_for(2)
+        assert hook.times() == [0, 30]
+        assert metrics.registry.get_sample_value("certwatch_webhook_total", {"result": "failure"})
+
     async def test_redirects_are_failures_not_followed(
         self, tmp_path: Path, autojump_clock: trio.testing.MockClock
     ) -> None:
         """A 3xx is a failed attempt; the Location is never requested."""
+        long_location = "https://elsewhere.example/" + "a" * 60_000
         hook = Hook(
-            script=[httpx.Response(302, headers={"Location": "https://elsewhere.example/"})]
+            script=[
+                httpx.Response(302, headers={"Location": "https://elsewhere.example/"}),
+                httpx.Response(301, headers={"Location": long_location}),
+            ]
         )
         async with sending(tmp_path, hook) as (store, _, metrics):
             await hook.wait_for(1)
@@ -174,11 +239,17 @@ class TestDelivery:
                 "HTTP 302 redirect to https://elsewhere.example/ (not followed)"
             )
             await hook.wait_for(2)
-        assert [str(r.url) for _, r in hook.requests] == ["https://hooks.example/certwatch"] * 2
+            await trio.testing.wait_all_tasks_blocked()
+            (alert,) = await store.list_alerts()
+            assert alert.last_error is not None
+            assert alert.last_error.startswith("HTTP 301 redirect to https://elsewhere.example/a")
+            assert len(alert.last_error) <= 300
+            await hook.wait_for(3)
+        assert [str(r.url) for _, r in hook.requests] == ["https://hooks.example/certwatch"] * 3
         failures = metrics.registry.get_sample_value(
             "certwatch_webhook_total", {"result": "failure"}
         )
-        assert failures == 1
+        assert failures == 2
 
     async def test_a_hanging_receiver_times_out(
         self, tmp_path: Path, autojump_clock: trio.testing.MockClock
@@ -229,6 +300,20 @@ class TestSchedule:
         assert parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT", date + 90) == 0
         assert parse_retry_after("soon", 0.0) is None
         assert parse_retry_after(None, 0.0) is None
+        assert parse_retry_after(" 120 ", 0.0) == 120
+
+    @pytest.mark.parametrize(
+        "value",
+        ["\u00b2", "\u0661\u0662", "1_000", "1e3", "0x10", "-5", "+5", "5.5", "9" * 400, ""],
+    )
+    def test_retry_after_accepts_only_ascii_digits_or_a_date(self, value: str) -> None:
+        """Superscripts, other scripts' digits, signs, floats and huge numbers are no delay."""
+        assert parse_retry_after(value, 0.0) is None
+
+    def test_a_date_without_a_zone_is_utc(self) -> None:
+        """An HTTP date is always UTC, whatever the host's time zone."""
+        date = datetime.datetime(2026, 10, 21, 7, 28, tzinfo=datetime.UTC).timestamp()
+        assert parse_retry_after("Wed, 21 Oct 2026 07:28:00 -0000", date - 5) == 5
 
     def test_signature_with_a_plain_secret(self) -> None:
         """A secret without the `whsec_` prefix signs with its UTF-8 bytes."""
