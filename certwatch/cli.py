@@ -1,9 +1,10 @@
 """The ``certwatch`` command.
 
 ``certwatch`` (or ``certwatch serve``) runs the service. Exit status: 0 after a clean
-shutdown (SIGINT/SIGTERM), 2 for a bad environment variable (one line on stderr naming it),
-1 when the database cannot be used or a task crashed (the traceback is logged: a half-alive
-process is worse than a restarted one).
+shutdown (SIGINT, SIGTERM or SIGHUP; repeated signals during shutdown are ignored), 2 for a
+bad setting (one line on stderr naming the variable), 1 for an environment that stops it
+(the database cannot be used, the port is taken: one line too) or a task that crashed (the
+traceback is logged: a half-alive process is worse than a restarted one).
 
 ``certwatch replay FILE`` runs the pipeline over a capture (see :mod:`certwatch.replay`).
 """
@@ -21,7 +22,7 @@ from typing import NoReturn
 import trio
 
 from certwatch import __version__
-from certwatch.errors import ConfigError, StoreError
+from certwatch.errors import ConfigError, ListenError, StoreError, leaves
 from certwatch.replay import load_views, replay
 from certwatch.service import serve
 from certwatch.settings import Settings, db_path_from_env
@@ -42,29 +43,60 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
-async def _run_until_signal(settings: Settings) -> None:
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Each stops certwatch cleanly. SIGHUP too: certwatch has nothing to reload, and a closed
+terminal (or a supervisor that sends it) means "stop"."""
+
+
+class _StopRequests:
+    """A plain Python handler for the stop signals, in place outside ``trio.run``.
+
+    Installed before ``trio.run`` starts, it notes a signal that arrives before trio's own
+    receiver is open; trio puts it back when ``trio.run`` ends, so a signal during the last
+    moments of shutdown (``uv run`` forwards each SIGTERM, so a ``kill`` of the process group
+    delivers two) is noted and ignored instead of killing the process with status 143.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def note(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+
+    def install(self) -> None:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self.note)
+
+    @staticmethod
+    def ignore_from_now_on() -> None:
+        """Once ``trio.run`` is over, ignore them for good: interpreter shutdown resets every
+        Python handler to the default (which kills) but leaves ``SIG_IGN`` alone."""
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+
+async def _run_until_signal(settings: Settings, early: _StopRequests) -> None:
     shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
 
-        async def watch_signals() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    def stop(signum: int) -> None:
+        if shutdown.is_set():
+            log.info("received %s while shutting down; ignored", signal.Signals(signum).name)
+            return
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        shutdown.set()
+
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        for signum in early.received:
+            stop(signum)
+        async with trio.open_nursery() as nursery:
+
+            async def watch_signals() -> None:
                 async for signum in signals:
-                    if not shutdown.is_set():
-                        log.info("received %s", signal.Signals(signum).name)
-                        shutdown.set()
-                    else:
-                        log.warning("second signal: stopping without waiting")
-                        nursery.cancel_scope.cancel()
+                    stop(signum)
 
-        nursery.start_soon(watch_signals)
-        await serve(settings, shutdown)
-        nursery.cancel_scope.cancel()
-
-
-def _leaves(error: BaseException) -> list[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for sub in error.exceptions for leaf in _leaves(sub)]
-    return [error]
+            nursery.start_soon(watch_signals)
+            await serve(settings, shutdown)
+            nursery.cancel_scope.cancel()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,13 +148,21 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         print(f"certwatch: {e}", file=sys.stderr)
         sys.exit(2)
     _configure_logging(settings.log_level)
+    early = _StopRequests()
+    early.install()
     try:
-        trio.run(_run_until_signal, settings)
+        try:
+            trio.run(_run_until_signal, settings, early)
+        finally:
+            early.ignore_from_now_on()
     except BaseException as e:  # the process boundary: report, then exit
-        leaves = _leaves(e)
-        if all(isinstance(leaf, StoreError) for leaf in leaves):
-            print(f"certwatch: {leaves[0]}", file=sys.stderr)
-        elif all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        found = leaves(e)
+        if all(isinstance(leaf, ListenError) for leaf in found):
+            print(f"certwatch: {found[0]}", file=sys.stderr)
+            sys.exit(max(leaf.exit_status for leaf in found if isinstance(leaf, ListenError)))
+        if all(isinstance(leaf, StoreError) for leaf in found):
+            print(f"certwatch: {found[0]}", file=sys.stderr)
+        elif all(isinstance(leaf, KeyboardInterrupt) for leaf in found):
             sys.exit(130)
         else:
             log.critical("certwatch crashed", exc_info=e)

@@ -2,6 +2,7 @@
 
     CertwatchError
     ├── ConfigError             an environment variable is missing or invalid (exit status 2)
+    ├── ListenError             the API cannot listen where it is told to (exit status 1 or 2)
     ├── InputError              a request or record fails validation (HTTP 4xx)
     │   ├── InvalidName         not a usable hostname or watch entry
     │   ├── InvalidCertificate  a PEM, DER, CSR or public key that does not parse
@@ -26,10 +27,12 @@ __all__ = [
     "InvalidBody",
     "InvalidCertificate",
     "InvalidName",
+    "ListenError",
     "MalformedMessage",
     "StoreError",
     "StoreUnavailable",
     "UnsupportedMediaType",
+    "leaves",
 ]
 
 FieldProblem = tuple[str, str]
@@ -47,6 +50,20 @@ class ConfigError(CertwatchError):
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
         self.problem = problem
+
+
+class ListenError(CertwatchError):
+    """The API cannot listen on ``API_HOST``:``API_PORT``.
+
+    ``exit_status`` is 2 when the setting itself is wrong (a name that does not resolve),
+    1 when the environment is (the port is taken, the address is not on this host).
+    """
+
+    def __init__(self, variable: str, problem: str, *, exit_status: int) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+        self.exit_status = exit_status
 
 
 class InputError(CertwatchError):
@@ -122,3 +139,10 @@ class StoreError(CertwatchError):
 
 class StoreUnavailable(StoreError):
     """A transient database fault; the operation changed nothing and may be retried."""
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside a (possibly nested) exception group, or the exception itself."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for sub in error.exceptions for leaf in leaves(sub)]
+    return [error]

@@ -37,7 +37,7 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from certwatch.errors import FeedConnectError
+from certwatch.errors import FeedConnectError, leaves
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
 
@@ -103,7 +103,7 @@ async def _connect_tcp(target: _Target, timing: Timing) -> trio.abc.Stream:
         raise FeedConnectError("dns", f"cannot resolve {target.host}: {e.strerror}") from None
     except OSError as e:
         refused = isinstance(e.__cause__, BaseExceptionGroup) and all(
-            isinstance(leaf, ConnectionRefusedError) for leaf in _leaves(e.__cause__)
+            isinstance(leaf, ConnectionRefusedError) for leaf in leaves(e.__cause__)
         )
         reason = "refused" if refused or isinstance(e, ConnectionRefusedError) else "network"
         raise FeedConnectError(reason, str(e) or type(e).__name__) from None
@@ -125,10 +125,10 @@ _HANDSHAKE_FAILURES = (
 
 def _handshake_failure(error: BaseException, timing: Timing) -> FeedConnectError | None:
     """The failure an exception (group) from the WebSocket upgrade means, or ``None``."""
-    leaves = _leaves(error)
-    if not all(isinstance(leaf, _HANDSHAKE_FAILURES) for leaf in leaves):
+    found = leaves(error)
+    if not all(isinstance(leaf, _HANDSHAKE_FAILURES) for leaf in found):
         return None  # cancelled (shutting down), or a bug
-    first = leaves[0]
+    first = found[0]
     if isinstance(first, trio.TooSlowError):
         return FeedConnectError(
             "timeout", f"no WebSocket upgrade within {timing.connect_timeout_s:g} s"
@@ -372,16 +372,9 @@ class FeedConsumer:
         scope.cancel()
 
 
-def _leaves(error: BaseException) -> list[BaseException]:
-    """The exceptions in a (possibly nested) exception group, or the exception itself."""
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for sub in error.exceptions for leaf in _leaves(sub)]
-    return [error]
-
-
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first leaf of a (possibly nested) exception group."""
-    return _leaves(group)[0]
+    return leaves(group)[0]
 
 
 def _describe(e: BaseException) -> str:

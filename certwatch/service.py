@@ -16,9 +16,11 @@ propagates, so the process exits non-zero and the container supervisor restarts 
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable
 
@@ -31,6 +33,7 @@ from certwatch.api import ApiContext, create_app
 from certwatch.classify import Inventory
 from certwatch.cleanup import Cleanup
 from certwatch.domains import WatchIndex
+from certwatch.errors import ListenError, leaves
 from certwatch.feed import Connector, FeedConsumer, FeedItem
 from certwatch.metrics import Metrics
 from certwatch.pipeline import Pipeline
@@ -38,7 +41,7 @@ from certwatch.settings import Settings
 from certwatch.store import Store
 from certwatch.webhook import WebhookSender
 
-__all__ = ["FEED_BUFFER", "serve"]
+__all__ = ["FEED_BUFFER", "listen_error", "serve"]
 
 log = logging.getLogger("certwatch")
 
@@ -46,6 +49,24 @@ FEED_BUFFER = 4096
 """Frames received but not processed (~1 s of a catch-up burst; ~30 MB at worst)."""
 OUTBOX_BUFFER = 256
 """Decided alert ids on their way to the sender; overflow waits in the outbox table."""
+
+
+def listen_error(settings: Settings, error: BaseException) -> ListenError:
+    """What a failure to bind the API's socket means, naming the variable to fix."""
+    where = f"{settings.api_host}:{settings.api_port}"
+    if isinstance(error, socket.gaierror):
+        return ListenError("API_HOST", f"cannot resolve {settings.api_host!r}", exit_status=2)
+    errno_ = error.errno if isinstance(error, OSError) else None
+    if errno_ == errno.EADDRINUSE:
+        problem = f"{where} is already in use (another certwatch, or another program)"
+        return ListenError("API_PORT", problem, exit_status=1)
+    if errno_ == errno.EADDRNOTAVAIL:
+        problem = f"{settings.api_host} is not an address of this host"
+        return ListenError("API_HOST", problem, exit_status=1)
+    if errno_ == errno.EACCES:
+        problem = f"no permission to listen on {where} (ports below 1024 need privileges)"
+        return ListenError("API_PORT", problem, exit_status=1)
+    return ListenError("API_HOST", f"cannot listen on {where}: {error}", exit_status=1)
 
 
 def _hypercorn_config(settings: Settings) -> HypercornConfig:
@@ -140,6 +161,8 @@ async def serve(
                         app, _hypercorn_config(settings),
                         shutdown_trigger=stop_api.wait, task_status=task_status,
                     )  # fmt: skip
+                except* OSError as group:  # binding the socket: per connection, Hypercorn copes
+                    raise listen_error(settings, leaves(group)[0]) from None
                 finally:
                     api_stopped.set()
 

@@ -1,0 +1,158 @@
+"""The process boundary: `python -m certwatch` under signals and start-up faults.
+
+Each test runs the real command in a subprocess, as a container or systemd runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from support.service import TOKEN, make_settings
+
+from certwatch.errors import ListenError
+from certwatch.service import listen_error
+
+
+def environment(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "API_TOKEN": TOKEN,
+        "API_PORT": "0",
+        "DB_PATH": str(tmp_path / "cw.db"),
+        "CERTSTREAM_URL": "ws://127.0.0.1:9/full-stream",
+        **overrides,
+    }
+
+
+@contextmanager
+def running(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """certwatch in a subprocess, returned once it logged that it is ready."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "certwatch"], env=env, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if "certwatch ready" in line:
+                    break
+            else:
+                pytest.fail(f"certwatch never became ready (exit {proc.wait()})")
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def stopped(proc: subprocess.Popen[str], timeout: float = 10) -> tuple[int, str]:
+    status = proc.wait(timeout=timeout)
+    assert proc.stderr is not None
+    return status, proc.stderr.read()
+
+
+def run_to_exit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "certwatch"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+class TestSignals:
+    @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+    def test_a_stop_signal_exits_zero(self, tmp_path: Path, signum: signal.Signals) -> None:
+        """SIGTERM, SIGINT and SIGHUP each stop certwatch cleanly with exit status 0."""
+        with running(environment(tmp_path)) as proc:
+            proc.send_signal(signum)
+            status, rest = stopped(proc)
+        assert status == 0, rest
+        assert f"received {signum.name}: shutting down" in rest
+        assert "stopped" in rest
+
+    def test_repeated_signals_until_exit_still_exit_zero(self, tmp_path: Path) -> None:
+        """A SIGTERM, then more every millisecond until the process is gone: exit 0, 5 times.
+
+        What `uv run` does (it forwards each SIGTERM, so `kill` of the process group sends
+        two); one in three of such exits used to end with status 143.
+        """
+        for run in range(5):
+            with running(environment(tmp_path)) as proc:
+                proc.send_signal(signal.SIGTERM)
+                deadline = time.monotonic() + 10
+                while proc.poll() is None and time.monotonic() < deadline:
+                    try:
+                        proc.send_signal(signal.SIGTERM)
+                    except ProcessLookupError:
+                        break
+                    time.sleep(0.001)
+                status, rest = stopped(proc)
+            assert status == 0, (run, rest[-2000:])
+
+
+class TestStartupErrors:
+    def test_a_busy_port_is_one_line_and_exit_1(self, tmp_path: Path) -> None:
+        """The API port taken by another program: one line naming API_PORT, exit 1."""
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            port = other.getsockname()[1]
+            result = run_to_exit(environment(tmp_path, API_PORT=str(port)))
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.splitlines()[-1] == (
+            f"certwatch: API_PORT: 127.0.0.1:{port} is already in use "
+            "(another certwatch, or another program)"
+        )
+
+    def test_an_address_not_on_this_host_is_one_line_and_exit_1(self, tmp_path: Path) -> None:
+        """API_HOST set to an address this host does not have: one line naming it, exit 1."""
+        result = run_to_exit(environment(tmp_path, API_HOST="192.0.2.1"))  # TEST-NET-1
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.splitlines()[-1] == (
+            "certwatch: API_HOST: 192.0.2.1 is not an address of this host"
+        )
+
+    def test_a_name_that_does_not_resolve_is_a_setting_error(self, tmp_path: Path) -> None:
+        """An API_HOST name that cannot be resolved is a bad setting: exit status 2."""
+        settings = make_settings(tmp_path, api_host="certwatch.invalid")
+        error = listen_error(settings, socket.gaierror(socket.EAI_NONAME, "Name does not resolve"))
+        assert isinstance(error, ListenError)
+        assert (error.variable, error.exit_status) == ("API_HOST", 2)
+        assert str(error) == "API_HOST: cannot resolve 'certwatch.invalid'"
+
+
+def test_a_crashing_task_stops_the_process_with_a_traceback(tmp_path: Path) -> None:
+    """A bug in one task is logged with its traceback and exits 1, not a half-alive process."""
+    program = (
+        "import certwatch.feed as feed\n"
+        "def broken(url, timing):\n"
+        "    raise RuntimeError('injected bug in the feed consumer')\n"
+        "feed._open = broken\n"
+        "from certwatch.cli import main\n"
+        "main()\n"
+    )
+    env = {**os.environ, "API_TOKEN": TOKEN, "API_PORT": "0", "DB_PATH": str(tmp_path / "cw.db")}
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "certwatch crashed" in result.stderr
+    assert "Traceback" in result.stderr
+    assert "RuntimeError: injected bug in the feed consumer" in result.stderr
