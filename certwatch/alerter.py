@@ -67,15 +67,15 @@ class DedupeCache:
         entry = self._entries.get(key)
         return None if entry is None else entry[0]
 
-    def add(self, key: str, alert_id: int, seen_at: float) -> None:
-        self._entries[key] = (alert_id, seen_at)
+    def add(self, key: str, alert_id: int, stored_at: float) -> None:
+        self._entries[key] = (alert_id, stored_at)
         self._entries.move_to_end(key)
         while len(self._entries) > self._capacity:
             self._entries.popitem(last=False)
 
-    def prune(self, seen_before: float) -> int:
-        """Forget issuances seen before ``seen_before``; return how many."""
-        stale = [k for k, (_, seen) in self._entries.items() if seen < seen_before]
+    def prune(self, stored_before: float) -> int:
+        """Forget issuances whose alert was stored before ``stored_before``; return how many."""
+        stale = [k for k, (_, stored) in self._entries.items() if stored < stored_before]
         for key in stale:
             del self._entries[key]
         return len(stale)
@@ -125,8 +125,8 @@ class Alerter:
     async def load(self) -> None:
         """Restore the dedupe cache and the holds from the database (at start)."""
         since = self._clock() - self._retention_s
-        for issuance, alert_id, seen_at in await self._store.recent_issuances(since):
-            self.dedupe.add(issuance, alert_id, seen_at)
+        for issuance, alert_id, created_at in await self._store.recent_issuances(since):
+            self.dedupe.add(issuance, alert_id, created_at)
         for alert in await self._store.held_alerts():
             self._hold(alert, facts_from_json(alert.facts))
 
@@ -149,7 +149,7 @@ class Alerter:
             alert = attrs.evolve(alert, decide_at=now + self._grace_s)
         alert = await self._retry(lambda: self._store.insert_alert(alert))
         assert alert.id is not None
-        self.dedupe.add(issuance, alert.id, alert.seen_at)
+        self.dedupe.add(issuance, alert.id, alert.created_at)
         if alert.status == HELD:
             log.info(
                 "holding unrecognised certificate for %s (issuance %s) for %g s",

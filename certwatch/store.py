@@ -25,7 +25,7 @@ import trio
 
 from certwatch.classify import InventoryCert, KnownKey
 from certwatch.errors import StoreError, StoreUnavailable
-from certwatch.events import DELIVERED, FAILED, HELD, PENDING, Alert
+from certwatch.events import DELIVERED, FAILED, HELD, OBSERVED, PENDING, Alert
 
 __all__ = ["MIGRATIONS", "Domain", "OutboxStats", "Store"]
 
@@ -97,6 +97,10 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX alerts_seen_at ON alerts (seen_at);
     CREATE INDEX alerts_issuance ON alerts (issuance);
     CREATE INDEX alerts_outbox ON alerts (status, next_attempt_at);
+    """,
+    # 2: retention counts from when certwatch stored an alert, not from the feed's ``seen``.
+    """
+    CREATE INDEX alerts_created_at ON alerts (created_at);
     """,
 )
 
@@ -575,12 +579,12 @@ class Store:
         return await self._run(q, write=False)
 
     async def unresolved_suspicious(self, since: float) -> list[Alert]:
-        """Suspicious alerts seen at or after ``since`` that no follow-up has resolved."""
+        """Suspicious alerts stored at or after ``since`` that no follow-up has resolved."""
 
         def q(conn: sqlite3.Connection) -> list[Alert]:
             rows = conn.execute(
                 "SELECT * FROM alerts WHERE kind = 'alert' AND severity = 'suspicious' "
-                "AND resolved_at IS NULL AND seen_at >= ? ORDER BY id",
+                "AND resolved_at IS NULL AND created_at >= ? ORDER BY id",
                 (since,),
             )
             return [_alert_row(r) for r in rows]
@@ -588,12 +592,12 @@ class Store:
         return await self._run(q, write=False)
 
     async def recent_issuances(self, since: float) -> list[tuple[str, int, float]]:
-        """(issuance, alert id, seen_at) of every alert seen at or after ``since``."""
+        """(issuance, alert id, created_at) of every alert stored at or after ``since``."""
 
         def q(conn: sqlite3.Connection) -> list[tuple[str, int, float]]:
             rows = conn.execute(
-                "SELECT issuance, id, seen_at FROM alerts WHERE kind = 'alert' AND seen_at >= ? "
-                "ORDER BY seen_at",
+                "SELECT issuance, id, created_at FROM alerts WHERE kind = 'alert' "
+                "AND created_at >= ? ORDER BY created_at",
                 (since,),
             )
             return [(r[0], r[1], r[2]) for r in rows]
@@ -635,17 +639,20 @@ class Store:
 
         return await self._run(q, write=False)
 
-    async def prune_alerts(self, seen_before: float) -> int:
-        """Delete one batch of settled alerts seen before ``seen_before``; return the count.
+    async def prune_alerts(self, created_before: float) -> int:
+        """Delete one batch of settled alerts stored before ``created_before``; return the count.
 
-        Held and pending alerts are never pruned: nothing undelivered is lost.
+        Only ``delivered`` and ``observed`` (observer mode: nothing to deliver to) alerts are
+        settled. Held, pending and failed alerts are never pruned: an alert that never
+        reached the receiver stays until it does. Retention counts from when certwatch
+        stored the alert: a feed can report ``seen`` weeks in the past.
         """
 
         def q(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
-                "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE seen_at < ? "
-                "AND status NOT IN (?, ?) LIMIT ?)",
-                (seen_before, HELD, PENDING, PRUNE_BATCH),
+                "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE created_at < ? "
+                "AND status IN (?, ?) LIMIT ?)",
+                (created_before, DELIVERED, OBSERVED, PRUNE_BATCH),
             )
             return cur.rowcount
 

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 import trio
 import trio.testing
+from support.alerts import pending_alert
 from support.certs import CA, Issuance
 
 from certwatch.alerter import Alerter
@@ -322,6 +323,50 @@ class TestCleanup:
             await trio.sleep(3600)
             assert await w.alerts() == []
             assert len(w.alerter.dedupe) == 0
+
+    async def test_only_settled_alerts_expire_counting_from_when_they_were_stored(
+        self, tmp_path: Path, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Delivered and observed alerts past retention go; held, pending and failed never do;
+        and a fresh alert whose feed says `seen` 40 days ago stays."""
+        now = virtual_wall_clock()
+        day = 86400.0
+        async with world(tmp_path / "db", grace=0) as w:
+            ids = {}
+            for n, (status, created_days_ago, seen_days_ago) in enumerate(
+                [
+                    ("delivered", 31, 31),
+                    ("observed", 31, 31),
+                    ("held", 31, 31),
+                    ("pending", 31, 31),
+                    ("failed", 31, 31),
+                    ("delivered", 1, 40),  # the feed's clock says 40 days ago
+                    ("delivered", 29, 29),
+                ]
+            ):
+                alert = attrs.evolve(
+                    pending_alert(n, now),
+                    status=status,
+                    created_at=now - created_days_ago * day,
+                    seen_at=now - seen_days_ago * day,
+                    decide_at=now if status == "held" else None,
+                )
+                ids[(status, created_days_ago)] = (await w.store.insert_alert(alert)).id
+            cleanup = Cleanup(
+                w.store, w.inventory, w.alerter, trio.Lock(),
+                interval_s=3600, cert_grace_s=0, alert_retention_s=30 * day,
+                clock=virtual_wall_clock,
+            )  # fmt: skip
+            report = await cleanup.run_once()
+            kept = {a.id for a in await w.store.list_alerts(limit=100)}
+        assert report.alerts == 2
+        assert kept == {
+            ids[("held", 31)],
+            ids[("pending", 31)],
+            ids[("failed", 31)],
+            ids[("delivered", 1)],
+            ids[("delivered", 29)],
+        }
 
     async def test_large_backlog_is_removed_in_batches(
         self, tmp_path: Path, ca: CA, autojump_clock: trio.testing.MockClock
