@@ -5,13 +5,20 @@ message type, the names, the log and the entry index) into msgspec structs, skip
 other byte. Only a certificate that matches the watch list is decoded in full by
 :func:`read_update`, and only then is its DER decoded.
 
-Both raise :class:`MalformedMessage` with a bounded ``reason``; the consumer counts and
-skips such messages and never dies of one.
+The names are read strictly: without a list of names there is nothing to match, and the
+message is skipped (:class:`MalformedMessage`, with a bounded ``reason``). Every other
+field is read leniently: a matched certificate must alert even when a server sends
+``null`` for a serial or ``"123"`` for an index. A value of the wrong type is converted
+where that is unambiguous (``1.0`` is index 1, ``"123"`` is 123) and dropped
+otherwise, and each such field is reported once per message (``on_coerced``, counted in
+``certwatch_ct_coerced_fields_total``). A name that is not a string is skipped, reported
+the same way.
 """
 
 from __future__ import annotations
 
 import binascii
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -21,6 +28,7 @@ from certwatch.errors import MalformedMessage
 from certwatch.identity import fingerprint, key_identifier
 
 __all__ = [
+    "COERCIBLE_FIELDS",
     "KNOWN_TYPES",
     "CertificateUpdate",
     "Other",
@@ -42,6 +50,32 @@ SKIP_REASONS = (INVALID_JSON, NOT_OBJECT, INVALID_FIELD, UNKNOWN_TYPE)
 
 _JSON_ERRORS = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
 
+COERCIBLE_FIELDS = (
+    "all_domains",
+    "cert_index",
+    "source.url",
+    "source.name",
+    "update_type",
+    "cert_link",
+    "seen",
+    "fingerprint",
+    "sha256",
+    "serial_number",
+    "not_before",
+    "not_after",
+    "subject",
+    "issuer",
+    "extensions",
+    "as_der",
+)
+"""Fields read leniently: a closed set, used as a metric label."""
+
+OnCoerced = Callable[[str], None]
+
+
+def _ignore(field: str) -> None:
+    """An ``on_coerced`` that counts nothing."""
+
 
 def decode_json(raw: str | bytes) -> Any:
     """Decode any JSON value; every way it can fail becomes ``MalformedMessage``.
@@ -60,11 +94,6 @@ def decode_json(raw: str | bytes) -> Any:
 
 # gc=False: these structs never form reference cycles, and at 20,000 messages a second the
 # cyclic garbage collector would otherwise keep walking them.
-class _Source(msgspec.Struct, gc=False):
-    name: str = ""
-    url: str = ""
-
-
 class _PeekLeaf(msgspec.Struct, gc=False):
     all_domains: list[str]
 
@@ -101,27 +130,17 @@ _OTHERS = {"heartbeat": Other("heartbeat"), "dns_entries": Other("dns_entries")}
 _peek_decoder = msgspec.json.Decoder(_Envelope)
 
 
-def _why_malformed(raw: str | bytes, error: Exception) -> MalformedMessage:
-    """Work out, off the hot path, why a message did not decode."""
-    value = decode_json(raw)
-    if not isinstance(value, dict):
-        return MalformedMessage(NOT_OBJECT, f"a JSON {type(value).__name__}")
-    message_type = value.get("message_type")
-    if isinstance(message_type, str) and message_type not in KNOWN_TYPES:
-        return MalformedMessage(UNKNOWN_TYPE, message_type[:64])
-    return MalformedMessage(INVALID_FIELD, str(error))
-
-
-def peek(raw: str | bytes) -> Peeked:
+def peek(raw: str | bytes, on_coerced: OnCoerced = _ignore) -> Peeked:
     """Decode just enough of a message to match it.
 
-    Raises :class:`MalformedMessage` for anything that is not a known, well-typed message;
-    a ``certificate_update`` comes back as its decoded ``data``.
+    Raises :class:`MalformedMessage` for anything that is not a known message with a list
+    of names; a ``certificate_update`` comes back as its decoded ``data``. The strict
+    struct is the fast path; a message it rejects is read again leniently.
     """
     try:
         message = _peek_decoder.decode(raw)
-    except msgspec.ValidationError as e:
-        raise _why_malformed(raw, e) from None
+    except msgspec.ValidationError:
+        return _peek_leniently(decode_json(raw), on_coerced)
     except _JSON_ERRORS as e:
         raise MalformedMessage(INVALID_JSON, str(e)) from None
     message_type = message.message_type
@@ -136,42 +155,112 @@ def peek(raw: str | bytes) -> Peeked:
     return other
 
 
+def _peek_leniently(value: Any, on_coerced: OnCoerced) -> Peeked:
+    """:func:`peek` for a message the strict struct rejected, from its generic decoding."""
+    parts = _certificate_parts(value)
+    if isinstance(parts, Other):
+        return parts
+    data, leaf = parts
+    source = _object(data, "source", "source.url", on_coerced)
+    return CertificateUpdate(
+        leaf_cert=_PeekLeaf(all_domains=_names(leaf, on_coerced)),
+        source=_PeekSource(url=_text(source, "url", "source.url", on_coerced)),
+        cert_index=_index(data.get("cert_index"), on_coerced),
+    )
+
+
+def _certificate_parts(value: Any) -> tuple[dict[str, Any], dict[str, Any]] | Other:
+    """The ``data`` and ``leaf_cert`` objects of a certificate_update (strict), or the
+    known message without a certificate that it is."""
+    if not isinstance(value, dict):
+        raise MalformedMessage(NOT_OBJECT, f"a JSON {type(value).__name__}")
+    message_type = value.get("message_type")
+    if not isinstance(message_type, str):
+        raise MalformedMessage(INVALID_FIELD, "message_type is not a string")
+    if message_type != "certificate_update":
+        if message_type in _OTHERS:
+            return _OTHERS[message_type]
+        raise MalformedMessage(UNKNOWN_TYPE, message_type[:64])
+    data = value.get("data")
+    if not isinstance(data, dict):
+        raise MalformedMessage(INVALID_FIELD, "certificate_update without a data object")
+    leaf = data.get("leaf_cert")
+    if not isinstance(leaf, dict):
+        raise MalformedMessage(INVALID_FIELD, "certificate_update without a leaf_cert object")
+    return data, leaf
+
+
+# --- lenient field readers: the declared type, or what unambiguously converts to it -------
+
+
+def _names(leaf: dict[str, Any], on_coerced: OnCoerced) -> list[str]:
+    names = leaf.get("all_domains")
+    if not isinstance(names, list):
+        raise MalformedMessage(INVALID_FIELD, "leaf_cert.all_domains is not a list")
+    strings = [name for name in names if isinstance(name, str)]
+    if len(strings) != len(names):
+        on_coerced("all_domains")
+    return strings
+
+
+def _object(obj: dict[str, Any], key: str, field: str, on_coerced: OnCoerced) -> dict[str, Any]:
+    value = obj.get(key)
+    if isinstance(value, dict):
+        return value
+    if value is not None:
+        on_coerced(field)
+    return {}
+
+
+def _text(obj: dict[str, Any], key: str, field: str, on_coerced: OnCoerced) -> str:
+    value = obj.get(key, "")
+    if isinstance(value, str):
+        return value
+    on_coerced(field)
+    return ""
+
+
+def _index(value: Any, on_coerced: OnCoerced) -> int | None:
+    if type(value) is int:
+        return value
+    if value is None:
+        return None
+    on_coerced("cert_index")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+        return int(value)
+    return None
+
+
+def _number(obj: dict[str, Any], key: str, on_coerced: OnCoerced) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    on_coerced(key)
+    return None
+
+
+def _epoch(obj: dict[str, Any], key: str, on_coerced: OnCoerced) -> int | None:
+    if obj.get(key) == "no_expiration":  # Elixir's not_after for a certificate without one
+        return None
+    number = _number(obj, key, on_coerced)
+    if number is None or not -1e12 < number < 1e12:
+        return None
+    return int(number)
+
+
+def _name_part(name: dict[str, Any], key: str, field: str, on_coerced: OnCoerced) -> str | None:
+    value = name.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    on_coerced(field)
+    return None
+
+
 # --- phase 2: everything an alert reports, for matched certificates only -------------------
-
-
-class _Name(msgspec.Struct):
-    CN: str | None = None
-    O: str | None = None  # noqa: E741 (the feed's key)
-    aggregated: str | None = None
-
-
-class _FullLeaf(msgspec.Struct):
-    all_domains: list[str]
-    fingerprint: str = ""
-    sha256: str = ""
-    serial_number: str = ""
-    not_before: int | float | None = None
-    not_after: int | float | str | None = None  # Elixir may send "no_expiration"
-    subject: _Name | None = None
-    issuer: _Name | None = None
-    extensions: dict[str, Any] | None = None
-    as_der: str = ""
-
-
-class _FullData(msgspec.Struct):
-    leaf_cert: _FullLeaf
-    update_type: str = ""
-    cert_index: int | None = None
-    cert_link: str = ""
-    seen: float | None = None
-    source: _Source = msgspec.field(default_factory=_Source)
-
-
-class _FullMessage(msgspec.Struct):
-    data: _FullData
-
-
-_full_decoder = msgspec.json.Decoder(_FullMessage)
 
 
 @attrs.frozen
@@ -202,49 +291,52 @@ class UpdateDetails:
     der: bytes | None
 
 
-def _epoch(value: int | float | str | None) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return int(value)
+def read_update(raw: str | bytes, on_coerced: OnCoerced = _ignore) -> UpdateDetails:
+    """Decode a matched certificate_update in full, leniently. Raises :class:`MalformedMessage`
+    only when it has no list of names.
 
-
-def read_update(raw: str | bytes) -> UpdateDetails:
-    """Decode a certificate_update in full. Raises :class:`MalformedMessage`."""
-    try:
-        data = _full_decoder.decode(raw).data
-    except msgspec.ValidationError as e:
-        raise MalformedMessage(INVALID_FIELD, str(e)) from None
-    except _JSON_ERRORS as e:
-        raise MalformedMessage(INVALID_JSON, str(e)) from None
-    leaf = data.leaf_cert
-    extensions = leaf.extensions or {}
+    Fields that :func:`peek` reads (names, log URL, index) were reported there and are not
+    reported again.
+    """
+    parts = _certificate_parts(decode_json(raw))
+    if isinstance(parts, Other):
+        raise MalformedMessage(INVALID_FIELD, "not a certificate_update")
+    data, leaf = parts
+    quiet = _ignore
+    source = _object(data, "source", "source.url", quiet)  # reported by peek
+    extensions = _object(leaf, "extensions", "extensions", on_coerced)
     aki_text = extensions.get("authorityKeyIdentifier")
-    issuer = leaf.issuer or _Name()
-    der: bytes | None = None
-    if leaf.as_der:
+    if aki_text is not None and not isinstance(aki_text, str):
+        on_coerced("extensions")
+    subject = _object(leaf, "subject", "subject", on_coerced)
+    issuer = _object(leaf, "issuer", "issuer", on_coerced)
+    fingerprint_text = _text(leaf, "fingerprint", "fingerprint", on_coerced)
+    sha256_text = _text(leaf, "sha256", "sha256", on_coerced)
+    der = None
+    as_der = _text(leaf, "as_der", "as_der", on_coerced)
+    if as_der:
         try:
-            der = binascii.a2b_base64(leaf.as_der, strict_mode=True)
+            der = binascii.a2b_base64(as_der, strict_mode=True)
         except (binascii.Error, ValueError):
-            der = None
-    reported = leaf.fingerprint.replace(":", "").strip().lower()
+            on_coerced("as_der")
     return UpdateDetails(
-        update_type=data.update_type,
-        names=tuple(leaf.all_domains),
-        fingerprint_sha1=reported,
-        sha1=fingerprint(leaf.fingerprint),
-        sha256=fingerprint(leaf.sha256, length=64) if leaf.sha256 else None,
-        serial=leaf.serial_number,
+        update_type=_text(data, "update_type", "update_type", on_coerced),
+        names=tuple(_names(leaf, quiet)),
+        fingerprint_sha1=fingerprint_text.replace(":", "").strip().lower(),
+        sha1=fingerprint(fingerprint_text),
+        sha256=fingerprint(sha256_text, length=64) if sha256_text else None,
+        serial=_text(leaf, "serial_number", "serial_number", on_coerced),
         authority_key_id=key_identifier(aki_text) if isinstance(aki_text, str) else None,
-        subject_cn=leaf.subject.CN if leaf.subject else None,
-        issuer=issuer.aggregated or "",
-        issuer_o=issuer.O,
-        issuer_cn=issuer.CN,
-        not_before=_epoch(leaf.not_before),
-        not_after=_epoch(leaf.not_after),
-        seen=data.seen,
-        source_name=data.source.name,
-        source_url=data.source.url,
-        cert_link=data.cert_link,
-        cert_index=data.cert_index,
+        subject_cn=_name_part(subject, "CN", "subject", on_coerced),
+        issuer=_name_part(issuer, "aggregated", "issuer", on_coerced) or "",
+        issuer_o=_name_part(issuer, "O", "issuer", on_coerced),
+        issuer_cn=_name_part(issuer, "CN", "issuer", on_coerced),
+        not_before=_epoch(leaf, "not_before", on_coerced),
+        not_after=_epoch(leaf, "not_after", on_coerced),
+        seen=_number(data, "seen", on_coerced),
+        source_name=_text(source, "name", "source.name", on_coerced),
+        source_url=_text(source, "url", "source.url", quiet),
+        cert_link=_text(data, "cert_link", "cert_link", on_coerced),
+        cert_index=_index(data.get("cert_index"), quiet),
         der=der,
     )

@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from certwatch.errors import FeedConnectError
-from certwatch.messages import KNOWN_TYPES, SKIP_REASONS
+from certwatch.messages import COERCIBLE_FIELDS, KNOWN_TYPES, SKIP_REASONS
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -40,12 +40,21 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class _CounterView(Collector):
-    """A labelled counter whose values are read from the application at scrape time."""
+    """A labelled counter whose values are read from the application at scrape time.
+
+    Every value of ``keys`` is exported, 0 until counted: a fixed, bounded label set.
+    """
 
     def __init__(
-        self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, int]]
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        keys: tuple[str, ...],
+        read: Callable[[], Mapping[str, int]],
     ) -> None:
-        self._name, self._documentation, self._label, self._read = name, documentation, label, read
+        self._name, self._documentation, self._label = name, documentation, label
+        self._keys, self._read = keys, read
 
     def describe(self) -> list[Metric]:
         return [CounterMetricFamily(self._name, self._documentation, labels=[self._label])]
@@ -53,7 +62,7 @@ class _CounterView(Collector):
     def collect(self) -> list[Metric]:
         family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
         values = self._read()
-        for key in MESSAGE_TYPES:
+        for key in self._keys:
             family.add_metric([key], float(values.get(key, 0)))
         return [family]
 
@@ -72,7 +81,19 @@ class Metrics:
                 "Feed messages received, by message_type (unknown: an unrecognised type; "
                 "malformed: not a usable message).",
                 "type",
+                MESSAGE_TYPES,
                 lambda: self._message_counts(),
+            )
+        )
+        self._coerced_counts: Callable[[], Mapping[str, int]] = dict
+        r.register(
+            _CounterView(
+                "certwatch_ct_coerced_fields",
+                "Feed message fields of the wrong type that were converted or left out (the "
+                "message was still used), by field.",
+                "field",
+                COERCIBLE_FIELDS,
+                lambda: self._coerced_counts(),
             )
         )
         self.alerts = Counter(
@@ -183,13 +204,19 @@ class Metrics:
         for result in RESULTS:
             self.webhook.labels(result)
 
-    def count_messages(self, read: Callable[[], Mapping[str, int]]) -> None:
-        """Serve ``certwatch_ct_messages_total`` from counts kept as plain integers.
+    def count_messages(
+        self,
+        messages: Callable[[], Mapping[str, int]],
+        coerced: Callable[[], Mapping[str, int]],
+    ) -> None:
+        """Serve ``certwatch_ct_messages_total`` and ``certwatch_ct_coerced_fields_total``
+        from counts kept as plain integers.
 
         The pipeline counts every frame; a prometheus Counter takes a lock per increment,
         which costs more than the counting is worth at 20,000 frames a second.
         """
-        self._message_counts = read
+        self._message_counts = messages
+        self._coerced_counts = coerced
 
     @staticmethod
     def mirror(gauge: Gauge, read: Callable[[], float]) -> None:

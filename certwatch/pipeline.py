@@ -16,7 +16,14 @@ import trio
 from certwatch.domains import Match, WatchIndex
 from certwatch.errors import MalformedMessage
 from certwatch.feed import FeedItem, NewConnection
-from certwatch.messages import UNKNOWN_TYPE, Other, UpdateDetails, peek, read_update
+from certwatch.messages import (
+    COERCIBLE_FIELDS,
+    UNKNOWN_TYPE,
+    Other,
+    UpdateDetails,
+    peek,
+    read_update,
+)
 from certwatch.metrics import MESSAGE_TYPES, Metrics
 
 __all__ = ["MAX_TRACKED_LOGS", "Coverage", "OnMatch", "Pipeline"]
@@ -93,7 +100,9 @@ class Pipeline:
         # Plain integers on the hot path; the metric reads them at scrape time.
         self.updates = 0
         self.by_type = dict.fromkeys(MESSAGE_TYPES, 0)
-        metrics.count_messages(self.message_counts)
+        self.coerced = dict.fromkeys(COERCIBLE_FIELDS, 0)
+        """Fields of the wrong type, converted or left out (``certwatch_ct_coerced_fields``)."""
+        metrics.count_messages(self.message_counts, lambda: self.coerced)
         metrics.mirror(metrics.last_ct_event, lambda: self.last_event_at or 0.0)
 
     def message_counts(self) -> dict[str, int]:
@@ -130,7 +139,7 @@ class Pipeline:
         """Count, account and match one frame; the details of a match, else ``None``."""
         self.processed += 1
         try:
-            message = peek(raw)
+            message = peek(raw, self._coerced)
         except MalformedMessage as e:
             self._skip(e)
             return None
@@ -145,12 +154,15 @@ class Pipeline:
             return None
         self.matched += 1
         try:
-            details = read_update(raw)
+            details = read_update(raw, self._coerced)
         except MalformedMessage as e:
             log.warning("a matching certificate_update could not be read: %s", e)
             self._skip(e, counted=True)
             return None
         return details, match
+
+    def _coerced(self, field: str) -> None:
+        self.coerced[field] += 1
 
     def _skip(self, error: MalformedMessage, *, counted: bool = False) -> None:
         """Count a skipped message (``counted``: already counted under its type)."""

@@ -170,6 +170,44 @@ class TestFeedFaults:
             assert client_sockets_to(feed.port) == 1
         assert failures == 2
 
+    async def test_a_matching_certificate_with_wrong_typed_fields_still_alerts(
+        self, tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
+    ) -> None:
+        """source.url null, a null name, cert_index "123", serial and fingerprint null,
+        seen "x", extensions []: stored and delivered, each coerced field counted."""
+        message = ca.issue(["evil.example.org"]).message("go-full")
+        data, leaf = message["data"], message["data"]["leaf_cert"]
+        data["source"]["url"] = None
+        data["cert_index"] = "123"
+        data["seen"] = "x"
+        leaf["all_domains"] = [None, *leaf["all_domains"]]
+        leaf["serial_number"] = None
+        leaf["fingerprint"] = None
+        leaf["extensions"] = []
+        settings = make_settings(
+            tmp_path, certstream_url=feed.url, webhook_url=receiver.url, timing=QUICK
+        )
+        async with run_service(settings) as service:
+            await service.add_domain("example.org")
+            await feed.send(message)
+            (delivery,) = await receiver.wait_for(1)
+            counts = {
+                field: await service.metric(
+                    f'certwatch_ct_coerced_fields_total{{field="{field}"}}'
+                )
+                for field in (
+                    "source.url", "cert_index", "seen", "all_domains",
+                    "serial_number", "fingerprint", "extensions", "as_der",
+                )
+            }  # fmt: skip
+        payload = delivery.json()
+        assert (payload["severity"], payload["matched_sans"]) == (
+            "suspicious",
+            ["evil.example.org"],
+        )
+        assert payload["serial"] == ""
+        assert counts == {**dict.fromkeys(counts, 1.0), "as_der": 0.0}
+
     async def test_a_message_over_the_size_cap_closes_and_reconnects(
         self, tmp_path: Path, feed: FeedServer, ca: CA
     ) -> None:

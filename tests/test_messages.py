@@ -75,14 +75,10 @@ class TestPeek:
             ('{"message_type": "certificate_update", "data": {"leaf_cert": {}}}', "invalid_field"),
             (
                 '{"message_type": "certificate_update", "data": '
-                '{"leaf_cert": {"all_domains": ["a", 1]}}}',
+                '{"leaf_cert": {"all_domains": "a.example.org"}}}',
                 "invalid_field",
             ),
-            (
-                '{"message_type": "certificate_update", "data": '
-                '{"leaf_cert": {"all_domains": []}, "cert_index": "7"}}',
-                "invalid_field",
-            ),
+            ('{"message_type": "certificate_update", "data": {"leaf_cert": []}}', "invalid_field"),
             ('{"message_type": "surprise"}', "unknown_type"),
         ],
     )
@@ -146,6 +142,89 @@ class TestReadUpdate:
         message = json.loads(sample("go-full-precert.json"))
         message["data"]["leaf_cert"]["as_der"] = "%%% not base64"
         assert read_update(json.dumps(message)).der is None
+
+
+def edited(name: str, edit: Any) -> str:
+    """A sample message with ``edit(data)`` applied."""
+    message = json.loads(sample(name))
+    edit(message["data"])
+    return json.dumps(message)
+
+
+def _set(path: str, value: Any) -> Any:
+    def edit(data: dict[str, Any]) -> None:
+        *parents, key = path.split(".")
+        target = data
+        for parent in parents:
+            target = target[parent]
+        target[key] = value
+
+    return edit
+
+
+class TestLenientFields:
+    """A matched certificate alerts whatever the type of a field other than its names."""
+
+    @pytest.mark.parametrize(
+        ("path", "value", "field"),
+        [
+            ("source.url", None, "source.url"),
+            ("cert_index", 1.0, "cert_index"),
+            ("cert_index", "123", "cert_index"),
+            ("cert_index", True, "cert_index"),
+            ("leaf_cert.serial_number", None, "serial_number"),
+            ("leaf_cert.fingerprint", None, "fingerprint"),
+            ("seen", "x", "seen"),
+            ("leaf_cert.extensions", [], "extensions"),
+            ("leaf_cert.not_before", "yesterday", "not_before"),
+            ("leaf_cert.issuer", "ETS R1", "issuer"),
+            ("leaf_cert.subject.CN", 7, "subject"),
+            ("leaf_cert.as_der", 12, "as_der"),
+            ("update_type", None, "update_type"),
+            ("source", "ct.example", "source.url"),
+            ("source.name", 5, "source.name"),
+        ],
+    )
+    def test_a_wrong_type_is_coerced_and_counted_once(
+        self, path: str, value: Any, field: str
+    ) -> None:
+        """The names still come through; the field is reported once over both phases."""
+        frame = edited("go-full-precert.json", _set(path, value))
+        coerced: list[str] = []
+        peeked = peek(frame, coerced.append)
+        assert isinstance(peeked, CertificateUpdate)
+        update = read_update(frame, coerced.append)
+        assert coerced == [field]
+        assert set(update.names) == {"api.example.net", "*.api.example.net", "www.example.net"}
+
+    def test_a_null_among_the_names_is_skipped(self) -> None:
+        """A name that is not a string is skipped (and counted); the others are kept."""
+        frame = edited(
+            "go-full-precert.json", _set("leaf_cert.all_domains", ["www.example.net", None, 5])
+        )
+        coerced: list[str] = []
+        peeked = peek(frame, coerced.append)
+        assert isinstance(peeked, CertificateUpdate)
+        assert peeked.leaf_cert.all_domains == ["www.example.net"]
+        assert read_update(frame, coerced.append).names == ("www.example.net",)
+        assert coerced == ["all_domains"]
+
+    def test_coerced_values(self) -> None:
+        """1.0 is index 1, "123" is 123; anything ambiguous is left out."""
+        for value, expected in [(1.0, 1), ("123", 123), (1.5, None), ("12a", None), (None, None)]:
+            frame = edited("go-full-precert.json", _set("cert_index", value))
+            peeked = peek(frame)
+            assert isinstance(peeked, CertificateUpdate)
+            assert peeked.cert_index == expected, value
+            assert read_update(frame).cert_index == expected, value
+
+    def test_a_well_typed_message_reports_nothing(self) -> None:
+        """The samples of every server variant need no coercion."""
+        for name in ("go-full-precert.json", "go-lite-precert.json", "elixir-full-precert.json"):
+            coerced: list[str] = []
+            peek(sample(name), coerced.append)
+            read_update(sample(name), coerced.append)
+            assert coerced == [], name
 
 
 json_values = st.recursive(
