@@ -143,6 +143,12 @@ class Metrics:
             ["log"],
             registry=r,
         )
+        self.ct_untracked = Counter(
+            "certwatch_ct_untracked",
+            "Feed messages from logs not followed for gaps (past 512 logs, or a URL over 256 "
+            "characters).",
+            registry=r,
+        )
         self.ws_reconnects = Counter(
             "certwatch_ws_reconnects",
             "Feed connections lost or attempts that failed.",

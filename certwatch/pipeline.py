@@ -31,11 +31,14 @@ __all__ = ["MAX_TRACKED_LOGS", "Coverage", "OnMatch", "Pipeline"]
 log = logging.getLogger("certwatch.pipeline")
 
 MAX_TRACKED_LOGS = 512
+"""Bound on the logs followed for gaps and on the ``log`` label: there are a few dozen CT
+logs; beyond this a hostile feed's logs are not followed and their gaps count as "other"."""
+MAX_LOG_URL = 256
+"""A log URL longer than this is not followed (real ones are under 100 characters)."""
 BATCH = 256
 """Frames processed per wake-up of the pipeline task at most."""
 COALESCE_S = 0.002
 """Pause after the buffer runs dry (bounds the added latency; far below the 50 ms target)."""
-"""Bound on the ``log`` label: there are a few dozen CT logs; a hostile feed gets "other"."""
 
 
 class Coverage:
@@ -45,13 +48,19 @@ class Coverage:
     rises by exactly one per entry; a jump of ``n`` means ``n - 1`` entries were lost
     (server-side overflow or parse failures). A new connection starts afresh: what was
     missed while disconnected is counted as disconnected time, not here.
+
+    Memory is bounded: at most :data:`MAX_TRACKED_LOGS` logs are followed, none with a URL
+    over :data:`MAX_LOG_URL` characters; messages from any other log are counted as
+    ``untracked``. Each log's ``certwatch_ct_missed_entries_total`` series exists from its
+    first message, at 0, so that ``increase()`` sees its first gap.
     """
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
         self._last: dict[str, int] = {}
-        self._labels: set[str] = set()
+        self._labels: dict[str, str] = {}
         self.missed = 0
+        self.untracked = 0
 
     def reset(self) -> None:
         self._last.clear()
@@ -60,21 +69,28 @@ class Coverage:
         if index is None:
             return
         last = self._last.get(log_url)
-        if last is not None:
-            if index <= last:
-                return  # a repeat or an out-of-order entry: nothing was skipped
-            gap = index - last - 1
-            if gap:
-                self.missed += gap
-                label = log_url if log_url in self._labels else self._label(log_url)
-                self._metrics.ct_missed_entries.labels(label).inc(gap)
+        if last is None:
+            self._start(log_url, index)
+            return
+        if index <= last:
+            return  # a repeat or an out-of-order entry: nothing was skipped
+        gap = index - last - 1
+        if gap:
+            self.missed += gap
+            self._metrics.ct_missed_entries.labels(self._labels[log_url]).inc(gap)
         self._last[log_url] = index
 
-    def _label(self, log_url: str) -> str:
-        if len(self._labels) < MAX_TRACKED_LOGS:
-            self._labels.add(log_url)
-            return log_url
-        return "other"
+    def _start(self, log_url: str, index: int) -> None:
+        """The first message of a log in this connection."""
+        if len(log_url) > MAX_LOG_URL or len(self._last) >= MAX_TRACKED_LOGS:
+            self.untracked += 1
+            self._metrics.ct_untracked.inc()
+            return
+        if log_url not in self._labels:
+            label = log_url if len(self._labels) < MAX_TRACKED_LOGS else "other"
+            self._labels[log_url] = label
+            self._metrics.ct_missed_entries.labels(label)  # the series, at 0
+        self._last[log_url] = index
 
 
 OnMatch = Callable[[UpdateDetails, Match], Awaitable[None]]

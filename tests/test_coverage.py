@@ -11,7 +11,7 @@ from support.servers import FeedServer
 from support.service import make_settings, run_service, wait_until
 
 from certwatch.metrics import Metrics
-from certwatch.pipeline import MAX_TRACKED_LOGS, Coverage
+from certwatch.pipeline import MAX_LOG_URL, MAX_TRACKED_LOGS, Coverage
 
 LOG_A = "https://log-a.example"
 LOG_B = "https://log-b.example"
@@ -54,14 +54,58 @@ class TestCoverage:
         assert coverage.missed == 0
 
     def test_the_log_label_is_bounded(self) -> None:
-        """Beyond MAX_TRACKED_LOGS distinct logs, gaps are counted under `other`."""
+        """Once MAX_TRACKED_LOGS logs have had a label, a further log's gaps count as `other`."""
         metrics = Metrics()
         coverage = Coverage(metrics)
-        for n in range(MAX_TRACKED_LOGS + 5):
+        for n in range(MAX_TRACKED_LOGS):
             coverage.observe(f"https://log-{n}.example", 1)
-            coverage.observe(f"https://log-{n}.example", 3)
+        coverage.reset()  # a reconnect: the logs followed start afresh, the labels stay
+        for n in range(5):
+            coverage.observe(f"https://late-{n}.example", 1)
+            coverage.observe(f"https://late-{n}.example", 3)
         assert missed(metrics, "other") == 5
-        assert coverage.missed == MAX_TRACKED_LOGS + 5
+        assert coverage.missed == 5
+
+    def test_the_logs_followed_are_bounded_in_number_and_url_length(self) -> None:
+        """Past MAX_TRACKED_LOGS logs, or with a URL over MAX_LOG_URL, a log is not followed:
+        300 distinct 1 MB URLs no longer cost 300 MB."""
+        metrics = Metrics()
+        coverage = Coverage(metrics)
+        for n in range(MAX_TRACKED_LOGS + 88):
+            coverage.observe(f"https://log-{n}.example", 1)
+        huge = "https://" + "x" * (1 << 20)
+        coverage.observe(huge, 1)
+        coverage.observe(huge + "/2", 1)
+        coverage.observe("https://" + "y" * (MAX_LOG_URL - 8), 1)  # exactly at the bound: fine
+        assert coverage.untracked == 88 + 2 + 1
+        assert metrics.registry.get_sample_value("certwatch_ct_untracked_total") == 91
+        label_lengths = {len(labels[0]) for labels in _missed_labels(metrics)}
+        assert max(label_lengths) <= MAX_LOG_URL
+
+    def test_a_log_series_exists_from_its_first_message(self) -> None:
+        """A log's missed-entries series is exported at 0 from its first message, so that
+        Prometheus' increase() sees the first gap."""
+        metrics = Metrics()
+        coverage = Coverage(metrics)
+        assert (
+            metrics.registry.get_sample_value("certwatch_ct_missed_entries_total", {"log": LOG_A})
+            is None
+        )
+        coverage.observe(LOG_A, 10)
+        assert (
+            metrics.registry.get_sample_value("certwatch_ct_missed_entries_total", {"log": LOG_A})
+            == 0
+        )
+
+
+def _missed_labels(metrics: Metrics) -> list[tuple[str, ...]]:
+    return [
+        tuple(sample.labels.values())
+        for family in metrics.registry.collect()
+        if family.name == "certwatch_ct_missed_entries"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    ]
 
 
 def at(message: dict[str, Any], log: str, index: int) -> str:
