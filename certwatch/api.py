@@ -85,6 +85,7 @@ from certwatch.validation import (
     check_pem_agrees,
     names_field,
     structure,
+    watch_entry,
 )
 from certwatch.webhook import WebhookSender
 
@@ -360,10 +361,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
     async def add_domain() -> Response:
         """Watch a domain and everything below it (re-posting updates the note)."""
         body = structure(await _json_body(), DomainIn)
-        try:
-            value = normalise_entry(body.value)
-        except InvalidName as e:
-            raise e.in_field("value") from None
+        value = watch_entry(body)
         async with mutation():
             created = await ctx.store.upsert_domain(value, body.note, ctx.clock())
             ctx.index.add(value)

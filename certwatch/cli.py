@@ -23,6 +23,7 @@ import trio
 
 from certwatch import __version__
 from certwatch.errors import ConfigError, ListenError, StoreError, leaves
+from certwatch.logs import configure_logging
 from certwatch.replay import load_views, replay
 from certwatch.service import serve
 from certwatch.settings import Settings, db_path_from_env
@@ -30,17 +31,6 @@ from certwatch.settings import Settings, db_path_from_env
 __all__ = ["main"]
 
 log = logging.getLogger("certwatch")
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every request URL at INFO; a webhook URL can carry a secret path.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -147,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except ConfigError as e:
         print(f"certwatch: {e}", file=sys.stderr)
         sys.exit(2)
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     early = _StopRequests()
     early.install()
     try:

@@ -11,16 +11,27 @@ cost per SAN grows with its number of labels, never with the number of entries.
 
 from __future__ import annotations
 
+import enum
+import functools
 import re
 import sys
 from collections.abc import Iterable, Iterator
 
 import attrs
 import idna
+from publicsuffixlist import PublicSuffixList
 
 from certwatch.errors import InvalidName
 
-__all__ = ["Match", "WatchIndex", "normalise_entry", "normalise_names", "normalise_san"]
+__all__ = [
+    "Match",
+    "SuffixKind",
+    "WatchIndex",
+    "normalise_entry",
+    "normalise_names",
+    "normalise_san",
+    "public_suffix_kind",
+]
 
 _MAX_NAME = 253
 _MAX_LABEL = 63
@@ -82,6 +93,31 @@ def normalise_entry(value: str) -> str:
     if not _TLD_RE.fullmatch(labels[-1]):
         raise InvalidName(f"the last label {labels[-1]!r} must start with a letter")
     return name
+
+
+class SuffixKind(enum.StrEnum):
+    """Where a name stands in the Public Suffix List, when it is itself a public suffix."""
+
+    ICANN = "icann"
+    """A registry's suffix (``co.uk``): every domain registered under it would match."""
+    PRIVATE = "private"
+    """A company's suffix for its customers (``github.io``): every customer's site would match."""
+
+
+@functools.cache
+def _suffix_lists() -> tuple[PublicSuffixList, PublicSuffixList]:
+    """The Public Suffix List as the ``publicsuffixlist`` package ships it (~60 ms to load)."""
+    return PublicSuffixList(only_icann=True), PublicSuffixList()
+
+
+def public_suffix_kind(entry: str) -> SuffixKind | None:
+    """Whether a normalised entry is itself a public suffix, and of which section."""
+    icann, everything = _suffix_lists()
+    if icann.is_public(entry):
+        return SuffixKind.ICANN
+    if everything.is_public(entry):
+        return SuffixKind.PRIVATE
+    return None
 
 
 def normalise_san(name: str) -> str | None:

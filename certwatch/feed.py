@@ -39,7 +39,7 @@ from trio_websocket import (
 
 from certwatch.errors import FeedConnectError, leaves
 from certwatch.metrics import Metrics
-from certwatch.settings import Timing
+from certwatch.settings import Timing, redact_url
 
 __all__ = [
     "MAX_MESSAGE_SIZE",
@@ -232,6 +232,8 @@ class FeedConsumer:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.url = url
+        self.shown_url = redact_url(url)
+        """The URL as logs and ``/healthz`` show it: no user, password or query values."""
         self._timing = timing
         self._metrics = metrics
         self._connect: Connector = connect or (lambda u: _open(u, timing))
@@ -255,7 +257,7 @@ class FeedConsumer:
 
     def statistics(self) -> FeedStatistics:
         return FeedStatistics(
-            url=self.url,
+            url=self.shown_url,
             connected=self.connected,
             connections=self._connections,
             reconnects=self._reconnects,
@@ -272,7 +274,9 @@ class FeedConsumer:
             if delivered:
                 self._backoff.reset()
             delay = self._backoff.next()
-            log.warning("feed %s: %s; reconnecting in %.1f s", self.url, self._last_error, delay)
+            log.warning(
+                "feed %s: %s; reconnecting in %.1f s", self.shown_url, self._last_error, delay
+            )
             await trio.sleep(delay)
 
     async def _connect_once(self, send: trio.MemorySendChannel[FeedItem]) -> bool:
@@ -283,7 +287,7 @@ class FeedConsumer:
             async with self._connect(self.url) as ws:
                 self._set_connected(connected=True)
                 self._connections += 1
-                log.info("feed %s: connected", self.url)
+                log.info("feed %s: connected", self.shown_url)
                 await send.send(NEW_CONNECTION)
                 ended = await self._session(ws, send)
         # A session's own reason, when there was one, beats what closing it then raised.

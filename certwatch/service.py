@@ -24,20 +24,23 @@ import socket
 import time
 from collections.abc import Callable
 
+import h11
+import msgspec
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio import serve as hypercorn_serve
 
 from certwatch.alerter import Alerter
 from certwatch.api import ApiContext, create_app
 from certwatch.classify import Inventory
 from certwatch.cleanup import Cleanup
-from certwatch.domains import WatchIndex
+from certwatch.domains import WatchIndex, public_suffix_kind
 from certwatch.errors import ListenError, leaves
 from certwatch.feed import Connector, FeedConsumer, FeedItem
 from certwatch.metrics import Metrics
 from certwatch.pipeline import Pipeline
-from certwatch.settings import Settings
+from certwatch.settings import Settings, redact_url
 from certwatch.store import Store
 from certwatch.webhook import WebhookSender
 
@@ -69,6 +72,34 @@ def listen_error(settings: Settings, error: BaseException) -> ListenError:
     return ListenError("API_HOST", f"cannot listen on {where}: {error}", exit_status=1)
 
 
+_PROTOCOL_ERRORS = {
+    400: "malformed HTTP request: the request line or a header is not valid HTTP/1.1 "
+    "(non-ASCII characters in a URL must be percent-encoded)",
+    431: "request headers too large",
+}
+
+
+async def _json_protocol_error(self: H11Protocol, status_code: int) -> None:
+    """Hypercorn's answer to a request h11 cannot parse, with certwatch's JSON error body."""
+    message = _PROTOCOL_ERRORS.get(status_code, "malformed HTTP request")
+    body = msgspec.json.encode({"error": message})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *self.config.response_headers("h11"),
+    ]
+    await self._send_h11_event(h11.Response(status_code=status_code, headers=headers))
+    await self._send_h11_event(h11.Data(data=body))
+    await self._send_h11_event(h11.EndOfMessage())
+
+
+# Hypercorn answers what h11 rejects (a raw non-ASCII byte in a URL, a broken header) before
+# any application sees it, with an empty body; every certwatch error is JSON. This is the one
+# place Hypercorn lets that answer be changed.
+H11Protocol._send_error_response = _json_protocol_error  # type: ignore[method-assign]
+
+
 def _hypercorn_config(settings: Settings) -> HypercornConfig:
     config = HypercornConfig()
     host = f"[{settings.api_host}]" if ":" in settings.api_host else settings.api_host
@@ -97,6 +128,7 @@ async def serve(
     )
     try:
         metrics = Metrics()
+        public_suffix_kind("example.org")  # loads the Public Suffix List now, not in a request
         index = WatchIndex(await store.domain_values())
         inventory = Inventory(keys=await store.list_keys())
         async for batch in store.cert_batches():
@@ -169,7 +201,7 @@ async def serve(
             binds = await nursery.start(run_api)
             log.info(
                 "certwatch ready: API on %s, feed %s, %d watch entries, %d inventory certs, %s",
-                ", ".join(binds), settings.certstream_url, len(index), len(inventory),
+                ", ".join(binds), redact_url(settings.certstream_url), len(index), len(inventory),
                 "observer mode" if observer else "webhook enabled",
             )  # fmt: skip
             task_status.started(binds)

@@ -8,13 +8,13 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
 from certwatch.errors import ConfigError
 
-__all__ = ["Settings", "Timing", "db_path_from_env"]
+__all__ = ["Settings", "Timing", "db_path_from_env", "redact_url"]
 
 T = TypeVar("T")
 
@@ -85,12 +85,18 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and validate every variable; raise :class:`ConfigError` on the first bad one.
 
-        An empty value means "unset" for every optional variable.
+        An empty value means "unset" for every optional variable. Surrounding whitespace is
+        removed from every value, the token included (``echo tok | kubectl create secret``
+        stores a trailing newline that no client sends).
         """
         env = os.environ if environ is None else environ
-        token = env.get("API_TOKEN", "")
-        if not token.strip():
+        token = env.get("API_TOKEN", "").strip()
+        if not token:
             raise ConfigError("API_TOKEN", "required; set it to the bearer token clients use")
+        if any(c.isspace() or not c.isprintable() for c in token):
+            raise ConfigError(
+                "API_TOKEN", "must not contain whitespace or control characters inside it"
+            )
 
         defaults = {f.name: f.default for f in attrs.fields(cls)}
 
@@ -114,6 +120,27 @@ class Settings:
             suspicious_grace_s=get("SUSPICIOUS_GRACE_S", _seconds()),
             log_level=get("LOG_LEVEL", _log_level),
         )
+
+
+def redact_url(url: str) -> str:
+    """A URL fit to show and log: user, password and every query value become ``***``.
+
+    ``wss://u:p@feed.example/full-stream?apikey=k`` ->
+    ``wss://***@feed.example/full-stream?apikey=***``.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(
+        f"{key}=***" if sep else key
+        for key, sep, _ in (item.partition("=") for item in parts.query.split("&"))
+    )
+    fragment = "***" if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query if parts.query else "", fragment))
 
 
 def db_path_from_env(environ: Mapping[str, str] | None = None) -> Path:

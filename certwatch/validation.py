@@ -17,7 +17,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 
 from certwatch.certificates import parse_certificate
 from certwatch.classify import InventoryCert
-from certwatch.domains import normalise_entry, normalise_san
+from certwatch.domains import SuffixKind, normalise_entry, normalise_san, public_suffix_kind
 from certwatch.errors import FieldProblem, InputError, InvalidBody, InvalidCertificate, InvalidName
 from certwatch.identity import fingerprint, serial_number
 from certwatch.schemas import EPOCH_MAX
@@ -31,6 +31,7 @@ __all__ = [
     "check_pem_agrees",
     "names_field",
     "structure",
+    "watch_entry",
 ]
 
 T = TypeVar("T")
@@ -43,6 +44,9 @@ MAX_LIST = 1000
 class DomainIn:
     value: str
     note: str = ""
+    allow_private_suffix: bool = False
+    """Watch a private-section public suffix (``github.io``) anyway: it matches every site
+    under it, which is what one wants only for a suffix one runs oneself."""
 
 
 @attrs.frozen
@@ -167,6 +171,29 @@ def structure(value: Any, cls: type[T]) -> T:
 
 
 # --- the meaning of well-typed fields ----------------------------------------------------
+
+
+def watch_entry(body: DomainIn) -> str:
+    """The normalised entry of a ``POST /domains``; refuses public suffixes (see the README)."""
+    try:
+        value = normalise_entry(body.value)
+    except InvalidName as e:
+        raise e.in_field("value") from None
+    kind = public_suffix_kind(value)
+    if kind is SuffixKind.ICANN:
+        raise InputError(
+            "invalid request body",
+            [("value", f"{value} is a public suffix (ICANN section of the Public Suffix "
+              "List): it would match every domain registered under it")],
+        )  # fmt: skip
+    if kind is SuffixKind.PRIVATE and not body.allow_private_suffix:
+        raise InputError(
+            "invalid request body",
+            [("value", f"{value} is a public suffix run for many customers (private section "
+              "of the Public Suffix List): it matches every customer's site under it; send "
+              '"allow_private_suffix": true to watch it anyway')],
+        )  # fmt: skip
+    return value
 
 
 def names_field(field: str, values: list[str], *, wildcards: bool) -> list[str]:

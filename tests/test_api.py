@@ -129,6 +129,11 @@ class TestDomains:
             ({}, "value"),
             ({"value": "example.org", "note": 7}, "note"),
             ({"value": "example.org", "extra": 1}, "body"),
+            ({"value": "co.uk"}, "value"),
+            ({"value": "*.com"}, "value"),
+            ({"value": "github.io"}, "value"),
+            ({"value": "co.uk", "allow_private_suffix": True}, "value"),
+            ({"value": "example.org", "allow_private_suffix": "yes"}, "allow_private_suffix"),
         ],
     )
     async def test_bad_values_are_422_naming_the_field(
@@ -139,6 +144,23 @@ class TestDomains:
         assert response.status_code == 422
         assert field in fields(response)
         assert (await service.client.get("/domains")).json() == []
+
+    async def test_public_suffixes(self, service: RunningService) -> None:
+        """A registry's suffix is refused; a company's needs allow_private_suffix; domains
+        registered under either are fine."""
+        refused = await service.client.post("/domains", json={"value": "co.uk"})
+        assert "ICANN section" in fields(refused)["value"]
+        unconfirmed = await service.client.post("/domains", json={"value": "github.io"})
+        assert "allow_private_suffix" in fields(unconfirmed)["value"]
+        for body in (
+            {"value": "github.io", "allow_private_suffix": True},
+            {"value": "example.co.uk"},
+            {"value": "my-project.github.io"},
+        ):
+            response = await service.client.post("/domains", json=body)
+            assert response.status_code == 201, response.text
+        listed = [d["value"] for d in (await service.client.get("/domains")).json()]
+        assert listed == ["example.co.uk", "github.io", "my-project.github.io"]
 
     @pytest.mark.parametrize(
         ("content", "content_type", "status"),

@@ -456,6 +456,32 @@ class TestApiConnections:
             await service.stopped.wait()
             assert trio.current_time() - started < 2
 
+    @pytest.mark.parametrize(
+        "request_line",
+        [
+            b"GET /alerts?since=\xc3\xa9 HTTP/1.1",
+            b"GET /healthz\xff HTTP/1.1",
+            b"GET /domains?x=\x01 HTTP/1.1",
+            b"GET / HTTP/1.1\r\nBad Header: x",
+        ],
+    )
+    async def test_requests_http_cannot_parse_get_a_json_400(
+        self, tmp_path: Path, request_line: bytes
+    ) -> None:
+        """A raw non-ASCII or control byte in the URL, a broken header: 400 with a JSON error."""
+        async with run_service(make_settings(tmp_path, timing=QUICK)) as service:
+            host, port = service.url.removeprefix("http://").rsplit(":", 1)
+            async with await trio.open_tcp_stream(host, int(port)) as stream:
+                await stream.send_all(request_line + b"\r\nHost: x\r\n\r\n")
+                received = b""
+                with trio.fail_after(5):
+                    while chunk := await stream.receive_some(65536):
+                        received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400")
+        assert b"content-type: application/json" in head.lower()
+        assert "malformed HTTP request" in json.loads(body)["error"]
+
     async def test_slow_bodies_get_408(self, tmp_path: Path) -> None:
         """A body that does not arrive within the body timeout is answered 408, nothing stored."""
         async with run_service(make_settings(tmp_path, timing=QUICK)) as service:

@@ -11,11 +11,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
+import trio
+from support.certs import CA
+from support.servers import FeedServer
 from support.service import TOKEN, make_settings
 
 from certwatch.errors import ListenError
@@ -156,3 +160,89 @@ def test_a_crashing_task_stops_the_process_with_a_traceback(tmp_path: Path) -> N
     assert "certwatch crashed" in result.stderr
     assert "Traceback" in result.stderr
     assert "RuntimeError: injected bug in the feed consumer" in result.stderr
+
+
+class Process:
+    """certwatch in a subprocess under trio, its stderr collected as it comes."""
+
+    def __init__(self, proc: trio.Process) -> None:
+        self.proc = proc
+        self.stderr = ""
+        self.url = ""
+        self._changed = trio.Event()
+
+    async def read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        while chunk := await self.proc.stderr.receive_some(65536):
+            self.stderr += chunk.decode("utf-8", "replace")
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_for(self, text: str) -> None:
+        with trio.fail_after(20):
+            while text not in self.stderr:
+                await self._changed.wait()
+
+
+@asynccontextmanager
+async def process(env: dict[str, str]) -> AsyncIterator[Process]:
+    """``python -m certwatch`` with ``env``, ready (its API URL known); stopped on exit."""
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "certwatch"], env=env, stderr=subprocess.PIPE
+    )
+    running = Process(proc)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(running.read_stderr)
+            await running.wait_for("certwatch ready: API on ")
+            running.url = running.stderr.split("certwatch ready: API on ")[1].split(",")[0]
+            yield running
+            proc.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+class TestWhatTheProcessShows:
+    async def test_feed_values_cannot_forge_log_lines(
+        self, tmp_path: Path, feed: FeedServer, ca: CA
+    ) -> None:
+        """An issuer CN with a newline and ANSI escapes stays inside one escaped log line."""
+        forged = "ETS R1\n2026-12-02 10:00:00,000 CRITICAL certwatch: \x1b[32mall clear\x1b[0m"
+        message = ca.issue(["evil.example.org"]).message()
+        message["data"]["leaf_cert"]["issuer"]["CN"] = forged
+        env = environment(tmp_path, CERTSTREAM_URL=feed.url, SUSPICIOUS_GRACE_S="0")
+        async with process(env) as certwatch:
+            async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+                added = await api.post(certwatch.url + "/domains", json={"value": "example.org"})
+                assert added.status_code == 201
+            await feed.send(message)
+            await certwatch.wait_for("alert suspicious: evil.example.org")
+        assert "\x1b" not in certwatch.stderr
+        lines = certwatch.stderr.splitlines()
+        assert not any(line.startswith("2026-12-02 10:00:00,000") for line in lines)
+        assert "(issuer ETS R1\\n2026-12-02 10:00:00,000 CRITICAL" in certwatch.stderr
+
+    async def test_credentials_in_the_feed_url_are_never_shown(self, tmp_path: Path) -> None:
+        """A user, password and API key in CERTSTREAM_URL appear in neither logs nor /healthz."""
+        secret_url = "ws://feeduser:hunter2@127.0.0.1:9/full-stream?apikey=s3cr3t-k3y"
+        env = environment(tmp_path, CERTSTREAM_URL=secret_url)
+        async with process(env) as certwatch:
+            await certwatch.wait_for("reconnecting in")
+            async with httpx.AsyncClient() as anonymous:
+                health = (await anonymous.get(certwatch.url + "/healthz")).json()
+        shown = health["feed"]["url"] + certwatch.stderr
+        for secret in ("feeduser", "hunter2", "s3cr3t-k3y"):
+            assert secret not in shown
+        assert health["feed"]["url"] == "ws://***@127.0.0.1:9/full-stream?apikey=***"
+
+    async def test_a_token_with_a_trailing_newline_works(self, tmp_path: Path) -> None:
+        """API_TOKEN="tok\\n" (from `echo tok | kubectl create secret`): "Bearer tok" is let in."""
+        env = environment(tmp_path, API_TOKEN=TOKEN + "\n")
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with process(env) as certwatch, httpx.AsyncClient(headers=headers) as api:
+            response = await api.get(certwatch.url + "/domains")
+        assert response.status_code == 200

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from certwatch.errors import ConfigError
-from certwatch.settings import Settings
+from certwatch.settings import Settings, redact_url
 
 
 def env(**values: str) -> dict[str, str]:
@@ -90,6 +90,8 @@ class TestFromEnv:
             ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", "one of"),
             ({"API_HOST": "a b"}, "API_HOST", "not a host"),
             ({"WEBHOOK_SECRET": "short"}, "WEBHOOK_SECRET", "at least 16"),
+            ({"API_TOKEN": "two words"}, "API_TOKEN", "whitespace or control"),
+            ({"API_TOKEN": "tab\there"}, "API_TOKEN", "whitespace or control"),
         ],
     )
     def test_bad_values_name_the_variable(
@@ -100,6 +102,11 @@ class TestFromEnv:
             Settings.from_env({**env(), **values})
         assert caught.value.variable == variable
         assert str(caught.value).startswith(f"{variable}: ")
+
+    def test_a_token_with_a_trailing_newline_is_stripped(self) -> None:
+        """`echo tok | kubectl create secret` stores "tok\\n": the token is "tok"."""
+        assert Settings.from_env({"API_TOKEN": "tok-123\n"}).api_token == "tok-123"
+        assert Settings.from_env({"API_TOKEN": "  tok-123\r\n"}).api_token == "tok-123"
 
     def test_empty_optional_values_mean_unset(self) -> None:
         """`WEBHOOK_URL=` (as compose files write it) means observer mode, not an error."""
@@ -141,3 +148,22 @@ def test_unusable_database_exits_1_with_a_clear_message(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot open database" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class TestRedactUrl:
+    @pytest.mark.parametrize(
+        ("url", "shown"),
+        [
+            ("ws://localhost:8080/full-stream", "ws://localhost:8080/full-stream"),
+            (
+                "wss://user:pa55@feed.example:8443/full-stream?apikey=k3y&v=2",
+                "wss://***@feed.example:8443/full-stream?apikey=***&v=***",
+            ),
+            ("wss://token@feed.example/full-stream", "wss://***@feed.example/full-stream"),
+            ("wss://[::1]:8080/?flag", "wss://[::1]:8080/?flag"),
+            ("https://hooks.example/w#secret", "https://hooks.example/w#***"),
+        ],
+    )
+    def test_credentials_and_query_values_are_hidden(self, url: str, shown: str) -> None:
+        """User, password, query values and fragment never appear; the rest does."""
+        assert redact_url(url) == shown
