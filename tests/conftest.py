@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -8,7 +10,42 @@ import trio
 from support.certs import CA
 from support.servers import FeedServer, Receiver
 
+ROOT = Path(__file__).parent.parent
 SAMPLES = Path(__file__).parent / "data" / "samples"
+_CHECKOUT = pytest.StashKey[str | None]()
+
+
+def _checkout_state() -> str | None:
+    """``git status`` of the checkout (``None`` outside a git checkout), without reading
+    any host configuration."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(ROOT),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+    }
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_CHECKOUT] = _checkout_state()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The suite leaves the checkout as it found it: nothing written, nothing changed."""
+    before, after = session.config.stash.get(_CHECKOUT, None), _checkout_state()
+    if before is None or after is None or before == after:
+        return
+    changed = sorted(set(after.splitlines()) ^ set(before.splitlines()))
+    print("\nthe test session changed the checkout:\n  " + "\n  ".join(changed))
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

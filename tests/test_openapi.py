@@ -60,6 +60,7 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
             capture_stdout=True,
             capture_stderr=True,
             check=False,
+            cwd=tmp_path,  # schemathesis writes a cache (.schemathesis/) where it runs
         )  # fmt: skip
     output = result.stdout.decode() + result.stderr.decode()
     assert result.returncode == 0, output[-6000:]
