@@ -320,6 +320,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         feed = ctx.feed.statistics()
         outbox = None
         if ctx.sender is not None:
+            await ctx.sender.refresh_stats()
             stats = ctx.sender.stats
             outbox = OutboxHealth(stats.pending, stats.failed, stats.oldest_pending_at)
         health = HealthOut(
@@ -351,6 +352,8 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
     @app.get("/metrics")
     async def metrics() -> Response:
         """Prometheus text exposition."""
+        if ctx.sender is not None:
+            await ctx.sender.refresh_stats()  # the outbox gauges, as the table is now
         return Response(ctx.metrics.exposition(), content_type=CONTENT_TYPE)
 
     # --- watch entries ----------------------------------------------------------------------

@@ -38,7 +38,7 @@ import msgspec
 import trio
 
 from certwatch import __version__
-from certwatch.errors import StoreUnavailable
+from certwatch.errors import StoreError, StoreUnavailable
 from certwatch.events import PENDING, Alert, webhook_payload
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
@@ -190,7 +190,7 @@ class WebhookSender:
         nursery.start_soon(self._deliver, client, alert_id)
 
     async def _poll(self, nursery: trio.Nursery, client: httpx.AsyncClient) -> NoReturn:
-        """Start due deliveries from the table; refresh the outbox gauges."""
+        """Start due deliveries from the table."""
         while True:
             wait = self._timing.outbox_poll_s
             try:
@@ -200,7 +200,6 @@ class WebhookSender:
                     for alert in due:
                         assert alert.id is not None
                         self._start(nursery, client, alert.id)
-                await self.refresh_stats()
                 next_due = await self._store.next_due_at(self._in_flight)
             except StoreUnavailable as e:
                 log.warning("outbox unavailable, retrying in %g s: %s", wait, e)
@@ -214,8 +213,16 @@ class WebhookSender:
                 await self._poke.wait()
 
     async def refresh_stats(self) -> None:
-        """Read the outbox's depth into ``stats`` and the gauges (also done by every poll)."""
-        stats = self.stats = await self._store.outbox_stats()
+        """Read the outbox's depth into ``stats`` and the gauges.
+
+        Done whenever they are shown (``/metrics``, ``/healthz``), so they always agree with
+        the table, and ``stats`` keeps the last values if the database is unavailable.
+        """
+        try:
+            stats = self.stats = await self._store.outbox_stats()
+        except StoreError as e:
+            log.warning("outbox statistics unavailable, showing the last ones: %s", e)
+            stats = self.stats
         m = self._metrics
         m.outbox_pending.set(stats.pending)
         m.outbox_failed.set(stats.failed)
