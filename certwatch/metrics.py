@@ -126,6 +126,12 @@ class Metrics:
             registry=r,
         )
         # --- additions ----------------------------------------------------------------------
+        self.start_time = Gauge(
+            "certwatch_start_time_seconds",
+            "Wall-clock time this certwatch started (alert rules use it to tell a young "
+            "instance, and as the last event time before the first one).",
+            registry=r,
+        )
         self.ct_skipped = Counter(
             "certwatch_ct_skipped",
             "Feed messages skipped as malformed or of an unknown type, by reason.",

@@ -128,6 +128,7 @@ async def serve(
     )
     try:
         metrics = Metrics()
+        metrics.start_time.set(clock())
         public_suffix_kind("example.org")  # loads the Public Suffix List now, not in a request
         index = WatchIndex(await store.domain_values())
         inventory = Inventory(keys=await store.list_keys())
