@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import functools
 import hmac
+import importlib.util
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
@@ -28,6 +30,7 @@ from quart_schema import (
     document_querystring,
     document_request,
     document_response,
+    hide,
 )
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
@@ -96,7 +99,10 @@ log = logging.getLogger("certwatch.api")
 T = TypeVar("T")
 
 MAX_BODY_BYTES = 1024 * 1024
-_PUBLIC = frozenset({"healthz", "metrics", "openapi", "swagger_ui"})
+_PUBLIC = frozenset({"healthz", "metrics", "openapi", "swagger_ui", "docs_asset"})
+_DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
+"""Swagger UI's files, served from the swagger-ui-py package: /docs works offline (certwatch
+runs on internal networks, and a CDN would also see who reads the docs)."""
 _encode = msgspec.json.Encoder().encode
 _JSON_TYPES = frozenset({"application/json"})
 _PEM_TYPES = frozenset(
@@ -222,6 +228,15 @@ class _App(QuartTrio):
     asgi_http_class = _HTTPConnection
 
 
+def _swagger_ui_static() -> Path:
+    """The directory of Swagger UI's files in swagger-ui-py (found, not imported: importing
+    the package loads its web-framework adapters)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    assert spec is not None
+    assert spec.submodule_search_locations
+    return Path(spec.submodule_search_locations[0]) / "static"
+
+
 def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
     """The Quart-Trio application for one running service."""
     app = _App("certwatch")
@@ -230,7 +245,11 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         BODY_TIMEOUT=body_timeout_s,
         RESPONSE_TIMEOUT=60,
         PROPAGATE_EXCEPTIONS=False,
+        # Relative: the page is /docs, so these resolve under it behind a path prefix too.
+        QUART_SCHEMA_SWAGGER_JS_URL="docs/assets/swagger-ui-bundle.js",
+        QUART_SCHEMA_SWAGGER_CSS_URL="docs/assets/swagger-ui.css",
     )
+    docs_assets = _swagger_ui_static()
     # The OpenAPI document and its docs page, generated from the classes the handlers use.
     QuartSchema(
         app,
@@ -348,6 +367,17 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
             outbox=outbox,
         )
         return _json(health)
+
+    @app.get("/docs/assets/<name>")
+    @hide
+    async def docs_asset(name: str) -> Response:
+        """Swagger UI's script and style, from the installed package."""
+        content_type = _DOCS_ASSETS.get(name)
+        if content_type is None:
+            return _error(404, f"no docs asset {name[:60]!r}")
+        data = await trio.Path(docs_assets / name).read_bytes()
+        headers = {"Cache-Control": "public, max-age=86400"}
+        return Response(data, content_type=content_type, headers=headers)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 from support.service import TOKEN, make_settings, run_service
 
 CONFIG = Path(__file__).parent / "schemathesis.toml"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ROUTES = {
+    ("get", "/healthz"), ("get", "/metrics"),
+    ("get", "/domains"), ("post", "/domains"), ("delete", "/domains/{value}"),
+    ("get", "/certs"), ("post", "/certs"), ("delete", "/certs/{sha1}"),
+    ("get", "/keys"), ("post", "/keys"), ("delete", "/keys/{spki}"),
+    ("get", "/alerts"), ("post", "/alerts/{alert_id}/retry"), ("post", "/alerts/retry-failed"),
+}  # fmt: skip
 ST = str(Path(sys.executable).parent / "st")  # schemathesis' command, from this environment
 
 
@@ -24,14 +36,7 @@ async def test_document_covers_every_route_with_the_bearer_scheme(tmp_path: Path
     }
     assert document["security"] == [{"bearer": []}]
     paths = document["paths"]
-    expected = {
-        ("get", "/healthz"), ("get", "/metrics"),
-        ("get", "/domains"), ("post", "/domains"), ("delete", "/domains/{value}"),
-        ("get", "/certs"), ("post", "/certs"), ("delete", "/certs/{sha1}"),
-        ("get", "/keys"), ("post", "/keys"), ("delete", "/keys/{spki}"),
-        ("get", "/alerts"), ("post", "/alerts/{alert_id}/retry"), ("post", "/alerts/retry-failed"),
-    }  # fmt: skip
-    assert {(m, p) for p, ops in paths.items() for m in ops} == expected
+    assert {(m, p) for p, ops in paths.items() for m in ops} == ROUTES
     assert paths["/healthz"]["get"]["security"] == []
     assert paths["/metrics"]["get"]["security"] == []
     body = paths["/domains"]["post"]["requestBody"]
@@ -65,3 +70,40 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
     output = result.stdout.decode() + result.stderr.decode()
     assert result.returncode == 0, output[-6000:]
     assert "Selected: 14/14" in output
+
+
+async def test_the_docs_page_needs_nothing_from_the_internet(tmp_path: Path) -> None:
+    """/docs loads Swagger UI's script and style from certwatch itself, anonymously."""
+    async with run_service(make_settings(tmp_path)) as service, httpx.AsyncClient() as anonymous:
+        page = (await anonymous.get(service.url + "/docs")).text
+        references = re.findall(r'(?:src|href)="([^"]+)"', page)
+        assets = {ref: await anonymous.get(f"{service.url}/{ref}") for ref in references}
+        missing = await anonymous.get(service.url + "/docs/assets/../../../etc/passwd")
+    assert sorted(references) == ["docs/assets/swagger-ui-bundle.js", "docs/assets/swagger-ui.css"]
+    assert [a.status_code for a in assets.values()] == [200, 200]
+    assert "SwaggerUIBundle" in assets["docs/assets/swagger-ui-bundle.js"].text
+    assert missing.status_code == 404
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+async def test_the_docs_page_renders_every_route_in_a_browser_offline(tmp_path: Path) -> None:
+    """Headless Chromium, with every host but loopback unresolvable, renders all routes."""
+    assert CHROMIUM is not None
+    async with run_service(make_settings(tmp_path)) as service:
+        result = await trio.run_process(
+            [
+                CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-sync",
+                "--disable-component-update", f"--user-data-dir={tmp_path / 'chromium'}",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                "--virtual-time-budget=20000", "--dump-dom", service.url + "/docs",
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+        )  # fmt: skip
+    dom = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    rendered = set(re.findall(r'data-path="([^"]+)"', dom))
+    assert rendered == {path for _, path in ROUTES}, dom[-2000:]
