@@ -310,6 +310,19 @@ async def test_restart_during_the_hold_still_decides_and_delivers(
     assert {d.json()["severity"] for d in deliveries} == {"suspicious"}
 
 
+def hook_env(tmp_path: Path, **values: str) -> dict[str, str]:
+    """What the hook runs with in tests: nothing from the host's configuration (no
+    /etc/default/certwatch-hook, no ~/.curlrc, no openssl.cnf, no local time zone)."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "TZ": "UTC",
+        "OPENSSL_CONF": os.devnull,
+        "CERTWATCH_HOOK_CONFIG": str(tmp_path / "certwatch-hook.conf"),
+        **values,
+    }
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 async def test_contrib_deploy_hook_registers_the_cert(
     tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
@@ -321,12 +334,12 @@ async def test_contrib_deploy_hook_registers_the_cert(
     (lineage / "cert.pem").write_text(issuance.final_pem())
     async with run_service(settings_for(tmp_path, feed, receiver)) as service:
         await service.add_domain("example.org")
-        env = {
-            **os.environ,
-            "CERTWATCH_URL": service.url,
-            "CERTWATCH_TOKEN": TOKEN,
-            "CERTWATCH_SOURCE": "lb:test-host",
-        }
+        env = hook_env(
+            tmp_path,
+            CERTWATCH_URL=service.url,
+            CERTWATCH_TOKEN=TOKEN,
+            CERTWATCH_SOURCE="lb:test-host",
+        )
         done = await trio.run_process(
             [str(HOOKS / "certwatch-catch-up"), str(tmp_path / "live")],
             env=env,
@@ -359,12 +372,12 @@ async def test_contrib_deploy_hook_fails_loudly(
     lineage.mkdir()
     (lineage / "cert.pem").write_text(ca.issue(["example.org"]).final_pem())
     async with run_service(make_settings(tmp_path)) as service:
-        env = {
-            **os.environ,
-            "CERTWATCH_URL": service.url,
-            "CERTWATCH_TOKEN": token,
-            "RENEWED_LINEAGE": str(lineage),
-        }
+        env = hook_env(
+            tmp_path,
+            CERTWATCH_URL=service.url,
+            CERTWATCH_TOKEN=token,
+            RENEWED_LINEAGE=str(lineage),
+        )
         env.pop(drop, None)
         done = await trio.run_process(
             [str(HOOKS / "certwatch-deploy-hook")],
@@ -377,3 +390,42 @@ async def test_contrib_deploy_hook_fails_loudly(
     assert done.returncode != 0
     assert message in done.stderr.decode()
     assert token not in done.stderr.decode() or token == TOKEN
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+async def test_the_environment_wins_over_the_hook_config_file(tmp_path: Path, ca: CA) -> None:
+    """The config file fills in what the environment leaves unset, never overrides it."""
+    lineage = tmp_path / "example.org"
+    lineage.mkdir()
+    (lineage / "cert.pem").write_text(ca.issue(["example.org"]).final_pem())
+    (tmp_path / "certwatch-hook.conf").write_text(
+        "CERTWATCH_URL=http://127.0.0.1:9\n"  # wrong: nothing listens there
+        f"CERTWATCH_TOKEN={TOKEN}\n"  # right, and only here
+        "CERTWATCH_SOURCE=lb:from-the-file\n"
+    )
+    async with run_service(make_settings(tmp_path)) as service:
+        env = hook_env(
+            tmp_path,
+            CERTWATCH_URL=service.url,
+            CERTWATCH_SOURCE="lb:from-the-environment",
+            RENEWED_LINEAGE=str(lineage),
+        )
+        done = await trio.run_process(
+            [str(HOOKS / "certwatch-deploy-hook")],
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        rows = (await service.client.get("/certs")).json()
+    assert done.returncode == 0, done.stderr.decode()
+    assert [row["source"] for row in rows] == ["lb:from-the-environment"]
+
+
+def test_certbot_runs_the_hook_on_every_issuance() -> None:
+    """The shipped cli.ini lines name the hook as certbot's deploy-hook (certonly and renew),
+    at the path its own install line puts it."""
+    text = (HOOKS / "cli.ini.example").read_text()
+    settings = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert settings == ["deploy-hook = /usr/local/lib/certwatch/certwatch-deploy-hook"]
+    assert "install -D -m 0755 certwatch-deploy-hook /usr/local/lib/certwatch/" in text
