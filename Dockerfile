@@ -4,7 +4,7 @@
 #   docker run -d --name certwatch -p 8765:8765 -v certwatch-data:/data \
 #     -e API_TOKEN=changeme -e CERTSTREAM_URL=ws://certstream:8080/full-stream certwatch
 
-ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
 

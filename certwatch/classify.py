@@ -95,7 +95,8 @@ class InventoryCert:
         return cls(
             fingerprint_sha1=info.sha1,
             serial=info.serial_hex.lower(),
-            sans=info.sans or ((info.subject_cn,) if info.subject_cn else ()),
+            # Sorted and unique, as a JSON push stores them.
+            sans=tuple(sorted(set(info.sans))) or ((info.subject_cn,) if info.subject_cn else ()),
             not_before=info.not_before,
             not_after=info.not_after,
             source=source,

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import json
 import sys
 from pathlib import Path
 
@@ -33,7 +35,9 @@ from support.certs import CA, unrelated_message
 from support.servers import FeedServer, Receiver
 
 
-async def run(feed_port: int, hook_port: int, domain: str, interval: float) -> None:
+async def run(
+    feed_port: int, hook_port: int, domain: str, interval: float, *, verbose: bool
+) -> None:
     feed = FeedServer()
     receiver = Receiver()
     async with trio.open_nursery() as nursery:
@@ -53,6 +57,13 @@ async def run(feed_port: int, hook_port: int, domain: str, interval: float) -> N
                         f"(event {delivery.headers.get('webhook-id')}, issuer {body['issuer_cn']})",
                         flush=True,
                     )
+                    if verbose:
+                        headers = {
+                            k: v for k, v in delivery.headers.items() if k.startswith("webhook-")
+                        }
+                        print(
+                            json.dumps({"headers": headers, "payload": body}, indent=2), flush=True
+                        )
                 seen = len(deliveries)
 
         nursery.start_soon(report)
@@ -64,15 +75,29 @@ async def run(feed_port: int, hook_port: int, domain: str, interval: float) -> N
             await trio.sleep(interval)
 
 
+def _shown(headers: dict[str, str], body: object) -> dict[str, object]:
+    """What --verbose prints of a delivery: its Standard Webhooks headers and payload."""
+    webhook = {k: v for k, v in headers.items() if k.startswith("webhook-")}
+    return {"headers": webhook, "payload": body}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--feed-port", type=int, default=8080)
     parser.add_argument("--hook-port", type=int, default=9000)
     parser.add_argument("--domain", default="www.example.net")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between certs")
+    parser.add_argument(
+        "--verbose", action="store_true", help="print each delivery's headers and full payload"
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        trio.run(run, args.feed_port, args.hook_port, args.domain, args.interval)
+        trio.run(
+            functools.partial(
+                run, args.feed_port, args.hook_port, args.domain, args.interval,
+                verbose=args.verbose,
+            )
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

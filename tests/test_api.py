@@ -245,6 +245,20 @@ class TestCerts:
         assert isinstance(row["added_at"], float)
         assert row["matchable_by"] == ["fingerprint", "serial_and_names"]
 
+    async def test_a_pem_push_stores_the_names_as_a_json_push_does(
+        self, service: RunningService, ca: CA
+    ) -> None:
+        """The SANs of a PEM push are sorted and unique, like those of a JSON push."""
+        issuance = ca.issue(["www.example.org", "api.example.org", "*.api.example.org"])
+        pem = await service.client.post(
+            "/certs",
+            content=issuance.final_pem(),
+            headers={"content-type": "application/x-pem-file"},
+        )
+        json_push = await service.client.post("/certs", json=issuance.push())
+        expected = ["*.api.example.org", "api.example.org", "www.example.org"]
+        assert pem.json()["sans"] == json_push.json()["sans"] == expected
+
     async def test_optional_fields(self, service: RunningService) -> None:
         """Serial and source are optional; a fingerprint without colons in any case is fine."""
         push = {

@@ -112,6 +112,29 @@ async def test_docker_healthcheck_needs_nothing_but_python(tmp_path: Path) -> No
     assert down.returncode != 0
 
 
+def test_one_python_version_for_the_image_and_ci() -> None:
+    """The image's Python is the one .python-version gives uv (and so the tests and CI)."""
+    wanted = (ROOT / ".python-version").read_text().strip()
+    image = re.search(
+        r"^ARG PYTHON_IMAGE=python:([0-9.]+)-slim", (ROOT / "Dockerfile").read_text(), re.M
+    )
+    assert image is not None
+    assert image.group(1) == wanted
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" == wanted
+
+
+def test_compose_pins_every_image() -> None:
+    """Every image compose pulls is pinned to a version (overridable), never `latest`."""
+    compose = yaml.safe_load((CONTRIB / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        image = service.get("image", "")
+        if "build" in service:
+            continue
+        tag = image.rsplit(":", 1)[-1].rstrip("}")
+        assert ":" in image, (name, image)
+        assert tag not in ("", "latest"), (name, image)
+
+
 def test_dockerfile_runtime_settings() -> None:
     """The image runs as non-root, keeps state in /data, binds 0.0.0.0 and execs certwatch."""
     text = (ROOT / "Dockerfile").read_text()

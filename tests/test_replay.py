@@ -11,6 +11,7 @@ from pathlib import Path
 import trio
 from support.certs import CA
 
+from certwatch.certificates import parse_certificate
 from certwatch.classify import InventoryCert
 from certwatch.identity import fingerprint
 from certwatch.store import Store
@@ -76,3 +77,49 @@ def test_replay_reads_stdin_and_needs_a_database(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "no database at" in result.stderr
     assert not (tmp_path / "missing.db").exists()
+
+
+def run_replay(capture: Path, db: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "certwatch", "replay", str(capture)],
+        env={**os.environ, "DB_PATH": str(db)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_shipped_capture_replays_as_the_readme_says(tmp_path: Path) -> None:
+    """contrib/replay: one suspicious issuance in every server variant; info once the
+    deployed certificate is registered."""
+    capture = Path(__file__).parent.parent / "contrib" / "replay" / "sample-capture.jsonl"
+    samples = Path(__file__).parent / "data" / "samples"
+    db = tmp_path / "cw.db"
+
+    async def watch() -> None:
+        store = await Store.open(db)
+        await store.upsert_domain("example.net", "", 0.0)
+        store.close()
+
+    trio.run(watch)
+    before = run_replay(capture, db)
+    info = parse_certificate((samples / "deployed-cert.pem").read_text())
+
+    async def register() -> None:
+        store = await Store.open(db)
+        await store.upsert_cert(InventoryCert.from_certificate(info, source="lb:colo-lb-0"))
+        store.close()
+
+    trio.run(register)
+    after = run_replay(capture, db)
+    for result in (before, after):
+        assert result.returncode == 0, result.stderr
+        assert "replayed 8 messages" in result.stderr
+        assert "5 matched" in result.stderr
+        assert "4 duplicate copies, 0 skipped" in result.stderr
+    (first,) = [json.loads(line) for line in before.stdout.splitlines()]
+    (second,) = [json.loads(line) for line in after.stdout.splitlines()]
+    assert first["severity"] == "suspicious"
+    assert first["matched_sans"] == ["*.api.example.net", "api.example.net", "www.example.net"]
+    assert second["severity"] == "info"
