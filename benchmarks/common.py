@@ -107,12 +107,14 @@ def prepare_db(path: Path, *, entries: int, certs: int, domains: list[str] = ())
 class Certwatch:
     """``python -m certwatch`` in its own process, on a free port."""
 
-    def __init__(self, db: Path, feed_url: str, **env: str) -> None:
+    def __init__(
+        self, db: Path, feed_url: str, *, python: str = sys.executable, **env: str
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "certwatch"],
+            [python, "-m", "certwatch"],
             env={
                 **os.environ,
                 "API_TOKEN": TOKEN,

@@ -10,7 +10,6 @@ parsed, :data:`MAX_EXTENSIONS` before the pure-Python TBS hash.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -51,7 +50,8 @@ pyasn1 (pure Python) spends some 60 us on each, so 45,000 would hold the loop fo
 
 _CT_POISON = ExtensionOID.PRECERT_POISON.dotted_string
 _CT_SCT_LIST = ExtensionOID.PRECERT_SIGNED_CERTIFICATE_TIMESTAMPS.dotted_string
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+_PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_PEM_END = b"-----END CERTIFICATE-----"
 
 
 @attrs.frozen
@@ -180,11 +180,15 @@ def tbs_sha256_of_der(der: bytes) -> str | None:
     return _tbs_sha256(cert, count)
 
 
+def _too_large(der_bytes: int) -> InvalidCertificate:
+    return InvalidCertificate(
+        f"is {der_bytes:,} bytes of DER; certificates over {MAX_DER_BYTES:,} are not accepted"
+    )
+
+
 def _load_der(der: bytes) -> x509.Certificate:
     if len(der) > MAX_DER_BYTES:
-        raise InvalidCertificate(
-            f"is {len(der):,} bytes of DER; certificates over {MAX_DER_BYTES:,} are not accepted"
-        )
+        raise _too_large(len(der))
     try:
         return x509.load_der_x509_certificate(der)
     except Exception as e:  # noqa: BLE001 - hostile input
@@ -244,6 +248,20 @@ def _spki_sha256(key: PublicKeyTypes | CertificatePublicKeyTypes) -> str:
     return hashlib.sha256(spki).hexdigest()
 
 
+def _first_pem_block(data: bytes) -> bytes:
+    """The first PEM certificate block, refused by its size before anything parses it
+    (cryptography would decode and parse all of it, holding the GIL)."""
+    begin = data.find(_PEM_BEGIN)
+    end = data.find(_PEM_END, begin + len(_PEM_BEGIN))
+    if begin < 0 or end < 0:
+        raise InvalidCertificate("no '-----BEGIN CERTIFICATE-----' block found")
+    body = data[begin + len(_PEM_BEGIN) : end]
+    der_bytes = (len(body) - body.count(b"\n") - body.count(b"\r")) * 3 // 4
+    if der_bytes > MAX_DER_BYTES:
+        raise _too_large(der_bytes)
+    return data[begin : end + len(_PEM_END)]
+
+
 def parse_certificate(
     data: bytes | str, *, with_tbs: bool = True, strict: bool = True
 ) -> CertificateInfo:
@@ -255,11 +273,9 @@ def parse_certificate(
     """
     raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
     if b"-----BEGIN" in raw:
-        block = _PEM_CERT.search(raw)
-        if block is None:
-            raise InvalidCertificate("no '-----BEGIN CERTIFICATE-----' block found")
+        block = _first_pem_block(raw)
         try:
-            cert = x509.load_pem_x509_certificate(block.group(0))
+            cert = x509.load_pem_x509_certificate(block)
             raw = cert.public_bytes(serialization.Encoding.DER)
         except Exception as e:  # noqa: BLE001 - hostile input
             raise InvalidCertificate(f"not a parsable PEM certificate ({_reason(e)})") from None

@@ -1,0 +1,119 @@
+"""How long a hostile certificate push holds certwatch's event loop.
+
+    uv run python benchmarks/hostile_push.py [--pushes 5] [--python PATH]
+
+certwatch runs in its own process (``--python`` picks the interpreter, so an older
+checkout's venv can be measured the same way). In this process one client asks
+``/healthz`` back to back (a probe every ~2 ms when the loop is free) while curl (a third
+process) POSTs certificates as PEM: a 950 KiB one with 36,000 extensions (refused by its
+size), one with 100 extensions (the most whose TBS hash is computed: parsed in full,
+pyasn1 included) and one with 2,500 names (~64 KiB, the largest accepted). A probe's
+time is how long the event loop was held. Reports, per push kind, the push's own time and
+the probes' p50, p99 and maximum while pushes ran, against an idle baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import trio
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+
+from common import TOKEN, Certwatch, machine
+from support.certs import CA, pem, with_extensions
+
+
+def hostile_certificates() -> dict[str, str]:
+    ca = CA()
+    names = [f"host{i}.example.org" for i in range(2500)]
+    return {
+        "36,000 extensions (950 KiB)": pem(with_extensions(ca, ["a.example.org"], 36_000)),
+        "100 extensions (TBS hashed)": pem(with_extensions(ca, ["a.example.org"], 99)),
+        "2,500 names (~64 KiB)": ca.issue(names).final_pem(),
+    }
+
+
+async def probe(url: str, until: trio.Event, times: list[float]) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        while not until.is_set():
+            started = time.perf_counter()
+            await client.get("/healthz")
+            times.append(time.perf_counter() - started)
+
+
+async def measure(url: str, body: Path | None, pushes: int) -> tuple[list[float], list[float]]:
+    """(push durations, probe durations) while ``pushes`` pushes of ``body`` run (or, with
+    ``body`` None, one idle second). curl pushes, in its own process, so that sending a
+    megabyte never delays the probe here."""
+    probes: list[float] = []
+    durations: list[float] = []
+    done = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(probe, url, done, probes)
+        await trio.sleep(0.2)
+        probes.clear()
+        if body is None:
+            await trio.sleep(1)
+        else:
+            for _ in range(pushes):
+                result = await trio.run_process(
+                    [
+                        "curl", "-q", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_total}",
+                        "-H", f"Authorization: Bearer {TOKEN}",
+                        "-H", "Content-Type: application/x-pem-file",
+                        "--data-binary", f"@{body}", f"{url}/certs",
+                    ],
+                    capture_stdout=True,
+                )  # fmt: skip
+                status, seconds = result.stdout.decode().split()
+                assert status in ("201", "422"), status
+                durations.append(float(seconds))
+        done.set()
+    return durations, probes
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pushes", type=int, default=5, help="pushes of each kind")
+    parser.add_argument("--python", default=sys.executable, help="interpreter to run certwatch")
+    args = parser.parse_args()
+    certificates = hostile_certificates()
+    with tempfile.TemporaryDirectory() as tmp:
+        certwatch = Certwatch(
+            Path(tmp) / "cw.db", "ws://127.0.0.1:9/full-stream", python=args.python
+        )
+        try:
+            certwatch.wait_ready()
+            rows = [("idle (no push)", *trio.run(measure, certwatch.url, None, 0))]
+            for n, (kind, text) in enumerate(certificates.items()):
+                body = Path(tmp) / f"push-{n}.pem"
+                body.write_text(text)
+                rows.append((kind, *trio.run(measure, certwatch.url, body, args.pushes)))
+        finally:
+            certwatch.stop()
+    print(f"\nhostile_push.py --pushes {args.pushes} on {machine()}\n")
+    print("| push | push time (median) | probes | probe p50 | probe p99 | probe max |")
+    print("|---|---|---|---|---|---|")
+    for kind, durations, probes in rows:
+        quantiles = statistics.quantiles(probes, n=100, method="inclusive")
+        push = ms(statistics.median(durations)) if durations else "-"
+        print(
+            f"| {kind} | {push} | {len(probes)} | {ms(statistics.median(probes))} | "
+            f"{ms(quantiles[98])} | {ms(max(probes))} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
