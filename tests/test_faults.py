@@ -482,6 +482,20 @@ class TestApiConnections:
         assert b"content-type: application/json" in head.lower()
         assert "malformed HTTP request" in json.loads(body)["error"]
 
+    async def test_headers_too_large_get_a_json_431(self, tmp_path: Path) -> None:
+        """A header block still incomplete past 16 KiB: 431 with a JSON error."""
+        async with run_service(make_settings(tmp_path, timing=QUICK)) as service:
+            host, port = service.url.removeprefix("http://").rsplit(":", 1)
+            async with await trio.open_tcp_stream(host, int(port)) as stream:
+                await stream.send_all(b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 200_000)
+                received = b""
+                with trio.fail_after(5):
+                    while chunk := await stream.receive_some(65536):
+                        received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 431")
+        assert json.loads(body) == {"error": "request headers too large"}
+
     async def test_slow_bodies_get_408(self, tmp_path: Path) -> None:
         """A body that does not arrive within the body timeout is answered 408, nothing stored."""
         async with run_service(make_settings(tmp_path, timing=QUICK)) as service:
