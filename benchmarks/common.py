@@ -108,13 +108,17 @@ class Certwatch:
     """``python -m certwatch`` in its own process, on a free port."""
 
     def __init__(
-        self, db: Path, feed_url: str, *, python: str = sys.executable, **env: str
+        self, db: Path, feed_url: str, *, checkout: Path | None = None, **env: str
     ) -> None:
+        """``checkout``: run the certwatch of another checkout (its ``.venv``, from its
+        directory), for a before/after on one machine."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.started = time.perf_counter()
+        python = sys.executable if checkout is None else str(checkout / ".venv/bin/python")
         self.proc = subprocess.Popen(
             [python, "-m", "certwatch"],
+            cwd=checkout,
             env={
                 **os.environ,
                 "API_TOKEN": TOKEN,

@@ -1,9 +1,9 @@
 """How long a hostile certificate push holds certwatch's event loop.
 
-    uv run python benchmarks/hostile_push.py [--pushes 5] [--python PATH]
+    uv run python benchmarks/hostile_push.py [--pushes 5] [--checkout DIR]
 
-certwatch runs in its own process (``--python`` picks the interpreter, so an older
-checkout's venv can be measured the same way). In this process one client asks
+certwatch runs in its own process (``--checkout`` runs another checkout's, from its own
+``.venv``, so an older version can be measured the same way). In this process one client asks
 ``/healthz`` back to back (a probe every ~2 ms when the loop is free) while curl (a third
 process) POSTs certificates as PEM: a 950 KiB one with 36,000 extensions (refused by its
 size), one with 100 extensions (the most whose TBS hash is computed: parsed in full,
@@ -87,13 +87,14 @@ def ms(seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pushes", type=int, default=5, help="pushes of each kind")
-    parser.add_argument("--python", default=sys.executable, help="interpreter to run certwatch")
+    parser.add_argument(
+        "--checkout", type=Path, help="run the certwatch of this checkout (after uv sync there)"
+    )
     args = parser.parse_args()
     certificates = hostile_certificates()
     with tempfile.TemporaryDirectory() as tmp:
-        certwatch = Certwatch(
-            Path(tmp) / "cw.db", "ws://127.0.0.1:9/full-stream", python=args.python
-        )
+        db, feed = Path(tmp) / "cw.db", "ws://127.0.0.1:9/full-stream"
+        certwatch = Certwatch(db, feed, checkout=args.checkout)
         try:
             certwatch.wait_ready()
             rows = [("idle (no push)", *trio.run(measure, certwatch.url, None, 0))]
