@@ -14,10 +14,9 @@ Layers, from the inside out:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from certwatch.errors import CertwatchError as CertwatchError
 from certwatch.settings import Settings as Settings
 from certwatch.settings import Timing as Timing
+from certwatch.version import __version__ as __version__
 
 __all__ = ["CertwatchError", "Settings", "Timing", "__version__"]

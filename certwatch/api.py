@@ -36,7 +36,6 @@ from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
 
-from certwatch import __version__
 from certwatch.alerter import Alerter
 from certwatch.certificates import spki_sha256_from_pem
 from certwatch.classify import Inventory, KnownKey
@@ -87,9 +86,11 @@ from certwatch.validation import (
     cert_from_pem,
     check_pem_agrees,
     names_field,
+    source_field,
     structure,
     watch_entry,
 )
+from certwatch.version import __version__
 from certwatch.webhook import WebhookSender
 
 __all__ = ["MAX_BODY_BYTES", "ApiContext", "create_app"]
@@ -435,15 +436,12 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         kind, data = await _body()
         now = ctx.clock()
         if kind == "pem":
-            source = request.args.get("source", "")[:200]
+            source = source_field(request.args.get("source", ""))
             pem = data.decode("utf-8", "replace")
             cert = await off_loop(cert_from_pem, pem, source, now, "body")
         else:
             body = structure(_decode(data), CertIn)
-            if len(body.source) > 200:
-                raise InputError(
-                    "invalid request body", [("source", "must be at most 200 characters")]
-                )
+            source_field(body.source)
             if body.pem is not None:
                 cert = await off_loop(cert_from_pem, body.pem, body.source, now)
                 check_pem_agrees(body, cert)

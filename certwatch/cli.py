@@ -21,12 +21,12 @@ from typing import NoReturn
 
 import trio
 
-from certwatch import __version__
 from certwatch.errors import ConfigError, ListenError, StoreError, leaves
 from certwatch.logs import configure_logging
 from certwatch.replay import load_views, replay
 from certwatch.service import serve
 from certwatch.settings import Settings, db_path_from_env
+from certwatch.version import __version__
 
 __all__ = ["main"]
 

@@ -112,7 +112,6 @@ class Pipeline:
         self.coverage = Coverage(metrics)
         self.last_event_at: float | None = None
         self.processed = 0
-        self.matched = 0
         # Plain integers on the hot path; the metric reads them at scrape time.
         self.updates = 0
         self.by_type = dict.fromkeys(MESSAGE_TYPES, 0)
@@ -168,7 +167,6 @@ class Pipeline:
         match = self._index.match(message.leaf_cert.all_domains)
         if match is None:
             return None
-        self.matched += 1
         try:
             details = read_update(raw, self._coerced)
         except MalformedMessage as e:

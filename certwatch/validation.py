@@ -30,6 +30,7 @@ __all__ = [
     "cert_from_pem",
     "check_pem_agrees",
     "names_field",
+    "source_field",
     "structure",
     "watch_entry",
 ]
@@ -216,6 +217,18 @@ def names_field(field: str, values: list[str], *, wildcards: bool) -> list[str]:
     if problems:
         raise InputError("invalid request body", problems)
     return sorted(set(out))
+
+
+MAX_SOURCE = 200
+
+
+def source_field(source: str) -> str:
+    """An inventory row's ``source`` (from the JSON body or, for a PEM push, the query)."""
+    if len(source) > MAX_SOURCE:
+        raise InputError(
+            "invalid request", [("source", f"must be at most {MAX_SOURCE} characters")]
+        )
+    return source
 
 
 def _epoch_field(name: str, value: int | None) -> int:

@@ -37,12 +37,12 @@ import httpx
 import msgspec
 import trio
 
-from certwatch import __version__
 from certwatch.errors import StoreError, StoreUnavailable
 from certwatch.events import PENDING, Alert, webhook_payload
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
 from certwatch.store import OutboxStats, Store
+from certwatch.version import __version__
 
 __all__ = ["CONCURRENCY", "WebhookSender", "parse_retry_after", "retry_delay", "sign"]
 

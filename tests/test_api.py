@@ -259,6 +259,24 @@ class TestCerts:
         expected = ["*.api.example.org", "api.example.org", "www.example.org"]
         assert pem.json()["sans"] == json_push.json()["sans"] == expected
 
+    async def test_a_long_source_is_refused_in_either_form(
+        self, service: RunningService, ca: CA
+    ) -> None:
+        """A source over 200 characters is a 422 naming `source`, pushed as JSON or as PEM."""
+        issuance = ca.issue(["a.example.org"])
+        long = "lb:" + "x" * 198
+        as_json = await service.client.post("/certs", json={**issuance.push(), "source": long})
+        as_pem = await service.client.post(
+            "/certs",
+            params={"source": long},
+            content=issuance.final_pem(),
+            headers={"content-type": "application/x-pem-file"},
+        )
+        for response in (as_json, as_pem):
+            assert response.status_code == 422
+            assert fields(response) == {"source": "must be at most 200 characters"}
+        assert (await service.client.get("/certs")).json() == []
+
     async def test_optional_fields(self, service: RunningService) -> None:
         """Serial and source are optional; a fingerprint without colons in any case is fine."""
         push = {
