@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from certwatch.store import Store
+from certwatch.store.sqlite import Store
 
 HERE = Path(__file__).parent
 CACHE = HERE / ".cache"

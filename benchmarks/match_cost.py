@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import capture, machine
 
-from certwatch.domains import WatchIndex
+from certwatch.core.names import WatchIndex
 
 
 def per_san(index: WatchIndex, certs: list[list[str]], repeat: int = 5) -> float:

@@ -25,7 +25,7 @@ from common import Certwatch, capture, feed_server, machine, prepare_db
 from support.alerts import pending_alert
 from support.servers import Receiver
 
-from certwatch.store import Store
+from certwatch.store.sqlite import Store
 
 
 async def add_backlog(db: Path, count: int) -> None:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import Certwatch, capture, feed_server, machine, prepare_db
 
-from certwatch.feed import LIBRARY_QUEUE, MAX_MESSAGE_SIZE
+from certwatch.sources.certstream import LIBRARY_QUEUE, MAX_MESSAGE_SIZE
 
 
 async def bare_client(url: str, count: int) -> float:

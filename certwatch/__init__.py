@@ -1,15 +1,18 @@
 """certwatch: watch Certificate Transparency for certificates your load balancers did not obtain.
 
-Layers, from the inside out:
+The layers, each importing only from those below it (checked by import-linter in CI)::
 
-- pure logic, no I/O: :mod:`~certwatch.domains` (entries, matching), :mod:`~certwatch.messages`
-  (feed decoding), :mod:`~certwatch.identity`, :mod:`~certwatch.certificates`,
-  :mod:`~certwatch.classify` (recognition) and :mod:`~certwatch.events` (alerts, payload);
-- I/O edges, each owning one resource: :mod:`~certwatch.feed` (the WebSocket),
-  :mod:`~certwatch.store` (the SQLite file), :mod:`~certwatch.webhook` (the HTTP client),
-  :mod:`~certwatch.api` (the HTTP server);
-- the work between them: :mod:`~certwatch.pipeline` and :mod:`~certwatch.alerter`;
-- :mod:`~certwatch.service`, the supervisor, and :mod:`~certwatch.cli`, the entry point.
+    cli, replay         the commands
+    service             the supervisor: one nursery, the tasks, the channels between them
+    http                the API (Quart-Trio on Hypercorn)
+    sources | delivery  the certstream consumer | the webhook sender (edges, one resource each)
+    pipeline            frames to matches to stored, decided alerts; cleanup
+    store               the database
+    metrics, settings, logs
+    core                pure logic: names, certificates, decoding, recognition, alerts
+    errors, version
+
+``core`` imports no I/O library (no trio, httpx, sqlite3, Quart, Hypercorn).
 """
 
 from __future__ import annotations

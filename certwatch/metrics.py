@@ -21,8 +21,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from certwatch.core.messages import COERCIBLE_FIELDS, KNOWN_TYPES, SKIP_REASONS
 from certwatch.errors import FeedConnectError
-from certwatch.messages import COERCIBLE_FIELDS, KNOWN_TYPES, SKIP_REASONS
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 

@@ -19,14 +19,14 @@ import attrs
 import msgspec
 import trio
 
-from certwatch.classify import Inventory, facts_from_update
-from certwatch.domains import WatchIndex
+from certwatch.core.alerts import INFO, decided, new_alert, webhook_payload
+from certwatch.core.messages import SKIP_REASONS
+from certwatch.core.names import WatchIndex
+from certwatch.core.recognition import Inventory, facts_from_update
 from certwatch.errors import StoreError
-from certwatch.events import INFO, decided, new_alert, webhook_payload
-from certwatch.messages import SKIP_REASONS
 from certwatch.metrics import Metrics
-from certwatch.pipeline import Pipeline
-from certwatch.store import Store
+from certwatch.pipeline.matching import Pipeline
+from certwatch.store.sqlite import Store
 
 __all__ = ["ReplayReport", "load_views", "replay"]
 

@@ -31,18 +31,19 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio import serve as hypercorn_serve
 
-from certwatch.alerter import Alerter
-from certwatch.api import ApiContext, create_app
-from certwatch.classify import Inventory
-from certwatch.cleanup import Cleanup
-from certwatch.domains import WatchIndex, public_suffix_kind
+from certwatch.core.messages import FeedItem
+from certwatch.core.names import WatchIndex, public_suffix_kind
+from certwatch.core.recognition import Inventory
+from certwatch.delivery.webhook import WebhookSender
 from certwatch.errors import ListenError, leaves
-from certwatch.feed import Connector, FeedConsumer, FeedItem
+from certwatch.http.app import ApiContext, create_app
 from certwatch.metrics import Metrics
-from certwatch.pipeline import Pipeline
+from certwatch.pipeline.alerter import Alerter
+from certwatch.pipeline.cleanup import Cleanup
+from certwatch.pipeline.matching import Pipeline
 from certwatch.settings import Settings, redact_url
-from certwatch.store import Store
-from certwatch.webhook import WebhookSender
+from certwatch.sources.certstream import Connector, FeedConsumer
+from certwatch.store.sqlite import Store
 
 __all__ = ["FEED_BUFFER", "listen_error", "serve"]
 

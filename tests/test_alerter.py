@@ -19,15 +19,15 @@ import trio.testing
 from support.alerts import pending_alert
 from support.certs import CA, Issuance
 
-from certwatch.alerter import Alerter
-from certwatch.classify import Inventory, InventoryCert, KnownKey
-from certwatch.cleanup import Cleanup
-from certwatch.domains import WatchIndex
-from certwatch.events import Alert
-from certwatch.identity import fingerprint
-from certwatch.messages import read_update
+from certwatch.core.alerts import Alert
+from certwatch.core.identity import fingerprint
+from certwatch.core.messages import read_update
+from certwatch.core.names import WatchIndex
+from certwatch.core.recognition import Inventory, InventoryCert, KnownKey
 from certwatch.metrics import Metrics
-from certwatch.store import Store
+from certwatch.pipeline.alerter import Alerter
+from certwatch.pipeline.cleanup import Cleanup
+from certwatch.store.sqlite import Store
 
 EPOCH = time.time()  # feed messages carry real `seen` times
 GRACE = 60.0

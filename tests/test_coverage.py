@@ -11,7 +11,7 @@ from support.servers import FeedServer
 from support.service import make_settings, run_service, wait_until
 
 from certwatch.metrics import Metrics
-from certwatch.pipeline import MAX_LOG_URL, MAX_TRACKED_LOGS, Coverage
+from certwatch.pipeline.matching import MAX_LOG_URL, MAX_TRACKED_LOGS, Coverage
 
 LOG_A = "https://log-a.example"
 LOG_B = "https://log-b.example"

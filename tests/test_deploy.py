@@ -20,7 +20,7 @@ import trio
 import yaml
 from support.service import make_settings, run_service
 
-from certwatch.webhook import sign
+from certwatch.delivery.webhook import sign
 
 ROOT = Path(__file__).parent.parent
 CONTRIB = ROOT / "contrib"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from certwatch.domains import Match, WatchIndex, normalise_entry, normalise_san
+from certwatch.core.names import Match, WatchIndex, normalise_entry, normalise_san
 from certwatch.errors import InvalidName
 
 

@@ -19,9 +19,10 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
-from certwatch.feed import NEW_CONNECTION, Backoff, FeedConsumer, FeedItem
+from certwatch.core.messages import NEW_CONNECTION, FeedItem
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
+from certwatch.sources.certstream import Backoff, FeedConsumer
 
 TIMING = Timing(
     ping_interval_s=20,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from certwatch.core.messages import CertificateUpdate, Other, peek, read_update
 from certwatch.errors import MalformedMessage
-from certwatch.messages import CertificateUpdate, Other, peek, read_update
 
 SAMPLES = Path(__file__).parent / "data" / "samples"
 SERIAL = "262047CC81D9E1C816F5041249FE194032AAEC59"

@@ -140,7 +140,7 @@ class TestStartupErrors:
 def test_a_crashing_task_stops_the_process_with_a_traceback(tmp_path: Path) -> None:
     """A bug in one task is logged with its traceback and exits 1, not a half-alive process."""
     program = (
-        "import certwatch.feed as feed\n"
+        "import certwatch.sources.certstream as feed\n"
         "def broken(url, timing):\n"
         "    raise RuntimeError('injected bug in the feed consumer')\n"
         "feed._open = broken\n"

@@ -20,8 +20,8 @@ from support.certs import (
     with_version,
 )
 
-from certwatch import certificates
-from certwatch.certificates import (
+from certwatch.core import certificates
+from certwatch.core.certificates import (
     MAX_DER_BYTES,
     MAX_EXTENSIONS,
     parse_certificate,
@@ -29,10 +29,16 @@ from certwatch.certificates import (
     spki_sha256_from_pem,
     tbs_sha256_of_der,
 )
-from certwatch.classify import Evidence, Inventory, InventoryCert, KnownKey, facts_from_update
+from certwatch.core.identity import CertFacts, fingerprint, key_identifier, serial_number
+from certwatch.core.messages import read_update
+from certwatch.core.recognition import (
+    Evidence,
+    Inventory,
+    InventoryCert,
+    KnownKey,
+    facts_from_update,
+)
 from certwatch.errors import InvalidCertificate
-from certwatch.identity import CertFacts, fingerprint, key_identifier, serial_number
-from certwatch.messages import read_update
 
 SAMPLES = Path(__file__).parent / "data" / "samples"
 VARIANT_FILES = [

@@ -11,10 +11,10 @@ from pathlib import Path
 import trio
 from support.certs import CA
 
-from certwatch.certificates import parse_certificate
-from certwatch.classify import InventoryCert
-from certwatch.identity import fingerprint
-from certwatch.store import Store
+from certwatch.core.certificates import parse_certificate
+from certwatch.core.identity import fingerprint
+from certwatch.core.recognition import InventoryCert
+from certwatch.store.sqlite import Store
 
 
 async def prepare(db: Path, ours: InventoryCert) -> None:

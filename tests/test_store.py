@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from certwatch.classify import InventoryCert
+from certwatch.core.recognition import InventoryCert
 from certwatch.errors import StoreError, StoreUnavailable
-from certwatch.store import MIGRATIONS, Store
+from certwatch.store.sqlite import MIGRATIONS, Store
 
 
 def cert(n: int, not_after: int = 2_000_000_000) -> InventoryCert:

@@ -22,12 +22,13 @@ import trio
 import trio.testing
 from support.alerts import pending_alert
 
-from certwatch import __version__, webhook
-from certwatch.events import Alert
+from certwatch.core.alerts import Alert
+from certwatch.delivery import webhook
+from certwatch.delivery.webhook import WebhookSender, parse_retry_after, retry_delay, sign
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
-from certwatch.store import Store
-from certwatch.webhook import WebhookSender, parse_retry_after, retry_delay, sign
+from certwatch.store.sqlite import Store
+from certwatch.version import __version__
 
 EPOCH = 1_800_000_000.0
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()

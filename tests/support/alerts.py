@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from certwatch.events import PENDING, Alert
+from certwatch.core.alerts import PENDING, Alert
 
 
 def pending_alert(n: int, now: float) -> Alert:

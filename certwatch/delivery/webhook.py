@@ -37,16 +37,16 @@ import httpx
 import msgspec
 import trio
 
+from certwatch.core.alerts import PENDING, Alert, webhook_payload
 from certwatch.errors import StoreError, StoreUnavailable
-from certwatch.events import PENDING, Alert, webhook_payload
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
-from certwatch.store import OutboxStats, Store
+from certwatch.store.sqlite import OutboxStats, Store
 from certwatch.version import __version__
 
 __all__ = ["CONCURRENCY", "WebhookSender", "parse_retry_after", "retry_delay", "sign"]
 
-log = logging.getLogger("certwatch.webhook")
+log = logging.getLogger("certwatch.delivery.webhook")
 
 CONCURRENCY = 4
 """Deliveries in flight at once."""

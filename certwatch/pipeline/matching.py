@@ -13,17 +13,18 @@ from typing import NoReturn
 
 import trio
 
-from certwatch.domains import Match, WatchIndex
-from certwatch.errors import MalformedMessage
-from certwatch.feed import FeedItem, NewConnection
-from certwatch.messages import (
+from certwatch.core.messages import (
     COERCIBLE_FIELDS,
     UNKNOWN_TYPE,
+    FeedItem,
+    NewConnection,
     Other,
     UpdateDetails,
     peek,
     read_update,
 )
+from certwatch.core.names import Match, WatchIndex
+from certwatch.errors import MalformedMessage
 from certwatch.metrics import MESSAGE_TYPES, Metrics
 
 __all__ = ["MAX_TRACKED_LOGS", "Coverage", "OnMatch", "Pipeline"]

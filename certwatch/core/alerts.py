@@ -18,10 +18,10 @@ from typing import Any
 
 import attrs
 
-from certwatch.classify import Recognition
-from certwatch.domains import Match
-from certwatch.identity import CertFacts
-from certwatch.messages import UpdateDetails
+from certwatch.core.identity import CertFacts
+from certwatch.core.messages import UpdateDetails
+from certwatch.core.names import Match
+from certwatch.core.recognition import Recognition
 
 __all__ = [
     "ALERT",

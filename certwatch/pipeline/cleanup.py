@@ -10,14 +10,14 @@ from typing import NoReturn
 import attrs
 import trio
 
-from certwatch.alerter import Alerter
-from certwatch.classify import Inventory
+from certwatch.core.recognition import Inventory
 from certwatch.errors import StoreUnavailable
-from certwatch.store import PRUNE_BATCH, Store
+from certwatch.pipeline.alerter import Alerter
+from certwatch.store.sqlite import PRUNE_BATCH, Store
 
 __all__ = ["Cleanup", "CleanupReport"]
 
-log = logging.getLogger("certwatch.cleanup")
+log = logging.getLogger("certwatch.pipeline.cleanup")
 
 
 @attrs.frozen

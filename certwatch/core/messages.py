@@ -24,13 +24,16 @@ from typing import Any
 import attrs
 import msgspec
 
+from certwatch.core.identity import fingerprint, key_identifier
 from certwatch.errors import MalformedMessage
-from certwatch.identity import fingerprint, key_identifier
 
 __all__ = [
     "COERCIBLE_FIELDS",
     "KNOWN_TYPES",
+    "NEW_CONNECTION",
     "CertificateUpdate",
+    "FeedItem",
+    "NewConnection",
     "Other",
     "Peeked",
     "UpdateDetails",
@@ -49,6 +52,16 @@ UNKNOWN_TYPE = "unknown_type"
 SKIP_REASONS = (INVALID_JSON, NOT_OBJECT, INVALID_FIELD, UNKNOWN_TYPE)
 
 _JSON_ERRORS = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
+
+
+class NewConnection:
+    """Put on the feed channel when a connection opens: per-log index tracking restarts."""
+
+
+NEW_CONNECTION = NewConnection()
+FeedItem = str | bytes | NewConnection
+"""What travels from the feed consumer to the pipeline: a frame, or the start of a
+connection."""
 
 COERCIBLE_FIELDS = (
     "all_domains",

@@ -22,10 +22,7 @@ from typing import NoReturn, TypeVar
 import attrs
 import trio
 
-from certwatch.classify import Inventory, Recognition, facts_from_update
-from certwatch.domains import Match
-from certwatch.errors import StoreUnavailable
-from certwatch.events import (
+from certwatch.core.alerts import (
     ALERT,
     HELD,
     PENDING,
@@ -36,10 +33,13 @@ from certwatch.events import (
     new_alert,
     resolved_follow_up,
 )
-from certwatch.identity import CertFacts
-from certwatch.messages import UpdateDetails
+from certwatch.core.identity import CertFacts
+from certwatch.core.messages import UpdateDetails
+from certwatch.core.names import Match
+from certwatch.core.recognition import Inventory, Recognition, facts_from_update
+from certwatch.errors import StoreUnavailable
 from certwatch.metrics import Metrics
-from certwatch.store import Store
+from certwatch.store.sqlite import Store
 
 __all__ = ["Alerter", "DedupeCache"]
 

@@ -15,12 +15,12 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-from certwatch.certificates import parse_certificate
-from certwatch.classify import InventoryCert
-from certwatch.domains import SuffixKind, normalise_entry, normalise_san, public_suffix_kind
+from certwatch.core.certificates import parse_certificate
+from certwatch.core.identity import fingerprint, serial_number
+from certwatch.core.names import SuffixKind, normalise_entry, normalise_san, public_suffix_kind
+from certwatch.core.recognition import InventoryCert
 from certwatch.errors import FieldProblem, InputError, InvalidBody, InvalidCertificate, InvalidName
-from certwatch.identity import fingerprint, serial_number
-from certwatch.schemas import EPOCH_MAX
+from certwatch.http.responses import EPOCH_MAX
 
 __all__ = [
     "CertIn",

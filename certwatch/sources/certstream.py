@@ -37,33 +37,26 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
+from certwatch.core.messages import NEW_CONNECTION, FeedItem
 from certwatch.errors import FeedConnectError, leaves
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing, redact_url
 
 __all__ = [
     "MAX_MESSAGE_SIZE",
-    "NEW_CONNECTION",
     "Backoff",
     "Connector",
     "FeedConsumer",
-    "FeedItem",
     "FeedStatistics",
 ]
 
-log = logging.getLogger("certwatch.feed")
+log = logging.getLogger("certwatch.sources.certstream")
 
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 """Certificates with thousands of SANs make multi-megabyte messages; the default is 1 MiB."""
 LIBRARY_QUEUE = 16
 
 
-class NewConnection:
-    """Marker put on the channel when a connection opens: per-log index tracking restarts."""
-
-
-NEW_CONNECTION = NewConnection()
-FeedItem = str | bytes | NewConnection
 Connector = Callable[[str], AbstractAsyncContextManager[WebSocketConnection]]
 
 

@@ -36,10 +36,13 @@ from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
 
-from certwatch.alerter import Alerter
-from certwatch.certificates import spki_sha256_from_pem
-from certwatch.classify import Inventory, KnownKey
-from certwatch.domains import WatchIndex, normalise_entry
+from certwatch.core.alerts import SEVERITIES, STATUSES
+from certwatch.core.certificates import spki_sha256_from_pem
+from certwatch.core.identity import fingerprint
+from certwatch.core.messages import decode_json
+from certwatch.core.names import WatchIndex, normalise_entry
+from certwatch.core.recognition import Inventory, KnownKey
+from certwatch.delivery.webhook import WebhookSender
 from certwatch.errors import (
     InputError,
     InvalidBody,
@@ -49,13 +52,19 @@ from certwatch.errors import (
     StoreError,
     UnsupportedMediaType,
 )
-from certwatch.events import SEVERITIES, STATUSES
-from certwatch.feed import FeedConsumer
-from certwatch.identity import fingerprint
-from certwatch.messages import decode_json
-from certwatch.metrics import CONTENT_TYPE, Metrics
-from certwatch.pipeline import Pipeline
-from certwatch.schemas import (
+from certwatch.http.requests import (
+    CertIn,
+    DomainIn,
+    KeyIn,
+    cert_from_json,
+    cert_from_pem,
+    check_pem_agrees,
+    names_field,
+    source_field,
+    structure,
+    watch_entry,
+)
+from certwatch.http.responses import (
     EPOCH_MAX,
     LIMIT_MAX,
     OFFSET_MAX,
@@ -77,25 +86,16 @@ from certwatch.schemas import (
     Problem,
     Requeued,
 )
-from certwatch.store import Store
-from certwatch.validation import (
-    CertIn,
-    DomainIn,
-    KeyIn,
-    cert_from_json,
-    cert_from_pem,
-    check_pem_agrees,
-    names_field,
-    source_field,
-    structure,
-    watch_entry,
-)
+from certwatch.metrics import CONTENT_TYPE, Metrics
+from certwatch.pipeline.alerter import Alerter
+from certwatch.pipeline.matching import Pipeline
+from certwatch.sources.certstream import FeedConsumer
+from certwatch.store.sqlite import Store
 from certwatch.version import __version__
-from certwatch.webhook import WebhookSender
 
 __all__ = ["MAX_BODY_BYTES", "ApiContext", "create_app"]
 
-log = logging.getLogger("certwatch.api")
+log = logging.getLogger("certwatch.http.app")
 
 T = TypeVar("T")
 
@@ -130,7 +130,7 @@ class ApiContext:
 
 
 def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A JSON response; attrs classes (see :mod:`certwatch.schemas`) encode as objects."""
+    """A JSON response; attrs classes (see :mod:`certwatch.http.responses`) encode as objects."""
     return Response(
         _encode(value),
         status=status,

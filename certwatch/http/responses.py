@@ -1,6 +1,6 @@
 """What the API answers, as attrs classes: the handlers build these, msgspec encodes them,
 and the OpenAPI document is generated from them (with the request classes of
-:mod:`certwatch.validation`), so the document cannot drift from the code.
+:mod:`certwatch.http.requests`), so the document cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import attrs
 import msgspec
 from quart_schema.openapi import OpenAPIProvider
 
-from certwatch.classify import InventoryCert, KnownKey
-from certwatch.events import Alert
+from certwatch.core.alerts import Alert
+from certwatch.core.recognition import InventoryCert, KnownKey
 
 __all__ = [
     "LIMIT_MAX",

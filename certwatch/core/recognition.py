@@ -32,11 +32,11 @@ from collections.abc import Iterable
 
 import attrs
 
-from certwatch.certificates import CertificateInfo, parse_certificate, tbs_sha256_of_der
-from certwatch.domains import normalise_names, normalise_san
+from certwatch.core.certificates import CertificateInfo, parse_certificate, tbs_sha256_of_der
+from certwatch.core.identity import CertFacts, serial_number
+from certwatch.core.messages import UpdateDetails
+from certwatch.core.names import normalise_names, normalise_san
 from certwatch.errors import InvalidCertificate
-from certwatch.identity import CertFacts, serial_number
-from certwatch.messages import UpdateDetails
 
 __all__ = [
     "Evidence",

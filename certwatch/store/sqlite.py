@@ -23,9 +23,9 @@ import attrs
 import msgspec
 import trio
 
-from certwatch.classify import InventoryCert, KnownKey
+from certwatch.core.alerts import DELIVERED, FAILED, HELD, OBSERVED, PENDING, Alert
+from certwatch.core.recognition import InventoryCert, KnownKey
 from certwatch.errors import StoreError, StoreUnavailable
-from certwatch.events import DELIVERED, FAILED, HELD, OBSERVED, PENDING, Alert
 
 __all__ = ["MIGRATIONS", "Domain", "OutboxStats", "Store"]
 

@@ -1,0 +1,2 @@
+"""Getting alerts out: the webhook sender (:mod:`.webhook`), which owns the HTTP client and
+delivers from the outbox at least once."""

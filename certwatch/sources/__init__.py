@@ -1,0 +1,2 @@
+"""Where certificates come from: the certstream consumer (:mod:`.certstream`), which owns
+the WebSocket."""
