@@ -21,6 +21,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from certwatch.core.alerts import Severity
 from certwatch.core.messages import COERCIBLE_FIELDS, KNOWN_TYPES, SKIP_REASONS
 from certwatch.errors import FeedConnectError
 
@@ -29,7 +30,6 @@ __all__ = ["CONTENT_TYPE", "Metrics"]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 MESSAGE_TYPES = (*KNOWN_TYPES, "unknown", "malformed")
-SEVERITIES = ("info", "suspicious")
 RESULTS = ("success", "failure")
 # Webhook round trips: a receiver on the LAN answers in milliseconds, n8n in the cloud in
 # a second; the per-attempt timeout defaults to 10 s.
@@ -211,7 +211,7 @@ class Metrics:
             self.ct_skipped.labels(reason)
         for reason in FeedConnectError.REASONS:
             self.ws_connect_failures.labels(reason)
-        for severity in SEVERITIES:
+        for severity in Severity:
             self.alerts.labels(severity)
         for result in RESULTS:
             self.webhook.labels(result)

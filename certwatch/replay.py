@@ -19,7 +19,7 @@ import attrs
 import msgspec
 import trio
 
-from certwatch.core.alerts import INFO, decided, new_alert, webhook_payload
+from certwatch.core.alerts import Severity, decided, new_alert, webhook_payload
 from certwatch.core.messages import SKIP_REASONS
 from certwatch.core.names import WatchIndex
 from certwatch.core.recognition import Inventory, facts_from_update
@@ -77,7 +77,7 @@ def replay(
     metrics = Metrics()
     pipeline = Pipeline(index, metrics)
     seen: set[str] = set()
-    counts = {"matched": 0, INFO: 0, "suspicious": 0, "duplicates": 0}
+    counts = {"matched": 0, Severity.INFO: 0, Severity.SUSPICIOUS: 0, "duplicates": 0}
     started = time.perf_counter()
     encode = msgspec.json.encode
     for line in lines:
@@ -106,8 +106,8 @@ def replay(
     return ReplayReport(
         messages=pipeline.processed,
         matched=counts["matched"],
-        info=counts[INFO],
-        suspicious=counts["suspicious"],
+        info=counts[Severity.INFO],
+        suspicious=counts[Severity.SUSPICIOUS],
         duplicates=counts["duplicates"],
         skipped=int(skipped),
         seconds=time.perf_counter() - started,

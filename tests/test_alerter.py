@@ -129,7 +129,8 @@ class TestDecisions:
             await w.see(issuance.message("go-tiled"))
             (alert,) = await w.alerts()
             assert (alert.severity, alert.status) == ("info", "pending")
-            assert alert.recognised_by == {
+            assert alert.recognised_by is not None
+            assert alert.recognised_by.as_dict() == {
                 "evidence": "serial_and_names",
                 "source": "lb:test",
                 "ref": issuance.final_sha1,
@@ -194,7 +195,7 @@ class TestDecisions:
             original, follow_up = await w.alerts()
             assert original.severity == "suspicious"
             assert original.resolved_by is not None
-            assert original.resolved_by["evidence"] == "serial_and_names"
+            assert original.resolved_by.evidence == "serial_and_names"
             assert follow_up.kind == "resolved"
             assert follow_up.parent_id == original.id
             assert follow_up.issuance == original.issuance
@@ -215,7 +216,7 @@ class TestDecisions:
             ok, bad = await w.alerts()
             assert ok.severity == "info"
             assert ok.recognised_by is not None
-            assert ok.recognised_by["evidence"] == "key"
+            assert ok.recognised_by.evidence == "key"
             assert bad.severity == "suspicious"
 
 

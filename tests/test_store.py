@@ -5,9 +5,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import attrs
 import pytest
+from support.alerts import pending_alert
 
-from certwatch.core.recognition import InventoryCert
+from certwatch.core.alerts import Severity
+from certwatch.core.identity import CertFacts
+from certwatch.core.recognition import Evidence, InventoryCert, Recognition
 from certwatch.errors import StoreError, StoreUnavailable
 from certwatch.store.sqlite import MIGRATIONS, Store
 
@@ -97,3 +101,67 @@ class TestTransactions:
         other.close()
         assert await store.upsert_domain("example.org", "", 1.0) is True
         store.close()
+
+
+class TestRows:
+    async def test_an_alert_comes_back_as_it_was_stored(self, tmp_path: Path) -> None:
+        """Every field of an alert, typed values included, survives the database."""
+        store = await Store.open(tmp_path / "cw.db")
+        recognition = Recognition(Evidence.TBS, "lb:a", "ab" * 20)
+        alert = attrs.evolve(
+            pending_alert(7, 1_800_000_000.0),
+            facts=CertFacts(
+                names=frozenset({"a.example.org", "*.example.org"}),
+                subject_cn="a.example.org",
+                sha1="cd" * 20,
+                authority_key_id="ef" * 20,
+                serial=2**159 + 5,
+                issuer="/C=US/CN=ETS R1",
+                tbs_sha256="01" * 32,
+            ),
+            recognised_by=recognition,
+            resolved_by=recognition,
+            resolved_at=1_800_000_100.0,
+            last_error="HTTP 503",
+        )
+        stored = await store.insert_alert(alert)
+        loaded = await store.get_alert(stored.id or 0)
+        store.close()
+        assert loaded == stored
+        assert loaded is not None
+        assert loaded.severity is Severity.SUSPICIOUS
+        assert loaded.facts.serial == 2**159 + 5
+
+    async def test_rows_written_by_the_previous_release_still_load(self, tmp_path: Path) -> None:
+        """An alert row in the JSON certwatch 0.1 wrote (dicts, hex serial) loads typed."""
+        store = await Store.open(tmp_path / "cw.db")
+        store.close()
+        conn = sqlite3.connect(tmp_path / "cw.db", isolation_level=None)
+        conn.execute(
+            "INSERT INTO alerts (event_id, kind, issuance, status, severity, fingerprint, "
+            "matched_entries, matched_sans, cert, facts, seen_at, created_at, recognised_by) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                "evt-old", "alert", "aki:58f0:2620", "delivered", "info", "1beb" + "0" * 36,
+                '["example.net"]', '["www.example.net"]',
+                '{"fingerprint_sha1": "1beb0000000000000000000000000000000000", '
+                '"all_sans": ["www.example.net"], "issuer": "/C=US/CN=ETS R1", '
+                '"issuer_o": null, "issuer_cn": "ETS R1", "not_before": 1, "not_after": 2, '
+                '"source_log": "Quokka", "source_url": "https://ct.example", "cert_link": "", '
+                '"cert_index": 5, "serial": "2620", "update_type": "PrecertLogEntry"}',
+                '{"names": ["www.example.net"], "subject_cn": null, "sha1": null, '
+                '"sha256": null, "authority_key_id": "58f0", "serial": "2620", "issuer": "", '
+                '"tbs_sha256": null, "spki_sha256": null}',
+                1.0, 2.0,
+                '{"evidence": "issuance", "source": "lb:a", "ref": "aa"}',
+            ),
+        )  # fmt: skip
+        conn.close()
+        store = await Store.open(tmp_path / "cw.db")
+        (alert,) = await store.list_alerts()
+        store.close()
+        assert alert.facts.serial == 0x2620
+        assert alert.facts.names == frozenset({"www.example.net"})
+        assert alert.cert.cert_index == 5
+        assert alert.recognised_by == Recognition(Evidence.ISSUANCE, "lb:a", "aa")
+        assert (alert.kind, alert.status, alert.severity) == ("alert", "delivered", "info")

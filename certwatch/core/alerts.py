@@ -14,6 +14,7 @@ Lifecycle (``status``)::
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import attrs
@@ -24,34 +25,65 @@ from certwatch.core.names import Match
 from certwatch.core.recognition import Recognition
 
 __all__ = [
-    "ALERT",
-    "INFO",
-    "RESOLVED",
-    "STATUSES",
-    "SUSPICIOUS",
     "Alert",
+    "CertSummary",
+    "Kind",
+    "Severity",
+    "Status",
     "cert_summary",
     "decided",
-    "facts_from_json",
-    "facts_to_json",
     "new_alert",
     "resolved_follow_up",
     "webhook_payload",
 ]
 
-INFO = "info"
-SUSPICIOUS = "suspicious"
-SEVERITIES = (INFO, SUSPICIOUS)
 
-ALERT = "alert"
-RESOLVED = "resolved"
+class Severity(enum.StrEnum):
+    """The verdict on a matched issuance."""
 
-HELD = "held"
-PENDING = "pending"
-DELIVERED = "delivered"
-FAILED = "failed"
-OBSERVED = "observed"
-STATUSES = (HELD, PENDING, DELIVERED, FAILED, OBSERVED)
+    INFO = "info"
+    """Recognised as the organisation's own (also a heartbeat of the whole pipeline)."""
+    SUSPICIOUS = "suspicious"
+    """Not in the inventory: a potential hijack."""
+
+
+class Status(enum.StrEnum):
+    """Where an alert is in its life (see the module docstring)."""
+
+    HELD = "held"
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    OBSERVED = "observed"
+
+
+class Kind(enum.StrEnum):
+    ALERT = "alert"
+    """The one event of an issuance."""
+    RESOLVED = "resolved"
+    """The follow-up when a suspicious issuance is recognised later."""
+
+
+@attrs.frozen
+class CertSummary:
+    """What the source said about the certificate: the fields an alert reports."""
+
+    fingerprint_sha1: str = ""
+    """Lowercase hex without colons, as reported (may be the blank SHA-1)."""
+    all_sans: tuple[str, ...] = ()
+    issuer: str = ""
+    """The issuer in certstream's ``aggregated`` form."""
+    issuer_o: str | None = None
+    issuer_cn: str | None = None
+    not_before: int | None = None
+    not_after: int | None = None
+    source_log: str = ""
+    source_url: str = ""
+    cert_link: str = ""
+    cert_index: int | None = None
+    serial: str = ""
+    """The serial as the source gave it."""
+    update_type: str = ""
 
 
 @attrs.frozen
@@ -60,24 +92,24 @@ class Alert:
 
     event_id: str
     """Stable across retries and restarts: the ``webhook-id`` header."""
-    kind: str
+    kind: Kind
     issuance: str
-    status: str
-    severity: str | None
+    status: Status
+    severity: Severity | None
+    """``None`` while held."""
     matched_entries: tuple[str, ...]
     matched_sans: tuple[str, ...]
-    cert: dict[str, Any]
-    """What the feed said about the certificate (see :func:`cert_summary`)."""
-    facts: dict[str, Any]
+    cert: CertSummary
+    facts: CertFacts
     """The identifying facts, kept so a held or suspicious alert can be re-checked."""
     seen_at: float
     created_at: float
     id: int | None = None
     parent_id: int | None = None
     decide_at: float | None = None
-    recognised_by: dict[str, str] | None = None
+    recognised_by: Recognition | None = None
     resolved_at: float | None = None
-    resolved_by: dict[str, str] | None = None
+    resolved_by: Recognition | None = None
     attempts: int = 0
     last_error: str | None = None
     next_attempt_at: float | None = None
@@ -86,12 +118,8 @@ class Alert:
     """When the alert last entered ``pending``: the retry period counts from here."""
 
     @property
-    def fingerprint(self) -> str:
-        return str(self.cert.get("fingerprint_sha1", ""))
-
-    @property
     def delivered(self) -> bool:
-        return self.status == DELIVERED
+        return self.status is Status.DELIVERED
 
 
 def new_alert(
@@ -100,14 +128,14 @@ def new_alert(
     """The alert for a newly seen issuance, not yet decided (``held``)."""
     return Alert(
         event_id=event_id,
-        kind=ALERT,
+        kind=Kind.ALERT,
         issuance=facts.issuance_key(),
-        status=HELD,
+        status=Status.HELD,
         severity=None,
         matched_entries=match.entries,
         matched_sans=match.sans,
         cert=cert_summary(update),
-        facts=facts_to_json(facts),
+        facts=facts,
         seen_at=update.seen if update.seen is not None else now,
         created_at=now,
     )
@@ -117,9 +145,9 @@ def decided(alert: Alert, recognition: Recognition | None, *, observer: bool, no
     """The alert with its verdict: ``info`` when recognised, else ``suspicious``, queued."""
     return attrs.evolve(
         alert,
-        severity=INFO if recognition else SUSPICIOUS,
-        status=OBSERVED if observer else PENDING,
-        recognised_by=None if recognition is None else recognition.as_dict(),
+        severity=Severity.INFO if recognition else Severity.SUSPICIOUS,
+        status=Status.OBSERVED if observer else Status.PENDING,
+        recognised_by=recognition,
         decide_at=None,
         next_attempt_at=now,
         queued_at=now,
@@ -134,15 +162,15 @@ def resolved_follow_up(
         alert,
         id=None,
         event_id=event_id,
-        kind=RESOLVED,
+        kind=Kind.RESOLVED,
         parent_id=alert.id,
-        severity=INFO,
-        status=OBSERVED if observer else PENDING,
+        severity=Severity.INFO,
+        status=Status.OBSERVED if observer else Status.PENDING,
         created_at=now,
         decide_at=None,
-        recognised_by=recognition.as_dict(),
+        recognised_by=recognition,
         resolved_at=now,
-        resolved_by=recognition.as_dict(),
+        resolved_by=recognition,
         attempts=0,
         last_error=None,
         next_attempt_at=now,
@@ -151,81 +179,51 @@ def resolved_follow_up(
     )
 
 
-def cert_summary(update: UpdateDetails) -> dict[str, Any]:
+def cert_summary(update: UpdateDetails) -> CertSummary:
     """The certificate fields an alert reports, as the feed gave them."""
-    return {
-        "fingerprint_sha1": update.fingerprint_sha1,
-        "all_sans": list(update.names),
-        "issuer": update.issuer,
-        "issuer_o": update.issuer_o,
-        "issuer_cn": update.issuer_cn,
-        "not_before": update.not_before,
-        "not_after": update.not_after,
-        "source_log": update.source_name,
-        "source_url": update.source_url,
-        "cert_link": update.cert_link,
-        "cert_index": update.cert_index,
-        "serial": update.serial,
-        "update_type": update.update_type,
-    }
-
-
-def facts_to_json(facts: CertFacts) -> dict[str, Any]:
-    return {
-        "names": sorted(facts.names),
-        "subject_cn": facts.subject_cn,
-        "sha1": facts.sha1,
-        "sha256": facts.sha256,
-        "authority_key_id": facts.authority_key_id,
-        "serial": None if facts.serial is None else f"{facts.serial:x}",
-        "issuer": facts.issuer,
-        "tbs_sha256": facts.tbs_sha256,
-        "spki_sha256": facts.spki_sha256,
-    }
-
-
-def facts_from_json(data: dict[str, Any]) -> CertFacts:
-    serial = data.get("serial")
-    return CertFacts(
-        names=frozenset(data.get("names") or ()),
-        subject_cn=data.get("subject_cn"),
-        sha1=data.get("sha1"),
-        sha256=data.get("sha256"),
-        authority_key_id=data.get("authority_key_id"),
-        serial=None if serial is None else int(serial, 16),
-        issuer=data.get("issuer") or "",
-        tbs_sha256=data.get("tbs_sha256"),
-        spki_sha256=data.get("spki_sha256"),
+    return CertSummary(
+        fingerprint_sha1=update.fingerprint_sha1,
+        all_sans=update.names,
+        issuer=update.issuer,
+        issuer_o=update.issuer_o,
+        issuer_cn=update.issuer_cn,
+        not_before=update.not_before,
+        not_after=update.not_after,
+        source_log=update.source_name,
+        source_url=update.source_url,
+        cert_link=update.cert_link,
+        cert_index=update.cert_index,
+        serial=update.serial,
+        update_type=update.update_type,
     )
 
 
 def webhook_payload(alert: Alert) -> dict[str, Any]:
     """The JSON body POSTed for an alert: the contract's fields, then documented additions."""
     cert = alert.cert
-    not_before, not_after = cert.get("not_before"), cert.get("not_after")
     lifetime = None
-    if isinstance(not_before, int) and isinstance(not_after, int):
-        lifetime = round((not_after - not_before) / 86400, 2)
+    if cert.not_before is not None and cert.not_after is not None:
+        lifetime = round((cert.not_after - cert.not_before) / 86400, 2)
     return {
-        "fingerprint_sha1": cert.get("fingerprint_sha1", ""),
+        "fingerprint_sha1": cert.fingerprint_sha1,
         "severity": alert.severity,
         "matched_entries": sorted(alert.matched_entries),
         "matched_sans": sorted(alert.matched_sans),
-        "all_sans": cert.get("all_sans", []),
-        "issuer_o": cert.get("issuer_o"),
-        "issuer_cn": cert.get("issuer_cn"),
-        "not_before": not_before,
-        "not_after": not_after,
+        "all_sans": list(cert.all_sans),
+        "issuer_o": cert.issuer_o,
+        "issuer_cn": cert.issuer_cn,
+        "not_before": cert.not_before,
+        "not_after": cert.not_after,
         "lifetime_days": lifetime,
-        "source_log": cert.get("source_log", ""),
-        "cert_link": cert.get("cert_link", ""),
-        "serial": cert.get("serial", ""),
-        "update_type": cert.get("update_type", ""),
+        "source_log": cert.source_log,
+        "cert_link": cert.cert_link,
+        "serial": cert.serial,
+        "update_type": cert.update_type,
         "seen_at": alert.seen_at,
         # Additions (documented in the README): correlate an alert and its follow-up.
         "event": alert.kind,
         "alert_id": alert.parent_id if alert.parent_id is not None else alert.id,
         "issuance_id": alert.issuance,
-        "recognised_by": alert.recognised_by,
-        "resolved_by": alert.resolved_by,
+        "recognised_by": None if alert.recognised_by is None else alert.recognised_by.as_dict(),
+        "resolved_by": None if alert.resolved_by is None else alert.resolved_by.as_dict(),
     }

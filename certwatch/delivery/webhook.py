@@ -37,7 +37,7 @@ import httpx
 import msgspec
 import trio
 
-from certwatch.core.alerts import PENDING, Alert, webhook_payload
+from certwatch.core.alerts import Alert, Status, webhook_payload
 from certwatch.errors import StoreError, StoreUnavailable
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
@@ -233,7 +233,7 @@ class WebhookSender:
         alert = None
         try:
             alert = await self._store.get_alert(alert_id)
-            if alert is not None and alert.status == PENDING:
+            if alert is not None and alert.status is Status.PENDING:
                 await self._attempts(client, alert)
         except StoreUnavailable as e:
             # The row stays pending as it was: the poller tries again (at least once).

@@ -36,7 +36,7 @@ from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
 
-from certwatch.core.alerts import SEVERITIES, STATUSES
+from certwatch.core.alerts import Severity, Status
 from certwatch.core.certificates import spki_sha256_from_pem
 from certwatch.core.identity import fingerprint
 from certwatch.core.messages import decode_json
@@ -557,8 +557,8 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         """Alerts, newest first, filtered."""
         since = _query_number("since", None, 0, EPOCH_MAX, integer=False)
         limit = _query_number("limit", 100, 1, LIMIT_MAX, integer=True)
-        severity = _query_choice("severity", SEVERITIES)
-        status = _query_choice("status", STATUSES)
+        severity = _query_choice("severity", tuple(Severity))
+        status = _query_choice("status", tuple(Status))
         delivered = _query_choice("delivered", ("true", "false"))
         alerts = await ctx.store.list_alerts(
             since=since,

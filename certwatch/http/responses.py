@@ -5,13 +5,14 @@ and the OpenAPI document is generated from them (with the request classes of
 
 from __future__ import annotations
 
+import enum
 from typing import Annotated, Any
 
 import attrs
 import msgspec
 from quart_schema.openapi import OpenAPIProvider
 
-from certwatch.core.alerts import Alert
+from certwatch.core.alerts import Alert, Severity, Status
 from certwatch.core.recognition import InventoryCert, KnownKey
 
 __all__ = [
@@ -168,11 +169,11 @@ class AlertOut:
         cert = alert.cert
         return cls(
             id=alert.id or 0,
-            fingerprint=alert.fingerprint,
+            fingerprint=cert.fingerprint_sha1,
             severity=alert.severity,
-            sans=list(cert.get("all_sans", [])),
+            sans=list(cert.all_sans),
             matched=list(alert.matched_entries),
-            issuer=cert.get("issuer") or cert.get("issuer_cn"),
+            issuer=cert.issuer or cert.issuer_cn,
             seen_at=alert.seen_at,
             delivered=alert.delivered,
             event_id=alert.event_id,
@@ -181,16 +182,16 @@ class AlertOut:
             status=alert.status,
             matched_sans=list(alert.matched_sans),
             issuance_id=alert.issuance,
-            serial=cert.get("serial"),
-            update_type=cert.get("update_type"),
-            source_log=cert.get("source_log"),
-            not_before=cert.get("not_before"),
-            not_after=cert.get("not_after"),
+            serial=cert.serial,
+            update_type=cert.update_type,
+            source_log=cert.source_log,
+            not_before=cert.not_before,
+            not_after=cert.not_after,
             created_at=alert.created_at,
             decide_at=alert.decide_at,
-            recognised_by=alert.recognised_by,
+            recognised_by=None if alert.recognised_by is None else alert.recognised_by.as_dict(),
             resolved_at=alert.resolved_at,
-            resolved_by=alert.resolved_by,
+            resolved_by=None if alert.resolved_by is None else alert.resolved_by.as_dict(),
             attempts=alert.attempts,
             last_error=alert.last_error,
             next_attempt_at=alert.next_attempt_at,
@@ -243,6 +244,10 @@ class HealthOut:
 # Query strings, for the document (the handlers check the same bounds, with messages).
 
 
+def _one_of(values: type[enum.StrEnum]) -> str:
+    return "^(" + "|".join(values) + ")$"
+
+
 @attrs.frozen
 class CertsQuery:
     limit: Annotated[int, msgspec.Meta(ge=1, le=LIMIT_MAX)] = 100
@@ -253,10 +258,8 @@ class CertsQuery:
 class AlertsQuery:
     since: Annotated[float, msgspec.Meta(ge=0, le=EPOCH_MAX)] | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=LIMIT_MAX)] = 100
-    severity: Annotated[str, msgspec.Meta(pattern="^(info|suspicious)$")] | None = None
-    status: (
-        Annotated[str, msgspec.Meta(pattern="^(held|pending|delivered|failed|observed)$")] | None
-    ) = None
+    severity: Annotated[str, msgspec.Meta(pattern=_one_of(Severity))] | None = None
+    status: Annotated[str, msgspec.Meta(pattern=_one_of(Status))] | None = None
     delivered: Annotated[str, msgspec.Meta(pattern="^(true|false)$")] | None = None
 
 

@@ -23,13 +23,11 @@ import attrs
 import trio
 
 from certwatch.core.alerts import (
-    ALERT,
-    HELD,
-    PENDING,
-    SUSPICIOUS,
     Alert,
+    Kind,
+    Severity,
+    Status,
     decided,
-    facts_from_json,
     new_alert,
     resolved_follow_up,
 )
@@ -128,7 +126,7 @@ class Alerter:
         for issuance, alert_id, created_at in await self._store.recent_issuances(since):
             self.dedupe.add(issuance, alert_id, created_at)
         for alert in await self._store.held_alerts():
-            self._hold(alert, facts_from_json(alert.facts))
+            self._hold(alert, alert.facts)
 
     # --- new matches ------------------------------------------------------------------------
 
@@ -150,7 +148,7 @@ class Alerter:
         alert = await self._retry(lambda: self._store.insert_alert(alert))
         assert alert.id is not None
         self.dedupe.add(issuance, alert.id, alert.created_at)
-        if alert.status == HELD:
+        if alert.status is Status.HELD:
             log.info(
                 "holding unrecognised certificate for %s (issuance %s) for %g s",
                 ",".join(alert.matched_sans),
@@ -172,7 +170,7 @@ class Alerter:
         if recognition is None:
             return
         alert = await self._retry(lambda: self._store.get_alert(alert_id))
-        if alert is not None and alert.severity == SUSPICIOUS and alert.resolved_at is None:
+        if alert is not None and alert.severity is Severity.SUSPICIOUS and not alert.resolved_at:
             await self._resolve(alert, recognition)
 
     # --- holds ------------------------------------------------------------------------------
@@ -214,11 +212,7 @@ class Alerter:
             return
         now = self._clock()
         verdict = decided(hold.alert, recognition, observer=self._observer, now=now)
-        stored = await self._retry(
-            lambda: self._store.decide(
-                alert_id, verdict.severity or SUSPICIOUS, verdict.status, verdict.recognised_by, now
-            )
-        )
+        stored = await self._retry(lambda: self._store.decide(verdict))
         self._holds.pop(alert_id, None)
         if stored is not None:
             self._announce(stored)
@@ -235,7 +229,7 @@ class Alerter:
             await self._decide(alert_id, only_if_recognised=True)
         since = self._clock() - self._retention_s
         for alert in await self._retry(lambda: self._store.unresolved_suspicious(since)):
-            recognition = self._inventory.recognise(facts_from_json(alert.facts))
+            recognition = self._inventory.recognise(alert.facts)
             if recognition is not None:
                 await self._resolve(alert, recognition)
 
@@ -245,9 +239,7 @@ class Alerter:
         follow_up = resolved_follow_up(
             alert, recognition, event_id=str(uuid.uuid4()), observer=self._observer, now=now
         )
-        stored = await self._retry(
-            lambda: self._store.resolve(alert.id or 0, recognition.as_dict(), now, follow_up)
-        )
+        stored = await self._retry(lambda: self._store.resolve(follow_up))
         if stored is not None:
             self._metrics.alerts_resolved.inc()
             self._announce(stored)
@@ -257,20 +249,20 @@ class Alerter:
     def _announce(self, alert: Alert) -> None:
         """Log a decided alert and offer it to the webhook sender."""
         assert alert.id is not None
-        if alert.kind == ALERT:
-            self._metrics.alerts.labels(alert.severity or SUSPICIOUS).inc()
-        level = logging.WARNING if alert.severity == SUSPICIOUS else logging.INFO
+        if alert.kind is Kind.ALERT:
+            self._metrics.alerts.labels(alert.severity or Severity.SUSPICIOUS).inc()
+        level = logging.WARNING if alert.severity is Severity.SUSPICIOUS else logging.INFO
         log.log(
             level,
             "%s %s: %s (issuer %s, serial %s)%s",
             alert.kind,
             alert.severity,
             ",".join(alert.matched_sans),
-            alert.cert.get("issuer_cn"),
-            alert.cert.get("serial"),
-            f" recognised by {alert.recognised_by['evidence']}" if alert.recognised_by else "",
+            alert.cert.issuer_cn,
+            alert.cert.serial,
+            f" recognised by {alert.recognised_by.evidence}" if alert.recognised_by else "",
         )
-        if alert.status == PENDING and self._outbox is not None:
+        if alert.status is Status.PENDING and self._outbox is not None:
             # When the channel is full, the sender finds it in the outbox table on its next poll.
             with contextlib.suppress(trio.WouldBlock):
                 self._outbox.send_nowait(alert.id)

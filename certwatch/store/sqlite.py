@@ -23,9 +23,10 @@ import attrs
 import msgspec
 import trio
 
-from certwatch.core.alerts import DELIVERED, FAILED, HELD, OBSERVED, PENDING, Alert
+from certwatch.core.alerts import Alert, Status
 from certwatch.core.recognition import InventoryCert, KnownKey
 from certwatch.errors import StoreError, StoreUnavailable
+from certwatch.store.rows import RowMapping, alert_rows, cert_rows, key_rows
 
 __all__ = ["MIGRATIONS", "Domain", "OutboxStats", "Store"]
 
@@ -189,100 +190,27 @@ def _migrate(conn: sqlite3.Connection) -> None:
             raise
 
 
-def _cert_row(row: sqlite3.Row) -> InventoryCert:
-    return InventoryCert(
-        fingerprint_sha1=row["fingerprint_sha1"],
-        serial=row["serial"],
-        sans=tuple(_loads(row["sans"])),
-        not_before=row["not_before"],
-        not_after=row["not_after"],
-        source=row["source"],
-        added_at=row["added_at"],
-        fingerprint_sha256=row["fingerprint_sha256"],
-        authority_key_id=row["authority_key_id"],
-        tbs_sha256=row["tbs_sha256"],
-        spki_sha256=row["spki_sha256"],
-        issuer=row["issuer"],
+def _insert(conn: sqlite3.Connection, table: str, mapping: RowMapping[T], item: T) -> int:
+    """Insert ``item`` as a row of ``table``; its rowid."""
+    row = mapping.values(item)
+    if mapping is alert_rows():
+        row["fingerprint"] = row["cert"] and msgspec.json.decode(row["cert"])["fingerprint_sha1"]
+    names = ", ".join(row)
+    placeholders = ", ".join("?" * len(row))
+    cur = conn.execute(
+        f"INSERT OR REPLACE INTO {table} ({names}) VALUES ({placeholders})",  # noqa: S608
+        tuple(row.values()),
     )
-
-
-def _key_row(row: sqlite3.Row) -> KnownKey:
-    return KnownKey(
-        spki_sha256=row["spki_sha256"],
-        names=tuple(_loads(row["names"])),
-        note=row["note"],
-        added_at=row["added_at"],
-    )
-
-
-def _alert_row(row: sqlite3.Row) -> Alert:
-    return Alert(
-        id=row["id"],
-        event_id=row["event_id"],
-        kind=row["kind"],
-        issuance=row["issuance"],
-        parent_id=row["parent_id"],
-        status=row["status"],
-        severity=row["severity"],
-        matched_entries=tuple(_loads(row["matched_entries"])),
-        matched_sans=tuple(_loads(row["matched_sans"])),
-        cert=_loads(row["cert"]),
-        facts=_loads(row["facts"]),
-        seen_at=row["seen_at"],
-        created_at=row["created_at"],
-        decide_at=row["decide_at"],
-        recognised_by=_loads(row["recognised_by"]),
-        resolved_at=row["resolved_at"],
-        resolved_by=_loads(row["resolved_by"]),
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        next_attempt_at=row["next_attempt_at"],
-        delivered_at=row["delivered_at"],
-        queued_at=row["queued_at"],
-    )
-
-
-_ALERT_COLUMNS = (
-    "event_id, kind, issuance, parent_id, status, severity, fingerprint, matched_entries, "
-    "matched_sans, cert, facts, seen_at, created_at, decide_at, recognised_by, resolved_at, "
-    "resolved_by, attempts, last_error, next_attempt_at, delivered_at, queued_at"
-)
-
-
-def _alert_values(a: Alert) -> tuple[Any, ...]:
-    return (
-        a.event_id,
-        a.kind,
-        a.issuance,
-        a.parent_id,
-        a.status,
-        a.severity,
-        a.fingerprint,
-        _dumps(list(a.matched_entries)),
-        _dumps(list(a.matched_sans)),
-        _dumps(a.cert),
-        _dumps(a.facts),
-        a.seen_at,
-        a.created_at,
-        a.decide_at,
-        None if a.recognised_by is None else _dumps(a.recognised_by),
-        a.resolved_at,
-        None if a.resolved_by is None else _dumps(a.resolved_by),
-        a.attempts,
-        a.last_error,
-        a.next_attempt_at,
-        a.delivered_at,
-        a.queued_at,
-    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
 
 
 def _insert_alert(conn: sqlite3.Connection, alert: Alert) -> Alert:
-    placeholders = ", ".join("?" * len(_ALERT_COLUMNS.split(",")))
-    cur = conn.execute(
-        f"INSERT INTO alerts ({_ALERT_COLUMNS}) VALUES ({placeholders})",  # noqa: S608
-        _alert_values(alert),
-    )
-    return attrs.evolve(alert, id=cur.lastrowid)
+    return attrs.evolve(alert, id=_insert(conn, "alerts", alert_rows(), alert))
+
+
+def _alert(row: sqlite3.Row) -> Alert:
+    return alert_rows().load(row)
 
 
 class Store:
@@ -388,26 +316,8 @@ class Store:
             old = conn.execute(
                 "SELECT * FROM certs WHERE fingerprint_sha1 = ?", (cert.fingerprint_sha1,)
             ).fetchone()
-            conn.execute(
-                "INSERT OR REPLACE INTO certs (fingerprint_sha1, serial, sans, not_before, "
-                "not_after, source, added_at, fingerprint_sha256, authority_key_id, tbs_sha256, "
-                "spki_sha256, issuer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    cert.fingerprint_sha1,
-                    cert.serial,
-                    _dumps(list(cert.sans)),
-                    cert.not_before,
-                    cert.not_after,
-                    cert.source,
-                    cert.added_at,
-                    cert.fingerprint_sha256,
-                    cert.authority_key_id,
-                    cert.tbs_sha256,
-                    cert.spki_sha256,
-                    cert.issuer,
-                ),
-            )
-            return None if old is None else _cert_row(old)
+            _insert(conn, "certs", cert_rows(), cert)
+            return None if old is None else cert_rows().load(old)
 
         return await self._run(q)
 
@@ -417,7 +327,7 @@ class Store:
                 "SELECT * FROM certs ORDER BY added_at DESC, fingerprint_sha1 LIMIT ? OFFSET ?",
                 (limit, offset),
             )
-            return [_cert_row(r) for r in rows]
+            return [cert_rows().load(r) for r in rows]
 
         return await self._run(q, write=False)
 
@@ -462,7 +372,7 @@ class Store:
             row = conn.execute(
                 "DELETE FROM certs WHERE fingerprint_sha1 = ? RETURNING *", (sha1,)
             ).fetchone()
-            return None if row is None else _cert_row(row)
+            return None if row is None else cert_rows().load(row)
 
         return await self._run(q)
 
@@ -475,7 +385,7 @@ class Store:
                 "WHERE not_after < ? LIMIT ?) RETURNING *",
                 (expired_before, PRUNE_BATCH),
             ).fetchall()
-            return [_cert_row(r) for r in rows]
+            return [cert_rows().load(r) for r in rows]
 
         return await self._run(q)
 
@@ -488,18 +398,16 @@ class Store:
             existed = conn.execute(
                 "SELECT 1 FROM keys WHERE spki_sha256 = ?", (key.spki_sha256,)
             ).fetchone()
-            conn.execute(
-                "INSERT OR REPLACE INTO keys (spki_sha256, names, note, added_at) "
-                "VALUES (?, ?, ?, ?)",
-                (key.spki_sha256, _dumps(list(key.names)), key.note, key.added_at),
-            )
+            _insert(conn, "keys", key_rows(), key)
             return existed is None
 
         return await self._run(q)
 
     async def list_keys(self) -> list[KnownKey]:
         def q(conn: sqlite3.Connection) -> list[KnownKey]:
-            return [_key_row(r) for r in conn.execute("SELECT * FROM keys ORDER BY added_at")]
+            return [
+                key_rows().load(r) for r in conn.execute("SELECT * FROM keys ORDER BY added_at")
+            ]
 
         return await self._run(q, write=False)
 
@@ -519,51 +427,41 @@ class Store:
     async def get_alert(self, alert_id: int) -> Alert | None:
         def q(conn: sqlite3.Connection) -> Alert | None:
             row = conn.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-            return None if row is None else _alert_row(row)
+            return None if row is None else _alert(row)
 
         return await self._run(q, write=False)
 
-    async def decide(
-        self,
-        alert_id: int,
-        severity: str,
-        status: str,
-        recognised_by: dict[str, str] | None,
-        now: float,
-    ) -> Alert | None:
-        """Decide a held alert; ``None`` when it was not held (already decided)."""
+    async def decide(self, verdict: Alert) -> Alert | None:
+        """Store the verdict on a held alert (its severity, status, recognition and queue
+        times); ``None`` when it was not held any more (already decided)."""
+        assert verdict.id is not None
+        columns = alert_rows().values(verdict)
+        changed = ("severity", "status", "recognised_by", "next_attempt_at", "queued_at")
 
         def q(conn: sqlite3.Connection) -> Alert | None:
             row = conn.execute(
                 "UPDATE alerts SET severity = ?, status = ?, recognised_by = ?, "
                 "next_attempt_at = ?, queued_at = ? WHERE id = ? AND status = ? RETURNING *",
-                (
-                    severity,
-                    status,
-                    None if recognised_by is None else _dumps(recognised_by),
-                    now,
-                    now,
-                    alert_id,
-                    HELD,
-                ),
+                (*(columns[name] for name in changed), verdict.id, Status.HELD),
             ).fetchone()
-            return None if row is None else _alert_row(row)
+            return None if row is None else _alert(row)
 
         return await self._run(q)
 
-    async def resolve(
-        self, alert_id: int, resolved_by: dict[str, str], now: float, follow_up: Alert
-    ) -> Alert | None:
-        """Mark a suspicious alert resolved and store its follow-up, atomically.
+    async def resolve(self, follow_up: Alert) -> Alert | None:
+        """Mark the follow-up's parent resolved (by the follow-up's recognition, at its
+        creation) and store the follow-up, atomically.
 
-        Returns the stored follow-up, or ``None`` when the alert was already resolved.
+        Returns the stored follow-up, or ``None`` when the parent was already resolved.
         """
+        assert follow_up.parent_id is not None
+        resolved_by = alert_rows().values(follow_up)["resolved_by"]
 
         def q(conn: sqlite3.Connection) -> Alert | None:
             cur = conn.execute(
                 "UPDATE alerts SET resolved_at = ?, resolved_by = ? "
                 "WHERE id = ? AND resolved_at IS NULL",
-                (now, _dumps(resolved_by), alert_id),
+                (follow_up.created_at, resolved_by, follow_up.parent_id),
             )
             if not cur.rowcount:
                 return None
@@ -573,8 +471,8 @@ class Store:
 
     async def held_alerts(self) -> list[Alert]:
         def q(conn: sqlite3.Connection) -> list[Alert]:
-            rows = conn.execute("SELECT * FROM alerts WHERE status = ? ORDER BY id", (HELD,))
-            return [_alert_row(r) for r in rows]
+            rows = conn.execute("SELECT * FROM alerts WHERE status = ? ORDER BY id", (Status.HELD,))
+            return [_alert(r) for r in rows]
 
         return await self._run(q, write=False)
 
@@ -587,7 +485,7 @@ class Store:
                 "AND resolved_at IS NULL AND created_at >= ? ORDER BY id",
                 (since,),
             )
-            return [_alert_row(r) for r in rows]
+            return [_alert(r) for r in rows]
 
         return await self._run(q, write=False)
 
@@ -618,7 +516,7 @@ class Store:
         params: list[Any] = []
         if delivered is not None:
             clauses.append("status = ?" if delivered else "status != ?")
-            params.append(DELIVERED)
+            params.append(Status.DELIVERED)
         if since is not None:
             clauses.append("seen_at >= ?")
             params.append(since)
@@ -635,7 +533,7 @@ class Store:
                 f"SELECT * FROM alerts {where} ORDER BY seen_at DESC, id DESC LIMIT ?",  # noqa: S608
                 (*params, limit),
             )
-            return [_alert_row(r) for r in rows]
+            return [_alert(r) for r in rows]
 
         return await self._run(q, write=False)
 
@@ -652,7 +550,7 @@ class Store:
             cur = conn.execute(
                 "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE created_at < ? "
                 "AND status IN (?, ?) LIMIT ?)",
-                (created_before, DELIVERED, OBSERVED, PRUNE_BATCH),
+                (created_before, Status.DELIVERED, Status.OBSERVED, PRUNE_BATCH),
             )
             return cur.rowcount
 
@@ -669,9 +567,9 @@ class Store:
                 "SELECT * FROM alerts WHERE status = ? AND next_attempt_at <= ? "
                 "AND id NOT IN (SELECT value FROM json_each(?)) "
                 "ORDER BY next_attempt_at, id LIMIT ?",
-                (PENDING, now, skip, limit),
+                (Status.PENDING, now, skip, limit),
             )
-            return [_alert_row(r) for r in rows]
+            return [_alert(r) for r in rows]
 
         return await self._run(q, write=False)
 
@@ -683,7 +581,7 @@ class Store:
             row = conn.execute(
                 "SELECT MIN(next_attempt_at) FROM alerts WHERE status = ? "
                 "AND id NOT IN (SELECT value FROM json_each(?))",
-                (PENDING, skip),
+                (Status.PENDING, skip),
             ).fetchone()
             return row[0]  # type: ignore[no-any-return]
 
@@ -700,7 +598,7 @@ class Store:
         give_up: bool = False,
     ) -> None:
         """Record one delivery attempt and the alert's next state."""
-        status = DELIVERED if delivered else (FAILED if give_up else PENDING)
+        status = Status.DELIVERED if delivered else (Status.FAILED if give_up else Status.PENDING)
 
         def q(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -712,7 +610,7 @@ class Store:
                     None if delivered or give_up else next_attempt_at,
                     now if delivered else None,
                     alert_id,
-                    PENDING,
+                    Status.PENDING,
                 ),
             )
 
@@ -726,13 +624,21 @@ class Store:
                 cur = conn.execute(
                     "UPDATE alerts SET status = ?, next_attempt_at = ?, queued_at = ? "
                     "WHERE status = ?",
-                    (PENDING, now, now, FAILED),
+                    (Status.PENDING, now, now, Status.FAILED),
                 )
             else:
                 cur = conn.execute(
                     "UPDATE alerts SET status = ?, next_attempt_at = ?, queued_at = ? "
                     "WHERE id = ? AND status IN (?, ?, ?)",
-                    (PENDING, now, now, alert_id, FAILED, PENDING, DELIVERED),
+                    (
+                        Status.PENDING,
+                        now,
+                        now,
+                        alert_id,
+                        Status.FAILED,
+                        Status.PENDING,
+                        Status.DELIVERED,
+                    ),
                 )
             return cur.rowcount
 
@@ -741,10 +647,10 @@ class Store:
     async def outbox_stats(self) -> OutboxStats:
         def q(conn: sqlite3.Connection) -> OutboxStats:
             pending, oldest = conn.execute(
-                "SELECT COUNT(*), MIN(queued_at) FROM alerts WHERE status = ?", (PENDING,)
+                "SELECT COUNT(*), MIN(queued_at) FROM alerts WHERE status = ?", (Status.PENDING,)
             ).fetchone()
             (failed,) = conn.execute(
-                "SELECT COUNT(*) FROM alerts WHERE status = ?", (FAILED,)
+                "SELECT COUNT(*) FROM alerts WHERE status = ?", (Status.FAILED,)
             ).fetchone()
             return OutboxStats(pending=pending, failed=failed, oldest_pending_at=oldest)
 
