@@ -22,7 +22,7 @@ import trio
 from certwatch.core.alerts import Severity, decided, new_alert, webhook_payload
 from certwatch.core.messages import SKIP_REASONS
 from certwatch.core.names import WatchIndex
-from certwatch.core.recognition import Inventory, facts_from_update
+from certwatch.core.recognition import Inventory
 from certwatch.errors import StoreError
 from certwatch.metrics import Metrics
 from certwatch.pipeline.matching import Pipeline
@@ -86,16 +86,16 @@ def replay(
         hit = pipeline.process(line)
         if hit is None:
             continue
-        update, match = hit
+        observation, match = hit
         counts["matched"] += 1
-        facts = facts_from_update(update)
+        facts = observation.facts
         issuance = facts.issuance_key()
         if issuance in seen:
             counts["duplicates"] += 1
             continue
         seen.add(issuance)
         now = time.time()
-        alert = new_alert(update, match, facts, event_id=f"replay-{len(seen)}", now=now)
+        alert = new_alert(observation, match, event_id=f"replay-{len(seen)}", now=now)
         alert = decided(alert, inventory.recognise(facts), observer=True, now=now)
         counts[alert.severity or "suspicious"] += 1
         out.write(encode(webhook_payload(alert)).decode() + "\n")

@@ -93,37 +93,41 @@ class TestPeek:
 
 class TestReadUpdate:
     def test_go_full_precert(self) -> None:
-        """The full Go message gives every payload field, normalised identity fields and the DER."""
-        update = read_update(sample("go-full-precert.json"))
-        assert update.update_type == "PrecertLogEntry"
-        assert update.fingerprint_sha1 == "1beb5c56ef341e6a4dfbbe66d997255789f14b77"
-        assert update.sha1 == update.fingerprint_sha1
-        assert update.serial == SERIAL
-        assert update.authority_key_id == AKI
-        assert update.issuer_o == "Example Trust Services"
-        assert update.issuer_cn == "ETS R1"
-        assert update.subject_cn == "api.example.net"
-        assert (update.not_before, update.not_after) == (1795821370, 1803597670)
-        assert update.source_name == "Example 'Quokka2026h2' log"
-        assert update.der is not None
-        assert update.der[:2] == b"\x30\x82"
+        """The full Go message gives every payload field, normalised identity facts and the
+        DER."""
+        seen = read_update(sample("go-full-precert.json"))
+        summary, facts = seen.summary, seen.facts
+        assert summary.update_type == "PrecertLogEntry"
+        assert summary.fingerprint_sha1 == "1beb5c56ef341e6a4dfbbe66d997255789f14b77"
+        assert facts.sha1 == summary.fingerprint_sha1
+        assert summary.serial == SERIAL
+        assert facts.serial == int(SERIAL, 16)
+        assert facts.authority_key_id == AKI
+        assert (summary.issuer_o, summary.issuer_cn) == ("Example Trust Services", "ETS R1")
+        assert facts.subject_cn == "api.example.net"
+        assert (summary.not_before, summary.not_after) == (1795821370, 1803597670)
+        assert summary.source_log == "Example 'Quokka2026h2' log"
+        assert facts.der is not None
+        assert facts.der[:2] == b"\x30\x82"
+        assert facts.spki_sha256 is not None  # read from the DER
+        assert seen.seen is not None
 
     def test_tiled_precert_has_no_fingerprint(self) -> None:
         """The blank SHA-1/SHA-256 of certstream-server-go's tiled precerts mean no fingerprint."""
-        update = read_update(sample("go-full-tiled-precert.json"))
-        assert update.fingerprint_sha1 == "da39a3ee5e6b4b0d3255bfef95601890afd80709"
-        assert update.sha1 is None
-        assert update.sha256 is None
-        assert update.der is None
-        assert update.cert_link == ""
-        assert update.authority_key_id == AKI
+        seen = read_update(sample("go-full-tiled-precert.json"))
+        assert seen.summary.fingerprint_sha1 == "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+        assert seen.facts.sha1 is None
+        assert seen.facts.sha256 is None
+        assert seen.facts.der is None
+        assert seen.summary.cert_link == ""
+        assert seen.facts.authority_key_id == AKI
 
     def test_elixir_formats_normalise_to_the_same_identity(self) -> None:
         """Elixir's uppercase AKI with a newline and its serial compare equal to Go's."""
-        elixir = read_update(sample("elixir-full-precert.json"))
-        go = read_update(sample("go-full-precert.json"))
+        elixir = read_update(sample("elixir-full-precert.json")).facts
+        go = read_update(sample("go-full-precert.json")).facts
         assert elixir.authority_key_id == go.authority_key_id == AKI
-        assert int(elixir.serial, 16) == int(go.serial, 16)
+        assert elixir.serial == go.serial
 
     def test_lenient_on_optional_fields(self) -> None:
         """Missing optional fields and Elixir's "no_expiration" do not reject a matched cert."""
@@ -131,17 +135,17 @@ class TestReadUpdate:
             "message_type": "certificate_update",
             "data": {"leaf_cert": {"all_domains": ["a.example.org"], "not_after": "no_expiration"}},
         }
-        update = read_update(json.dumps(message))
-        assert update.names == ("a.example.org",)
-        assert update.not_after is None
-        assert update.serial == ""
-        assert update.der is None
+        seen = read_update(json.dumps(message))
+        assert seen.summary.all_sans == ("a.example.org",)
+        assert seen.summary.not_after is None
+        assert seen.summary.serial == ""
+        assert seen.facts.der is None
 
     def test_bad_base64_der_is_ignored(self) -> None:
         """A corrupt `as_der` leaves the DER out instead of dropping the certificate."""
         message = json.loads(sample("go-full-precert.json"))
         message["data"]["leaf_cert"]["as_der"] = "%%% not base64"
-        assert read_update(json.dumps(message)).der is None
+        assert read_update(json.dumps(message)).facts.der is None
 
 
 def edited(name: str, edit: Any) -> str:
@@ -193,9 +197,13 @@ class TestLenientFields:
         coerced: list[str] = []
         peeked = peek(frame, coerced.append)
         assert isinstance(peeked, CertificateUpdate)
-        update = read_update(frame, coerced.append)
+        seen = read_update(frame, coerced.append)
         assert coerced == [field]
-        assert set(update.names) == {"api.example.net", "*.api.example.net", "www.example.net"}
+        assert set(seen.summary.all_sans) == {
+            "api.example.net",
+            "*.api.example.net",
+            "www.example.net",
+        }
 
     def test_a_null_among_the_names_is_skipped(self) -> None:
         """A name that is not a string is skipped (and counted); the others are kept."""
@@ -206,7 +214,7 @@ class TestLenientFields:
         peeked = peek(frame, coerced.append)
         assert isinstance(peeked, CertificateUpdate)
         assert peeked.leaf_cert.all_domains == ["www.example.net"]
-        assert read_update(frame, coerced.append).names == ("www.example.net",)
+        assert read_update(frame, coerced.append).summary.all_sans == ("www.example.net",)
         assert coerced == ["all_domains"]
 
     def test_coerced_values(self) -> None:
@@ -216,7 +224,7 @@ class TestLenientFields:
             peeked = peek(frame)
             assert isinstance(peeked, CertificateUpdate)
             assert peeked.cert_index == expected, value
-            assert read_update(frame).cert_index == expected, value
+            assert read_update(frame).summary.cert_index == expected, value
 
     def test_a_well_typed_message_reports_nothing(self) -> None:
         """The samples of every server variant need no coercion."""

@@ -36,7 +36,6 @@ from certwatch.core.recognition import (
     Inventory,
     InventoryCert,
     KnownKey,
-    facts_from_update,
 )
 from certwatch.errors import InvalidCertificate
 
@@ -51,7 +50,7 @@ VARIANT_FILES = [
 
 
 def sample_facts(name: str) -> CertFacts:
-    return facts_from_update(read_update((SAMPLES / name).read_text()))
+    return read_update((SAMPLES / name).read_text()).facts
 
 
 def json_row(push: dict[str, object]) -> InventoryCert:
@@ -132,8 +131,8 @@ class TestCertificates:
 
     def test_sample_precert_and_final(self) -> None:
         """The sample precert's and final certificate's DER in the feed share one TBS hash."""
-        pre = read_update((SAMPLES / "go-full-precert.json").read_text())
-        final = read_update((SAMPLES / "go-full-final.json").read_text())
+        pre = read_update((SAMPLES / "go-full-precert.json").read_text()).facts
+        final = read_update((SAMPLES / "go-full-final.json").read_text()).facts
         assert pre.der is not None
         assert final.der is not None
         assert parse_certificate(pre.der).tbs_sha256 == parse_certificate(final.der).tbs_sha256
@@ -258,9 +257,9 @@ class TestIssuanceKey:
     def test_distinct_issuances_have_distinct_keys(self, ca: CA) -> None:
         """Tiled precerts of three issuances for the same names are three issuances."""
         keys = {
-            facts_from_update(
-                read_update(json.dumps(ca.issue(["a.example.org"]).message("go-tiled")))
-            ).issuance_key()
+            read_update(
+                json.dumps(ca.issue(["a.example.org"]).message("go-tiled"))
+            ).facts.issuance_key()
             for _ in range(3)
         }
         assert len(keys) == 3
@@ -305,7 +304,7 @@ class TestInventory:
         issuance = ca.issue(["a.example.org"], serial=random_serial(leading_zero_nibble=True))
         inventory = Inventory([json_row(issuance.push(serial_style=style))])
         for variant in ("go-tiled", "elixir"):
-            facts = facts_from_update(read_update(json.dumps(issuance.message(variant))))
+            facts = read_update(json.dumps(issuance.message(variant))).facts
             assert inventory.recognise(facts) is not None, variant
 
     def test_same_serial_other_names_is_not_recognised(self, ca: CA) -> None:
@@ -314,7 +313,7 @@ class TestInventory:
         push = issuance.push()
         push["sans"] = ["b.example.org"]
         inventory = Inventory([json_row(push)])
-        facts = facts_from_update(read_update(json.dumps(issuance.message("go-tiled"))))
+        facts = read_update(json.dumps(issuance.message("go-tiled"))).facts
         assert inventory.recognise(facts) is None
 
     def test_pem_row_never_vouches_for_another_ca(self, ca: CA) -> None:
@@ -322,7 +321,7 @@ class TestInventory:
         ours = ca.issue(["a.example.org"])
         theirs = CA("Evil CA", "Evil").issue(["a.example.org"], serial=ours.serial)
         inventory = Inventory([pem_row(ours.final_pem())])
-        facts = facts_from_update(read_update(json.dumps(theirs.message("go-tiled"))))
+        facts = read_update(json.dumps(theirs.message("go-tiled"))).facts
         assert inventory.recognise(facts) is None
 
     def test_removed_rows_stop_recognising(self) -> None:
@@ -344,7 +343,7 @@ class TestInventory:
 
         def facts(issuance_names: list[str], *, same_key: bool = True) -> CertFacts:
             issuance = ca.issue(issuance_names, key=key if same_key else None)
-            return facts_from_update(read_update(json.dumps(issuance.message("go-full"))))
+            return read_update(json.dumps(issuance.message("go-full"))).facts
 
         recognition = inventory.recognise(facts(["a.example.org", "b.example.org"]))
         assert recognition is not None
@@ -361,9 +360,9 @@ class TestTbsCheck:
         ours = ca.issue(["a.example.org"])
         theirs = ca.issue(["a.example.org"], serial=ours.serial)  # another key, same serial
         inventory = Inventory([pem_row(ours.final_pem())])
-        with_der = facts_from_update(read_update(json.dumps(theirs.message("go-full"))))
+        with_der = read_update(json.dumps(theirs.message("go-full"))).facts
         assert inventory.recognise(with_der) is None
-        own = facts_from_update(read_update(json.dumps(ours.message("go-full"))))
+        own = read_update(json.dumps(ours.message("go-full"))).facts
         recognition = inventory.recognise(own)
         assert recognition is not None
         assert recognition.evidence is Evidence.TBS
@@ -372,7 +371,7 @@ class TestTbsCheck:
         """A tiled precert (no DER) is recognised by (key id, serial) alone."""
         ours = ca.issue(["a.example.org"])
         inventory = Inventory([pem_row(ours.final_pem())])
-        tiled = facts_from_update(read_update(json.dumps(ours.message("go-tiled"))))
+        tiled = read_update(json.dumps(ours.message("go-tiled"))).facts
         recognition = inventory.recognise(tiled)
         assert recognition is not None
         assert recognition.evidence is Evidence.ISSUANCE

@@ -20,17 +20,15 @@ from typing import Any
 import attrs
 
 from certwatch.core.identity import CertFacts
-from certwatch.core.messages import UpdateDetails
 from certwatch.core.names import Match
+from certwatch.core.observation import CertSummary, Observation
 from certwatch.core.recognition import Recognition
 
 __all__ = [
     "Alert",
-    "CertSummary",
     "Kind",
     "Severity",
     "Status",
-    "cert_summary",
     "decided",
     "new_alert",
     "resolved_follow_up",
@@ -62,28 +60,6 @@ class Kind(enum.StrEnum):
     """The one event of an issuance."""
     RESOLVED = "resolved"
     """The follow-up when a suspicious issuance is recognised later."""
-
-
-@attrs.frozen
-class CertSummary:
-    """What the source said about the certificate: the fields an alert reports."""
-
-    fingerprint_sha1: str = ""
-    """Lowercase hex without colons, as reported (may be the blank SHA-1)."""
-    all_sans: tuple[str, ...] = ()
-    issuer: str = ""
-    """The issuer in certstream's ``aggregated`` form."""
-    issuer_o: str | None = None
-    issuer_cn: str | None = None
-    not_before: int | None = None
-    not_after: int | None = None
-    source_log: str = ""
-    source_url: str = ""
-    cert_link: str = ""
-    cert_index: int | None = None
-    serial: str = ""
-    """The serial as the source gave it."""
-    update_type: str = ""
 
 
 @attrs.frozen
@@ -122,21 +98,19 @@ class Alert:
         return self.status is Status.DELIVERED
 
 
-def new_alert(
-    update: UpdateDetails, match: Match, facts: CertFacts, *, event_id: str, now: float
-) -> Alert:
+def new_alert(observation: Observation, match: Match, *, event_id: str, now: float) -> Alert:
     """The alert for a newly seen issuance, not yet decided (``held``)."""
     return Alert(
         event_id=event_id,
         kind=Kind.ALERT,
-        issuance=facts.issuance_key(),
+        issuance=observation.facts.issuance_key(),
         status=Status.HELD,
         severity=None,
         matched_entries=match.entries,
         matched_sans=match.sans,
-        cert=cert_summary(update),
-        facts=facts,
-        seen_at=update.seen if update.seen is not None else now,
+        cert=observation.summary,
+        facts=observation.facts,
+        seen_at=observation.seen if observation.seen is not None else now,
         created_at=now,
     )
 
@@ -176,25 +150,6 @@ def resolved_follow_up(
         next_attempt_at=now,
         delivered_at=None,
         queued_at=now,
-    )
-
-
-def cert_summary(update: UpdateDetails) -> CertSummary:
-    """The certificate fields an alert reports, as the feed gave them."""
-    return CertSummary(
-        fingerprint_sha1=update.fingerprint_sha1,
-        all_sans=update.names,
-        issuer=update.issuer,
-        issuer_o=update.issuer_o,
-        issuer_cn=update.issuer_cn,
-        not_before=update.not_before,
-        not_after=update.not_after,
-        source_log=update.source_name,
-        source_url=update.source_url,
-        cert_link=update.cert_link,
-        cert_index=update.cert_index,
-        serial=update.serial,
-        update_type=update.update_type,
     )
 
 

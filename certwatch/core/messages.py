@@ -25,6 +25,7 @@ import attrs
 import msgspec
 
 from certwatch.core.identity import fingerprint, key_identifier
+from certwatch.core.observation import CertSummary, Observation, certificate_facts
 from certwatch.errors import MalformedMessage
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
     "NewConnection",
     "Other",
     "Peeked",
-    "UpdateDetails",
     "decode_json",
     "peek",
     "read_update",
@@ -276,37 +276,9 @@ def _name_part(name: dict[str, Any], key: str, field: str, on_coerced: OnCoerced
 # --- phase 2: everything an alert reports, for matched certificates only -------------------
 
 
-@attrs.frozen
-class UpdateDetails:
-    """A matched certificate_update, decoded in full and normalised."""
-
-    update_type: str
-    names: tuple[str, ...]
-    fingerprint_sha1: str
-    """Lowercase hex without colons, as the feed reported it (may be the blank SHA-1)."""
-    sha1: str | None
-    """The fingerprint as an identity: ``None`` when missing or blank."""
-    sha256: str | None
-    serial: str
-    """The serial as the feed gave it."""
-    authority_key_id: str | None
-    subject_cn: str | None
-    issuer: str
-    issuer_o: str | None
-    issuer_cn: str | None
-    not_before: int | None
-    not_after: int | None
-    seen: float | None
-    source_name: str
-    source_url: str
-    cert_link: str
-    cert_index: int | None
-    der: bytes | None
-
-
-def read_update(raw: str | bytes, on_coerced: OnCoerced = _ignore) -> UpdateDetails:
-    """Decode a matched certificate_update in full, leniently. Raises :class:`MalformedMessage`
-    only when it has no list of names.
+def read_update(raw: str | bytes, on_coerced: OnCoerced = _ignore) -> Observation:
+    """Decode a matched certificate_update in full, leniently, into an :class:`Observation`
+    (its DER parsed too). Raises :class:`MalformedMessage` only when it has no list of names.
 
     Fields that :func:`peek` reads (names, log URL, index) were reported there and are not
     reported again.
@@ -332,24 +304,32 @@ def read_update(raw: str | bytes, on_coerced: OnCoerced = _ignore) -> UpdateDeta
             der = binascii.a2b_base64(as_der, strict_mode=True)
         except (binascii.Error, ValueError):
             on_coerced("as_der")
-    return UpdateDetails(
-        update_type=_text(data, "update_type", "update_type", on_coerced),
-        names=tuple(_names(leaf, quiet)),
+    names = tuple(_names(leaf, quiet))
+    issuer_text = _name_part(issuer, "aggregated", "issuer", on_coerced) or ""
+    serial = _text(leaf, "serial_number", "serial_number", on_coerced)
+    summary = CertSummary(
         fingerprint_sha1=fingerprint_text.replace(":", "").strip().lower(),
-        sha1=fingerprint(fingerprint_text),
-        sha256=fingerprint(sha256_text, length=64) if sha256_text else None,
-        serial=_text(leaf, "serial_number", "serial_number", on_coerced),
-        authority_key_id=key_identifier(aki_text) if isinstance(aki_text, str) else None,
-        subject_cn=_name_part(subject, "CN", "subject", on_coerced),
-        issuer=_name_part(issuer, "aggregated", "issuer", on_coerced) or "",
+        all_sans=names,
+        issuer=issuer_text,
         issuer_o=_name_part(issuer, "O", "issuer", on_coerced),
         issuer_cn=_name_part(issuer, "CN", "issuer", on_coerced),
         not_before=_epoch(leaf, "not_before", on_coerced),
         not_after=_epoch(leaf, "not_after", on_coerced),
-        seen=_number(data, "seen", on_coerced),
-        source_name=_text(source, "name", "source.name", on_coerced),
+        source_log=_text(source, "name", "source.name", on_coerced),
         source_url=_text(source, "url", "source.url", quiet),
         cert_link=_text(data, "cert_link", "cert_link", on_coerced),
         cert_index=_index(data.get("cert_index"), quiet),
+        serial=serial,
+        update_type=_text(data, "update_type", "update_type", on_coerced),
+    )
+    facts = certificate_facts(
+        names,
+        subject_cn=_name_part(subject, "CN", "subject", on_coerced),
+        sha1=fingerprint(fingerprint_text),
+        sha256=fingerprint(sha256_text, length=64) if sha256_text else None,
+        authority_key_id=key_identifier(aki_text) if isinstance(aki_text, str) else None,
+        serial=serial,
+        issuer=issuer_text,
         der=der,
     )
+    return Observation(summary, facts, _number(data, "seen", on_coerced))

@@ -32,11 +32,9 @@ from collections.abc import Iterable
 
 import attrs
 
-from certwatch.core.certificates import CertificateInfo, parse_certificate, tbs_sha256_of_der
+from certwatch.core.certificates import CertificateInfo, tbs_sha256_of_der
 from certwatch.core.identity import CertFacts, serial_number
-from certwatch.core.messages import UpdateDetails
-from certwatch.core.names import normalise_names, normalise_san
-from certwatch.errors import InvalidCertificate
+from certwatch.core.names import normalise_names
 
 __all__ = [
     "Evidence",
@@ -44,7 +42,6 @@ __all__ = [
     "InventoryCert",
     "KnownKey",
     "Recognition",
-    "facts_from_update",
 ]
 
 
@@ -134,45 +131,6 @@ class KnownKey:
 
     def name_set(self) -> frozenset[str]:
         return normalise_names(self.names)
-
-
-def facts_from_update(update: UpdateDetails) -> CertFacts:
-    """The identifying facts of a matched certificate from the feed.
-
-    With the DER present, the facts come from the certificate itself (exact key identifier,
-    serial, TBS hash, public key); otherwise from the message's own fields.
-    """
-    cn = normalise_san(update.subject_cn) if update.subject_cn else None
-    names = normalise_names(update.names)
-    if update.der is not None:
-        try:
-            # Lenient: what cannot be read (an unknown key algorithm...) is left out; a
-            # certificate that does not parse at all leaves the message's own fields.
-            info = parse_certificate(update.der, with_tbs=False, strict=False)
-        except InvalidCertificate:
-            pass
-        else:
-            return CertFacts(
-                names=names,
-                subject_cn=cn,
-                # The feed's own fingerprint is kept: a DER-derived one is the same or better.
-                sha1=update.sha1 or info.sha1,
-                sha256=update.sha256 or info.sha256,
-                authority_key_id=info.authority_key_id or update.authority_key_id,
-                serial=info.serial,
-                issuer=update.issuer or info.issuer,
-                spki_sha256=info.spki_sha256,
-                der=update.der,
-            )
-    return CertFacts(
-        names=names,
-        subject_cn=cn,
-        sha1=update.sha1,
-        sha256=update.sha256,
-        authority_key_id=update.authority_key_id,
-        serial=serial_number(update.serial) if update.serial else None,
-        issuer=update.issuer,
-    )
 
 
 def _issuance_key(authority_key_id: str, serial: int) -> bytes | None:

@@ -32,9 +32,9 @@ from certwatch.core.alerts import (
     resolved_follow_up,
 )
 from certwatch.core.identity import CertFacts
-from certwatch.core.messages import UpdateDetails
 from certwatch.core.names import Match
-from certwatch.core.recognition import Inventory, Recognition, facts_from_update
+from certwatch.core.observation import Observation
+from certwatch.core.recognition import Inventory, Recognition
 from certwatch.errors import StoreUnavailable
 from certwatch.metrics import Metrics
 from certwatch.store.sqlite import Store
@@ -130,9 +130,9 @@ class Alerter:
 
     # --- new matches ------------------------------------------------------------------------
 
-    async def on_match(self, update: UpdateDetails, match: Match) -> None:
+    async def on_match(self, observation: Observation, match: Match) -> None:
         """Handle a certificate that matched the watch list."""
-        facts = facts_from_update(update)
+        facts = observation.facts
         issuance = facts.issuance_key()
         existing = self.dedupe.get(issuance)
         if existing is not None:
@@ -140,7 +140,7 @@ class Alerter:
             return
         now = self._clock()
         recognition = self._inventory.recognise(facts)
-        alert = new_alert(update, match, facts, event_id=str(uuid.uuid4()), now=now)
+        alert = new_alert(observation, match, event_id=str(uuid.uuid4()), now=now)
         if recognition is not None or self._grace_s == 0:
             alert = decided(alert, recognition, observer=self._observer, now=now)
         else:

@@ -19,11 +19,11 @@ from certwatch.core.messages import (
     FeedItem,
     NewConnection,
     Other,
-    UpdateDetails,
     peek,
     read_update,
 )
 from certwatch.core.names import Match, WatchIndex
+from certwatch.core.observation import Observation
 from certwatch.errors import MalformedMessage
 from certwatch.metrics import MESSAGE_TYPES, Metrics
 
@@ -94,7 +94,7 @@ class Coverage:
         self._last[log_url] = index
 
 
-OnMatch = Callable[[UpdateDetails, Match], Awaitable[None]]
+OnMatch = Callable[[Observation, Match], Awaitable[None]]
 
 
 class Pipeline:
@@ -151,7 +151,7 @@ class Pipeline:
                 if hit is not None:
                     await on_match(*hit)
 
-    def process(self, raw: str | bytes) -> tuple[UpdateDetails, Match] | None:
+    def process(self, raw: str | bytes) -> tuple[Observation, Match] | None:
         """Count, account and match one frame; the details of a match, else ``None``."""
         self.processed += 1
         try:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from certwatch.core.alerts import Alert, CertSummary, Kind, Severity, Status
+from certwatch.core.alerts import Alert, Kind, Severity, Status
 from certwatch.core.identity import CertFacts
+from certwatch.core.observation import CertSummary
 
 
 def pending_alert(n: int, now: float) -> Alert:

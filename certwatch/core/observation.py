@@ -1,0 +1,97 @@
+"""What a source saw: one certificate in one log. Pure logic, no I/O.
+
+An :class:`Observation` is where the wire formats end. The certstream decoder produces one
+for each matched message (and a CT-log reader can produce one per entry); everything after
+it, recognition and the alert alike, works on these values and never on a message.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from certwatch.core.certificates import parse_certificate
+from certwatch.core.identity import CertFacts, serial_number
+from certwatch.core.names import normalise_names, normalise_san
+from certwatch.errors import InvalidCertificate
+
+__all__ = ["CertSummary", "Observation", "certificate_facts"]
+
+
+@attrs.frozen
+class CertSummary:
+    """What the source said about the certificate: the fields an alert reports."""
+
+    fingerprint_sha1: str = ""
+    """Lowercase hex without colons, as reported (may be the blank SHA-1)."""
+    all_sans: tuple[str, ...] = ()
+    issuer: str = ""
+    """The issuer in certstream's ``aggregated`` form."""
+    issuer_o: str | None = None
+    issuer_cn: str | None = None
+    not_before: int | None = None
+    not_after: int | None = None
+    source_log: str = ""
+    source_url: str = ""
+    cert_link: str = ""
+    cert_index: int | None = None
+    serial: str = ""
+    """The serial as the source gave it."""
+    update_type: str = ""
+
+
+@attrs.frozen
+class Observation:
+    """One certificate as a source showed it: what to report, and what identifies it."""
+
+    summary: CertSummary
+    facts: CertFacts
+    seen: float | None
+    """When the source saw it (epoch seconds), if it said."""
+
+
+def certificate_facts(
+    names: tuple[str, ...],
+    *,
+    subject_cn: str | None,
+    sha1: str | None,
+    sha256: str | None,
+    authority_key_id: str | None,
+    serial: str,
+    issuer: str,
+    der: bytes | None,
+) -> CertFacts:
+    """The identifying facts of a certificate from what a source reported.
+
+    With the DER present, the facts come from the certificate itself (exact key identifier,
+    serial, public key), read leniently: what cannot be read (an unknown key algorithm...)
+    is left out, and a certificate that does not parse at all leaves the reported fields.
+    """
+    cn = normalise_san(subject_cn) if subject_cn else None
+    normalised = normalise_names(names)
+    if der is not None:
+        try:
+            info = parse_certificate(der, with_tbs=False, strict=False)
+        except InvalidCertificate:
+            pass
+        else:
+            return CertFacts(
+                names=normalised,
+                subject_cn=cn,
+                # The reported fingerprint is kept: a DER-derived one is the same or better.
+                sha1=sha1 or info.sha1,
+                sha256=sha256 or info.sha256,
+                authority_key_id=info.authority_key_id or authority_key_id,
+                serial=info.serial,
+                issuer=issuer or info.issuer,
+                spki_sha256=info.spki_sha256,
+                der=der,
+            )
+    return CertFacts(
+        names=normalised,
+        subject_cn=cn,
+        sha1=sha1,
+        sha256=sha256,
+        authority_key_id=authority_key_id,
+        serial=serial_number(serial) if serial else None,
+        issuer=issuer,
+    )
