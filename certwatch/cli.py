@@ -25,7 +25,8 @@ from certwatch.errors import ConfigError, ListenError, StoreError, leaves
 from certwatch.logs import configure_logging
 from certwatch.replay import load_views, replay
 from certwatch.service import serve
-from certwatch.settings import Settings, db_path_from_env
+from certwatch.settings import Settings
+from certwatch.settings import read as read_setting
 from certwatch.version import __version__
 
 __all__ = ["main"]
@@ -106,21 +107,29 @@ def _parser() -> argparse.ArgumentParser:
         "webhook payload as a JSON line on stdout and a summary on stderr.",
     )
     replay.add_argument("file", help="the capture, one message per line; - for stdin")
+    replay.add_argument(
+        "--grace",
+        type=float,
+        metavar="SECONDS",
+        help="the grace period to simulate (default: SUSPICIOUS_GRACE_S, or 60)",
+    )
     return parser
 
 
-def _replay(file: str) -> NoReturn:
+def _replay(file: str, grace_s: float | None) -> NoReturn:
     try:
-        index, inventory = load_views(db_path_from_env())
+        db_path = read_setting("DB_PATH")
+        grace = read_setting("SUSPICIOUS_GRACE_S") if grace_s is None else grace_s
+        index, inventory = load_views(db_path)
     except (ConfigError, StoreError) as e:
         print(f"certwatch: {e}", file=sys.stderr)
         sys.exit(2 if isinstance(e, ConfigError) else 1)
     try:
         if file == "-":
-            report = replay(sys.stdin, index, inventory, sys.stdout)
+            report = replay(sys.stdin, index, inventory, sys.stdout, grace_s=grace)
         else:
             with Path(file).open(encoding="utf-8", errors="replace") as lines:
-                report = replay(lines, index, inventory, sys.stdout)
+                report = replay(lines, index, inventory, sys.stdout, grace_s=grace)
     except OSError as e:
         print(f"certwatch: cannot read {file}: {e.strerror or e}", file=sys.stderr)
         sys.exit(1)
@@ -131,7 +140,7 @@ def _replay(file: str) -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = _parser().parse_args(argv)
     if args.command == "replay":
-        _replay(args.file)
+        _replay(args.file, args.grace)
     try:
         settings = Settings.from_env()
     except ConfigError as e:

@@ -1,15 +1,19 @@
 """``certwatch replay FILE``: the real pipeline over a capture, printing what would alert.
 
 The capture is certstream messages, one JSON object per line (``-`` reads stdin). Each line
-goes through the same decode, match, dedupe and recognition as the service, against the
-watch list and inventory in ``DB_PATH``; nothing is stored and nothing is sent. Every
-issuance that would alert is printed as its webhook payload (one JSON line); a summary goes
-to stderr. The grace period is not simulated: ``suspicious`` means "suspicious unless its
-certificate is registered within SUSPICIOUS_GRACE_S".
+goes through the same decoding and matching as the service, and the same decision
+(:mod:`certwatch.core.decision`: dedupe, recognition, the grace period, follow-ups), against
+the watch list and inventory in ``DB_PATH``; nothing is stored and nothing is sent. The
+clock is the messages' own ``seen``, so a later copy of an issuance that arrives within the
+grace period can still recognise it, as in the service; holds still open when the capture
+ends are decided then. Every event that would be sent is printed as its webhook payload
+(one JSON line); a summary goes to stderr. The inventory does not change during a replay:
+a certificate registered within the grace period in real life is not simulated.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,7 +23,8 @@ import attrs
 import msgspec
 import trio
 
-from certwatch.core.alerts import Severity, decided, new_alert, webhook_payload
+from certwatch.core.alerts import Alert, Kind, Severity, Status, webhook_payload
+from certwatch.core.decision import Holds, KnownIssuance, decide, follow_up
 from certwatch.core.messages import SKIP_REASONS
 from certwatch.core.names import WatchIndex
 from certwatch.core.recognition import Inventory
@@ -71,15 +76,41 @@ def load_views(db_path: Path) -> tuple[WatchIndex, Inventory]:
 
 
 def replay(
-    lines: Iterable[str], index: WatchIndex, inventory: Inventory, out: TextIO
+    lines: Iterable[str],
+    index: WatchIndex,
+    inventory: Inventory,
+    out: TextIO,
+    *,
+    grace_s: float = 0.0,
 ) -> ReplayReport:
     """Run the pipeline over ``lines``; write would-be webhook payloads to ``out``."""
     metrics = Metrics()
     pipeline = Pipeline(index, metrics)
-    seen: set[str] = set()
+    holds = Holds()
+    alerts: dict[int, Alert] = {}
+    issuances: dict[str, int] = {}
     counts = {"matched": 0, Severity.INFO: 0, Severity.SUSPICIOUS: 0, "duplicates": 0}
     started = time.perf_counter()
     encode = msgspec.json.encode
+    ids = itertools.count(1)
+    now = 0.0
+
+    def send(alert: Alert) -> None:
+        """An event the service would send: counted, printed, remembered."""
+        assert alert.id is not None
+        alerts[alert.id] = alert
+        if alert.kind is Kind.ALERT:
+            counts[alert.severity or Severity.SUSPICIOUS] += 1
+        out.write(encode(webhook_payload(alert)).decode() + "\n")
+
+    def settle(alert_id: int, *, only_if_recognised: bool = False) -> None:
+        verdict = holds.verdict(
+            alert_id, inventory, observer=True, now=now, only_if_recognised=only_if_recognised
+        )
+        if verdict is not None:
+            holds.release(alert_id)
+            send(verdict)
+
     for line in lines:
         if not line.strip():
             continue
@@ -88,17 +119,43 @@ def replay(
             continue
         observation, match = hit
         counts["matched"] += 1
-        facts = observation.facts
-        issuance = facts.issuance_key()
-        if issuance in seen:
+        now = max(now, observation.seen or now)
+        for alert_id in holds.due(now):
+            settle(alert_id)
+        decision = decide(
+            observation,
+            match,
+            known=issuances.get,
+            inventory=inventory,
+            grace_s=grace_s,
+            observer=True,
+            now=now,
+            event_id=f"replay-{next(ids)}",
+        )
+        if isinstance(decision, KnownIssuance):
             counts["duplicates"] += 1
+            if holds.add_copy(decision.alert_id, decision.facts):
+                if decision.recognition is not None:
+                    settle(decision.alert_id, only_if_recognised=True)
+            elif decision.alert_id in alerts:
+                parent = alerts[decision.alert_id]
+                event = follow_up(
+                    parent, decision.recognition,
+                    observer=True, now=now, event_id=f"replay-{next(ids)}",
+                )  # fmt: skip
+                if event is not None:
+                    alerts[parent.id or 0] = attrs.evolve(parent, resolved_at=now)
+                    send(attrs.evolve(event, id=next(ids)))
             continue
-        seen.add(issuance)
-        now = time.time()
-        alert = new_alert(observation, match, event_id=f"replay-{len(seen)}", now=now)
-        alert = decided(alert, inventory.recognise(facts), observer=True, now=now)
-        counts[alert.severity or "suspicious"] += 1
-        out.write(encode(webhook_payload(alert)).decode() + "\n")
+        alert = attrs.evolve(decision.alert, id=next(ids))
+        assert alert.id is not None
+        issuances[alert.issuance] = alert.id
+        if alert.status is Status.HELD:
+            holds.hold(alert)
+        else:
+            send(alert)
+    for alert_id in holds.ids():  # the capture is over: so is every grace period
+        settle(alert_id)
     skipped = sum(
         metrics.registry.get_sample_value("certwatch_ct_skipped_total", {"reason": r}) or 0
         for r in SKIP_REASONS

@@ -147,7 +147,6 @@ async def serve(
             store, inventory, metrics,
             grace_s=settings.suspicious_grace_s,
             retention_s=settings.alert_retention_s,
-            observer=observer,
             outbox=None if observer else outbox_send,
             clock=clock,
         )  # fmt: skip

@@ -7,14 +7,14 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
 from certwatch.errors import ConfigError
 
-__all__ = ["Settings", "Timing", "db_path_from_env", "redact_url"]
+__all__ = ["Settings", "Timing", "read", "redact_url"]
 
 T = TypeVar("T")
 
@@ -98,28 +98,17 @@ class Settings:
                 "API_TOKEN", "must not contain whitespace or control characters inside it"
             )
 
-        defaults = {f.name: f.default for f in attrs.fields(cls)}
+        return cls(api_token=token, **{name.lower(): read(name, env) for name in _PARSERS})
 
-        def get(name: str, parse: Callable[[str, str], T]) -> T:
-            raw = env.get(name, "").strip()
-            return parse(name, raw) if raw else defaults[name.lower()]
 
-        return cls(
-            api_token=token,
-            certstream_url=get("CERTSTREAM_URL", _url("ws", "wss")),
-            db_path=get("DB_PATH", _path),
-            api_host=get("API_HOST", _host),
-            api_port=get("API_PORT", _port),
-            webhook_url=get("WEBHOOK_URL", _url("http", "https")),
-            webhook_secret=get("WEBHOOK_SECRET", _secret),
-            webhook_timeout_s=get("WEBHOOK_TIMEOUT_S", _seconds(positive=True)),
-            webhook_retry_period_s=get("WEBHOOK_RETRY_PERIOD_S", _seconds()),
-            cleanup_interval_s=get("CLEANUP_INTERVAL_S", _seconds(positive=True)),
-            cleanup_grace_s=get("CLEANUP_GRACE_S", _seconds()),
-            alert_retention_s=get("ALERT_RETENTION_S", _seconds(positive=True)),
-            suspicious_grace_s=get("SUSPICIOUS_GRACE_S", _seconds()),
-            log_level=get("LOG_LEVEL", _log_level),
-        )
+def read(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One optional setting from the environment (the default when unset or empty), for
+    commands that need no token (``certwatch replay``). Raises :class:`ConfigError`."""
+    env = os.environ if environ is None else environ
+    raw = env.get(name, "").strip()
+    if not raw:
+        return attrs.fields_dict(Settings)[name.lower()].default
+    return _PARSERS[name](name, raw)
 
 
 def redact_url(url: str) -> str:
@@ -141,13 +130,6 @@ def redact_url(url: str) -> str:
     )
     fragment = "***" if parts.fragment else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query if parts.query else "", fragment))
-
-
-def db_path_from_env(environ: Mapping[str, str] | None = None) -> Path:
-    """``DB_PATH`` alone, for tools that need no token (``certwatch replay``)."""
-    env = os.environ if environ is None else environ
-    raw = env.get("DB_PATH", "").strip()
-    return _path("DB_PATH", raw) if raw else DEFAULT_DB_PATH
 
 
 def _url(*schemes: str) -> Callable[[str, str], str]:
@@ -219,3 +201,21 @@ def _log_level(name: str, raw: str) -> str:
         choices = "DEBUG, INFO, WARNING, ERROR, CRITICAL"
         raise ConfigError(name, f"must be one of {choices}, got {raw!r}")
     return level
+
+
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "CERTSTREAM_URL": _url("ws", "wss"),
+    "DB_PATH": _path,
+    "API_HOST": _host,
+    "API_PORT": _port,
+    "WEBHOOK_URL": _url("http", "https"),
+    "WEBHOOK_SECRET": _secret,
+    "WEBHOOK_TIMEOUT_S": _seconds(positive=True),
+    "WEBHOOK_RETRY_PERIOD_S": _seconds(),
+    "CLEANUP_INTERVAL_S": _seconds(positive=True),
+    "CLEANUP_GRACE_S": _seconds(),
+    "ALERT_RETENTION_S": _seconds(positive=True),
+    "SUSPICIOUS_GRACE_S": _seconds(),
+    "LOG_LEVEL": _log_level,
+}
+"""Every optional variable and how it is read; each is the Settings field of its name."""

@@ -103,7 +103,6 @@ async def world(
             metrics,
             grace_s=grace,
             retention_s=30 * 86400,
-            observer=False,
             outbox=send,
             clock=clock,
         )
@@ -232,7 +231,7 @@ class TestDedupe:
             await w.see(issuance.message("elixir", log_url="https://log-c"))
             await w.see(issuance.message("go-full", which="final"))
             assert len(await w.alerts()) == 1
-            assert len(w.alerter.dedupe) == 1
+            assert w.alerter.remembered == 1
 
     async def test_distinct_tiled_issuances_are_distinct_alerts(
         self, tmp_path: Path, ca: CA, autojump_clock: trio.testing.MockClock
@@ -265,7 +264,7 @@ class TestDedupe:
         async with world(tmp_path / "db", grace=0) as w:
             await w.see(issuance.message("go-full"))
         async with world(tmp_path / "db", grace=0) as w:
-            assert len(w.alerter.dedupe) == 1
+            assert w.alerter.remembered == 1
             await w.see(issuance.message("go-tiled"))
             assert len(await w.alerts()) == 1
 
@@ -323,7 +322,7 @@ class TestCleanup:
             )
             await trio.sleep(3600)
             assert await w.alerts() == []
-            assert len(w.alerter.dedupe) == 0
+            assert w.alerter.remembered == 0
 
     async def test_only_settled_alerts_expire_counting_from_when_they_were_stored(
         self, tmp_path: Path, autojump_clock: trio.testing.MockClock

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -294,7 +295,7 @@ async def test_restart_during_the_hold_still_decides_and_delivers(
     tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
 ) -> None:
     """An alert held when certwatch stops is decided and delivered after the restart."""
-    settings = settings_for(tmp_path, feed, receiver, suspicious_grace_s=1.0)
+    settings = settings_for(tmp_path, feed, receiver, suspicious_grace_s=60.0)
     async with run_service(settings) as service:
         await service.add_domain("example.org")
         await feed.send(ca.issue(["a.example.org"]).message())
@@ -305,7 +306,8 @@ async def test_restart_during_the_hold_still_decides_and_delivers(
 
         await wait_until(both_held)
     assert receiver.deliveries == []
-    async with run_service(settings):
+    # Restarted two minutes later (its clock says so): the grace periods have ended.
+    async with run_service(settings, clock=lambda: time.time() + 120):
         deliveries = await receiver.wait_for(2)
     assert {d.json()["severity"] for d in deliveries} == {"suspicious"}
 

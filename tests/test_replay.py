@@ -13,7 +13,7 @@ from support.certs import CA
 
 from certwatch.core.certificates import parse_certificate
 from certwatch.core.identity import fingerprint
-from certwatch.core.recognition import InventoryCert
+from certwatch.core.recognition import InventoryCert, KnownKey
 from certwatch.store.sqlite import Store
 
 
@@ -123,3 +123,44 @@ def test_the_shipped_capture_replays_as_the_readme_says(tmp_path: Path) -> None:
     assert first["severity"] == "suspicious"
     assert first["matched_sans"] == ["*.api.example.net", "api.example.net", "www.example.net"]
     assert second["severity"] == "info"
+
+
+def test_replay_simulates_the_grace_period(tmp_path: Path, ca: CA) -> None:
+    """A copy that recognises the issuance within the grace period makes it `info`; after it,
+    or with no grace, the alert is `suspicious` and a `resolved` follow-up comes, as in the
+    service."""
+    ours = ca.issue(["www.example.org"])
+    db = tmp_path / "cw.db"
+
+    async def prepare_key() -> None:
+        store = await Store.open(db)
+        await store.upsert_domain("example.org", "", 0.0)
+        await store.upsert_key(KnownKey(ours.spki_sha256(), ("www.example.org",), "lb:a"))
+        store.close()
+
+    trio.run(prepare_key)
+    capture = tmp_path / "capture.jsonl"
+    seen = 1_800_000_000.0
+    capture.write_text(
+        json.dumps(ours.message("go-tiled", seen=seen))  # no DER: the key cannot be seen
+        + "\n"
+        + json.dumps(ours.message("go-full", seen=seen + 10))  # the DER: our registered key
+        + "\n"
+    )
+
+    def events(grace: str) -> list[tuple[str, str]]:
+        result = subprocess.run(
+            [sys.executable, "-m", "certwatch", "replay", "--grace", grace, str(capture)],
+            env={**os.environ, "DB_PATH": str(db)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        payloads = [json.loads(line) for line in result.stdout.splitlines()]
+        return [(p["event"], p["severity"]) for p in payloads]
+
+    assert events("60") == [("alert", "info")]
+    assert events("5") == [("alert", "suspicious"), ("resolved", "info")]
+    assert events("0") == [("alert", "suspicious"), ("resolved", "info")]

@@ -363,7 +363,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
             watch_entries=len(ctx.index),
             known_fingerprints=len(ctx.inventory),
             known_keys=ctx.inventory.key_count,
-            alerts=AlertsHealth(held=ctx.alerter.held, dedupe_cache=len(ctx.alerter.dedupe)),
+            alerts=AlertsHealth(held=ctx.alerter.held, dedupe_cache=ctx.alerter.remembered),
             webhook="observer mode" if ctx.sender is None else "enabled",
             outbox=outbox,
         )

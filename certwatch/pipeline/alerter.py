@@ -1,37 +1,30 @@
-"""From a matched certificate to a stored, decided alert.
+"""From a matched certificate to a stored, decided alert: the I/O around the decision.
 
-The alerter owns the decisions: it deduplicates issuances, classifies against the in-memory
-inventory, stores every alert before anything else happens, holds unrecognised ones for
-``SUSPICIOUS_GRACE_S`` (the hold is stored, so it survives a restart), and reconciles held
-and suspicious alerts when the inventory learns something new. Decided alerts go to the
-webhook sender by id; the database row is the outbox, the channel only a fast path.
+What a match means is decided in :mod:`certwatch.core.decision`; the alerter stores every
+alert before anything else happens, runs the hold timer (holds are stored, so they survive
+a restart), re-checks held and suspicious alerts when the inventory learns something new,
+and hands decided alerts to the webhook sender by id (the database row is the outbox, the
+channel only a fast path).
+
+Three tasks call the alerter: the pipeline (new matches), its own hold timer, and API
+requests (after a registration). Its operations are serialised by one lock, so a decision
+always sees the holds and the issuances the previous one left, whatever the interleaving.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
 import logging
 import math
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeVar
 
-import attrs
 import trio
 
-from certwatch.core.alerts import (
-    Alert,
-    Kind,
-    Severity,
-    Status,
-    decided,
-    new_alert,
-    resolved_follow_up,
-)
-from certwatch.core.identity import CertFacts
+from certwatch.core.alerts import Alert, Kind, Severity, Status
+from certwatch.core.decision import DedupeCache, Holds, KnownIssuance, decide, follow_up
 from certwatch.core.names import Match
 from certwatch.core.observation import Observation
 from certwatch.core.recognition import Inventory, Recognition
@@ -39,55 +32,19 @@ from certwatch.errors import StoreUnavailable
 from certwatch.metrics import Metrics
 from certwatch.store.sqlite import Store
 
-__all__ = ["Alerter", "DedupeCache"]
+__all__ = ["Alerter"]
 
 log = logging.getLogger("certwatch.alerts")
 
 T = TypeVar("T")
 
-DEDUPE_CAPACITY = 200_000
-"""Issuances remembered in memory; matched certificates are rare, so this is generous."""
-
-
-class DedupeCache:
-    """Issuance key -> alert id, oldest first, bounded in size and age."""
-
-    __slots__ = ("_capacity", "_entries")
-
-    def __init__(self, capacity: int = DEDUPE_CAPACITY) -> None:
-        self._capacity = capacity
-        self._entries: OrderedDict[str, tuple[int, float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, key: str) -> int | None:
-        entry = self._entries.get(key)
-        return None if entry is None else entry[0]
-
-    def add(self, key: str, alert_id: int, stored_at: float) -> None:
-        self._entries[key] = (alert_id, stored_at)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
-
-    def prune(self, stored_before: float) -> int:
-        """Forget issuances whose alert was stored before ``stored_before``; return how many."""
-        stale = [k for k, (_, stored) in self._entries.items() if stored < stored_before]
-        for key in stale:
-            del self._entries[key]
-        return len(stale)
-
-
-@attrs.define
-class _Hold:
-    alert: Alert
-    facts: list[CertFacts]
-    """Facts of the first copy and of every duplicate seen during the hold."""
-
 
 class Alerter:
-    """Decides, stores and hands over alerts. Runs its hold timer as a task."""
+    """Decides, stores and hands over alerts. Runs its hold timer as a task.
+
+    ``outbox`` is where decided alerts go for delivery; ``None`` is observer mode (no
+    ``WEBHOOK_URL``): alerts are decided ``observed`` and only logged.
+    """
 
     def __init__(
         self,
@@ -97,7 +54,6 @@ class Alerter:
         *,
         grace_s: float,
         retention_s: float,
-        observer: bool,
         outbox: trio.MemorySendChannel[int] | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -106,114 +62,111 @@ class Alerter:
         self._metrics = metrics
         self._grace_s = grace_s
         self._retention_s = retention_s
-        self._observer = observer
         self._outbox = outbox
+        self._observer = outbox is None
         self._clock = clock
-        self.dedupe = DedupeCache()
-        self._holds: dict[int, _Hold] = {}
-        self._deadlines: list[tuple[float, int]] = []
+        self._lock = trio.Lock()
+        self._dedupe = DedupeCache()
+        self._holds = Holds()
         self._holds_changed = trio.Event()
-        metrics.mirror(metrics.dedupe_cache_size, lambda: len(self.dedupe))
+        metrics.mirror(metrics.dedupe_cache_size, lambda: len(self._dedupe))
         metrics.mirror(metrics.alerts_held, lambda: len(self._holds))
 
     @property
     def held(self) -> int:
         return len(self._holds)
 
+    @property
+    def remembered(self) -> int:
+        """Issuances remembered to suppress duplicates (the dedupe cache)."""
+        return len(self._dedupe)
+
     async def load(self) -> None:
-        """Restore the dedupe cache and the holds from the database (at start)."""
+        """Restore the remembered issuances and the holds from the database (at start)."""
         since = self._clock() - self._retention_s
         for issuance, alert_id, created_at in await self._store.recent_issuances(since):
-            self.dedupe.add(issuance, alert_id, created_at)
+            self._dedupe.add(issuance, alert_id, created_at)
         for alert in await self._store.held_alerts():
-            self._hold(alert, alert.facts)
+            self._holds.hold(alert)
+
+    def forget_before(self, stored_before: float) -> int:
+        """Forget issuances whose alert was stored before ``stored_before`` (cleanup)."""
+        return self._dedupe.prune(stored_before)
 
     # --- new matches ------------------------------------------------------------------------
 
     async def on_match(self, observation: Observation, match: Match) -> None:
         """Handle a certificate that matched the watch list."""
-        facts = observation.facts
-        issuance = facts.issuance_key()
-        existing = self.dedupe.get(issuance)
-        if existing is not None:
-            await self._on_copy(existing, facts)
-            return
-        now = self._clock()
-        recognition = self._inventory.recognise(facts)
-        alert = new_alert(observation, match, event_id=str(uuid.uuid4()), now=now)
-        if recognition is not None or self._grace_s == 0:
-            alert = decided(alert, recognition, observer=self._observer, now=now)
-        else:
-            alert = attrs.evolve(alert, decide_at=now + self._grace_s)
-        alert = await self._retry(lambda: self._store.insert_alert(alert))
-        assert alert.id is not None
-        self.dedupe.add(issuance, alert.id, alert.created_at)
-        if alert.status is Status.HELD:
+        async with self._lock:
+            decision = decide(
+                observation,
+                match,
+                known=self._dedupe.get,
+                inventory=self._inventory,
+                grace_s=self._grace_s,
+                observer=self._observer,
+                now=self._clock(),
+                event_id=str(uuid.uuid4()),
+            )
+            if isinstance(decision, KnownIssuance):
+                await self._on_copy(decision)
+                return
+            alert = await self._retry(lambda: self._store.insert_alert(decision.alert))
+            assert alert.id is not None
+            self._dedupe.add(alert.issuance, alert.id, alert.created_at)
+            if alert.status is not Status.HELD:
+                self._announce(alert)
+                return
             log.info(
                 "holding unrecognised certificate for %s (issuance %s) for %g s",
                 ",".join(alert.matched_sans),
-                issuance,
+                alert.issuance,
                 self._grace_s,
             )
-            self._hold(alert, facts)
-        else:
-            self._announce(alert)
+            self._holds.hold(alert)
+            self._holds_changed.set()
 
-    async def _on_copy(self, alert_id: int, facts: CertFacts) -> None:
-        """Another copy of an issuance already alerted (another log, the final cert...)."""
-        hold = self._holds.get(alert_id)
-        if hold is not None:
-            hold.facts.append(facts)
-            await self._decide(alert_id, only_if_recognised=True)
+    async def _on_copy(self, copy: KnownIssuance) -> None:
+        """Another copy of an issuance already alerted: it may recognise a held alert now,
+        or resolve a suspicious one."""
+        if self._holds.add_copy(copy.alert_id, copy.facts):
+            if copy.recognition is not None:
+                await self._settle(copy.alert_id, only_if_recognised=True)
             return
-        recognition = self._inventory.recognise(facts)
-        if recognition is None:
+        if copy.recognition is None:
             return
-        alert = await self._retry(lambda: self._store.get_alert(alert_id))
-        if alert is not None and alert.severity is Severity.SUSPICIOUS and not alert.resolved_at:
-            await self._resolve(alert, recognition)
+        alert = await self._retry(lambda: self._store.get_alert(copy.alert_id))
+        if alert is not None:
+            await self._resolve(alert, copy.recognition)
 
     # --- holds ------------------------------------------------------------------------------
-
-    def _hold(self, alert: Alert, facts: CertFacts) -> None:
-        assert alert.id is not None
-        assert alert.decide_at is not None
-        self._holds[alert.id] = _Hold(alert, [facts])
-        heapq.heappush(self._deadlines, (alert.decide_at, alert.id))
-        self._holds_changed.set()
 
     async def run_holds(self) -> NoReturn:
         """Decide held alerts when their grace period ends."""
         while True:
-            now = self._clock()
-            while self._deadlines and self._deadlines[0][0] <= now:
-                _, alert_id = heapq.heappop(self._deadlines)
-                if alert_id in self._holds:
-                    await self._decide(alert_id)
-            wait = self._deadlines[0][0] - now if self._deadlines else math.inf
+            for alert_id in self._holds.due(self._clock()):
+                async with self._lock:
+                    await self._settle(alert_id)
+            deadline = self._holds.next_deadline()
+            wait = math.inf if deadline is None else deadline - self._clock()
             self._holds_changed = trio.Event()
             with trio.move_on_after(wait):
                 await self._holds_changed.wait()
 
-    async def _decide(self, alert_id: int, *, only_if_recognised: bool = False) -> None:
-        """Decide a held alert now, with everything known at this moment.
-
-        ``only_if_recognised``: leave it held unless some copy of it is now recognised.
-        """
-        hold = self._holds.get(alert_id)
-        if hold is None:
+    async def _settle(self, alert_id: int, *, only_if_recognised: bool = False) -> None:
+        """Decide a held alert now, with everything known at this moment (see
+        :meth:`Holds.verdict`). Called with the lock held."""
+        verdict = self._holds.verdict(
+            alert_id,
+            self._inventory,
+            observer=self._observer,
+            now=self._clock(),
+            only_if_recognised=only_if_recognised,
+        )
+        if verdict is None:
             return
-        recognition = None
-        for facts in hold.facts:
-            recognition = self._inventory.recognise(facts)
-            if recognition is not None:
-                break
-        if recognition is None and only_if_recognised:
-            return
-        now = self._clock()
-        verdict = decided(hold.alert, recognition, observer=self._observer, now=now)
         stored = await self._retry(lambda: self._store.decide(verdict))
-        self._holds.pop(alert_id, None)
+        self._holds.release(alert_id)
         if stored is not None:
             self._announce(stored)
 
@@ -225,21 +178,24 @@ class Alerter:
         A held alert that is now recognised is decided ``info`` at once; a suspicious one
         gets a follow-up ``resolved`` event.
         """
-        for alert_id in list(self._holds):
-            await self._decide(alert_id, only_if_recognised=True)
-        since = self._clock() - self._retention_s
-        for alert in await self._retry(lambda: self._store.unresolved_suspicious(since)):
-            recognition = self._inventory.recognise(alert.facts)
-            if recognition is not None:
-                await self._resolve(alert, recognition)
+        async with self._lock:
+            for alert_id in self._holds.ids():
+                await self._settle(alert_id, only_if_recognised=True)
+            since = self._clock() - self._retention_s
+            for alert in await self._retry(lambda: self._store.unresolved_suspicious(since)):
+                await self._resolve(alert, self._inventory.recognise(alert.facts))
 
-    async def _resolve(self, alert: Alert, recognition: Recognition) -> None:
-        assert alert.id is not None
-        now = self._clock()
-        follow_up = resolved_follow_up(
-            alert, recognition, event_id=str(uuid.uuid4()), observer=self._observer, now=now
+    async def _resolve(self, alert: Alert, recognition: Recognition | None) -> None:
+        event = follow_up(
+            alert,
+            recognition,
+            observer=self._observer,
+            now=self._clock(),
+            event_id=str(uuid.uuid4()),
         )
-        stored = await self._retry(lambda: self._store.resolve(follow_up))
+        if event is None:
+            return
+        stored = await self._retry(lambda: self._store.resolve(event))
         if stored is not None:
             self._metrics.alerts_resolved.inc()
             self._announce(stored)

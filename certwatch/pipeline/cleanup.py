@@ -81,5 +81,5 @@ class Cleanup:
             if removed < PRUNE_BATCH:
                 break
             await trio.lowlevel.checkpoint()
-        dedupe = self.alerter.dedupe.prune(now - self.alert_retention_s)
+        dedupe = self.alerter.forget_before(now - self.alert_retention_s)
         return CleanupReport(certs=certs, alerts=alerts, dedupe=dedupe)
