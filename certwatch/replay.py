@@ -31,6 +31,7 @@ from certwatch.core.recognition import Inventory
 from certwatch.errors import StoreError
 from certwatch.metrics import Metrics
 from certwatch.pipeline.matching import Pipeline
+from certwatch.pipeline.views import Views
 from certwatch.store.sqlite import Store
 
 __all__ = ["ReplayReport", "load_views", "replay"]
@@ -59,13 +60,10 @@ class ReplayReport:
 async def _load(db_path: Path) -> tuple[WatchIndex, Inventory]:
     store = await Store.open(db_path)
     try:
-        index = WatchIndex(await store.domain_values())
-        inventory = Inventory(keys=await store.list_keys())
-        async for batch in store.cert_batches():
-            inventory.add_certs(batch)
+        views = await Views.load(store)
     finally:
         store.close()
-    return index, inventory
+    return views.index, views.inventory
 
 
 def load_views(db_path: Path) -> tuple[WatchIndex, Inventory]:

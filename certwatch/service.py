@@ -32,8 +32,7 @@ from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio import serve as hypercorn_serve
 
 from certwatch.core.messages import FeedItem
-from certwatch.core.names import WatchIndex, public_suffix_kind
-from certwatch.core.recognition import Inventory
+from certwatch.core.names import public_suffix_kind
 from certwatch.delivery.webhook import WebhookSender
 from certwatch.errors import ListenError, leaves
 from certwatch.http.app import ApiContext, create_app
@@ -41,6 +40,7 @@ from certwatch.metrics import Metrics
 from certwatch.pipeline.alerter import Alerter
 from certwatch.pipeline.cleanup import Cleanup
 from certwatch.pipeline.matching import Pipeline
+from certwatch.pipeline.views import Views
 from certwatch.settings import Settings, redact_url
 from certwatch.sources.certstream import Connector, FeedConsumer
 from certwatch.store.sqlite import Store
@@ -131,20 +131,16 @@ async def serve(
         metrics = Metrics()
         metrics.start_time.set(clock())
         public_suffix_kind("example.org")  # loads the Public Suffix List now, not in a request
-        index = WatchIndex(await store.domain_values())
-        inventory = Inventory(keys=await store.list_keys())
-        async for batch in store.cert_batches():
-            inventory.add_certs(batch)
-        metrics.mirror(metrics.watch_entries, lambda: len(index))
-        metrics.mirror(metrics.known_fingerprints, lambda: len(inventory))
-        metrics.mirror(metrics.known_keys, lambda: inventory.key_count)
-        lock = trio.Lock()  # serialises changes to the database and the in-memory views
+        views = await Views.load(store)
+        metrics.mirror(metrics.watch_entries, lambda: len(views.index))
+        metrics.mirror(metrics.known_fingerprints, lambda: len(views.inventory))
+        metrics.mirror(metrics.known_keys, lambda: views.inventory.key_count)
 
         feed_send, feed_receive = trio.open_memory_channel[FeedItem](FEED_BUFFER)
         outbox_send, outbox_receive = trio.open_memory_channel[int](OUTBOX_BUFFER)
         observer = settings.webhook_url is None
         alerter = Alerter(
-            store, inventory, metrics,
+            store, views.inventory, metrics,
             grace_s=settings.suspicious_grace_s,
             retention_s=settings.alert_retention_s,
             outbox=None if observer else outbox_send,
@@ -156,7 +152,7 @@ async def serve(
         gc.collect()
         gc.freeze()
         feed = FeedConsumer(settings.certstream_url, settings.timing, metrics, connect=connect)
-        pipeline = Pipeline(index, metrics, clock=clock)
+        pipeline = Pipeline(views.index, metrics, clock=clock)
         sender = None
         if settings.webhook_url is not None:
             sender = WebhookSender(
@@ -168,15 +164,15 @@ async def serve(
             )  # fmt: skip
             await sender.refresh_stats()  # right from the first scrape
         cleanup = Cleanup(
-            store, inventory, alerter, lock,
+            store, views, alerter,
             interval_s=settings.cleanup_interval_s,
             cert_grace_s=settings.cleanup_grace_s,
             alert_retention_s=settings.alert_retention_s,
             clock=clock,
         )  # fmt: skip
         app = create_app(ApiContext(
-            settings.api_token, store, index, inventory, alerter, feed, pipeline, metrics,
-            sender=sender, clock=clock, lock=lock,
+            settings.api_token, store, views, alerter, feed, pipeline, metrics,
+            sender=sender, clock=clock,
         ), body_timeout_s=settings.timing.api_body_timeout_s)  # fmt: skip
 
         async with trio.open_nursery() as nursery:
@@ -202,7 +198,8 @@ async def serve(
             binds = await nursery.start(run_api)
             log.info(
                 "certwatch ready: API on %s, feed %s, %d watch entries, %d inventory certs, %s",
-                ", ".join(binds), redact_url(settings.certstream_url), len(index), len(inventory),
+                ", ".join(binds), redact_url(settings.certstream_url), len(views.index),
+                len(views.inventory),
                 "observer mode" if observer else "webhook enabled",
             )  # fmt: skip
             task_status.started(binds)

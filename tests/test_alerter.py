@@ -27,6 +27,7 @@ from certwatch.core.recognition import Inventory, InventoryCert, KnownKey
 from certwatch.metrics import Metrics
 from certwatch.pipeline.alerter import Alerter
 from certwatch.pipeline.cleanup import Cleanup
+from certwatch.pipeline.views import Views
 from certwatch.store.sqlite import Store
 
 EPOCH = time.time()  # feed messages carry real `seen` times
@@ -56,7 +57,7 @@ class World:
     """An alerter over a real SQLite file, with the outbox channel's far end."""
 
     store: Store
-    inventory: Inventory
+    views: Views
     alerter: Alerter
     outbox: trio.MemoryReceiveChannel[int]
     metrics: Metrics
@@ -69,9 +70,12 @@ class World:
         assert match is not None
         await self.alerter.on_match(read_update(raw), match)
 
+    @property
+    def inventory(self) -> Inventory:
+        return self.views.inventory
+
     async def register(self, cert: InventoryCert) -> None:
-        await self.store.upsert_cert(cert)
-        self.inventory.add_cert(cert)
+        await self.views.upsert_cert(cert)
         await self.alerter.reconcile()
 
     async def alerts(self) -> list[Alert]:
@@ -92,14 +96,12 @@ async def world(
 ) -> AsyncIterator[World]:
     store = await Store.open(path, threaded=False)
     try:
-        inventory = Inventory(keys=await store.list_keys())
-        async for batch in store.cert_batches():  # as the service loads it
-            inventory.add_certs(batch)
+        views = await Views.load(store)  # as the service loads them
         metrics = Metrics()
         send, receive = trio.open_memory_channel[int](100)
         alerter = Alerter(
             store,
-            inventory,
+            views.inventory,
             metrics,
             grace_s=grace,
             retention_s=30 * 86400,
@@ -110,7 +112,7 @@ async def world(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(alerter.run_holds)
             yield World(
-                store, inventory, alerter, receive, metrics, nursery, WatchIndex(["example.org"])
+                store, views, alerter, receive, metrics, nursery, WatchIndex(["example.org"])
             )
             nursery.cancel_scope.cancel()
     finally:
@@ -208,8 +210,7 @@ class TestDecisions:
         ours = ca.issue(["a.example.org"])
         async with world(tmp_path / "db", grace=0) as w:
             key = KnownKey(ours.spki_sha256(), ("a.example.org",))
-            await w.store.upsert_key(key)
-            w.inventory.add_key(key)
+            await w.views.upsert_key(key)
             await w.see(ours.message("go-full"))
             await w.see(ca.issue(["a.example.org"]).message("go-full"))
             ok, bad = await w.alerts()
@@ -248,8 +249,7 @@ class TestDedupe:
         """A held tiled precert is decided `info` by its copy whose DER shows our registered key."""
         issuance = ca.issue(["a.example.org"])
         async with world(tmp_path / "db") as w:
-            key = KnownKey(issuance.spki_sha256(), ("a.example.org",))
-            w.inventory.add_key(key)
+            await w.views.upsert_key(KnownKey(issuance.spki_sha256(), ("a.example.org",)))
             await w.see(issuance.message("go-tiled"))  # no DER: the key cannot be seen
             assert (await w.alerts())[0].status == "held"
             await w.see(issuance.message("go-full"))
@@ -296,9 +296,8 @@ class TestCleanup:
             await w.see(old.message())
             cleanup = Cleanup(
                 w.store,
-                w.inventory,
+                w.views,
                 w.alerter,
-                trio.Lock(),
                 interval_s=3600,
                 cert_grace_s=86400,
                 alert_retention_s=3 * 86400,
@@ -353,7 +352,7 @@ class TestCleanup:
                 )
                 ids[(status, created_days_ago)] = (await w.store.insert_alert(alert)).id
             cleanup = Cleanup(
-                w.store, w.inventory, w.alerter, trio.Lock(),
+                w.store, w.views, w.alerter,
                 interval_s=3600, cert_grace_s=0, alert_retention_s=30 * day,
                 clock=virtual_wall_clock,
             )  # fmt: skip
@@ -376,10 +375,9 @@ class TestCleanup:
         async with world(tmp_path / "db", grace=0) as w:
             for i in range(1234):
                 cert = row(issuance, fingerprint_sha1=f"{i:040x}", not_after=1000, not_before=1)
-                await w.store.upsert_cert(cert)
-                w.inventory.add_cert(cert)
+                await w.views.upsert_cert(cert)
             cleanup = Cleanup(
-                w.store, w.inventory, w.alerter, trio.Lock(),
+                w.store, w.views, w.alerter,
                 interval_s=3600, cert_grace_s=0, alert_retention_s=86400,
                 clock=virtual_wall_clock,
             )  # fmt: skip

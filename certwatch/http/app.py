@@ -14,8 +14,7 @@ import hmac
 import importlib.util
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,8 +39,8 @@ from certwatch.core.alerts import Severity, Status
 from certwatch.core.certificates import spki_sha256_from_pem
 from certwatch.core.identity import fingerprint
 from certwatch.core.messages import decode_json
-from certwatch.core.names import WatchIndex, normalise_entry
-from certwatch.core.recognition import Inventory, KnownKey
+from certwatch.core.names import normalise_entry
+from certwatch.core.recognition import KnownKey
 from certwatch.delivery.webhook import WebhookSender
 from certwatch.errors import (
     InputError,
@@ -89,6 +88,7 @@ from certwatch.http.responses import (
 from certwatch.metrics import CONTENT_TYPE, Metrics
 from certwatch.pipeline.alerter import Alerter
 from certwatch.pipeline.matching import Pipeline
+from certwatch.pipeline.views import Views
 from certwatch.sources.certstream import FeedConsumer
 from certwatch.store.sqlite import Store
 from certwatch.version import __version__
@@ -117,8 +117,8 @@ class ApiContext:
 
     token: str
     store: Store
-    index: WatchIndex
-    inventory: Inventory
+    """For reads; changes to the watch list and inventory go through ``views``."""
+    views: Views
     alerter: Alerter
     feed: FeedConsumer
     pipeline: Pipeline
@@ -126,7 +126,6 @@ class ApiContext:
     sender: WebhookSender | None = None
     clock: Callable[[], float] = time.time
     started_at: float = attrs.field(factory=time.time)
-    lock: trio.Lock = attrs.field(factory=trio.Lock)
 
 
 def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -270,13 +269,6 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
     async def off_loop(parse: Callable[..., T], *args: Any) -> T:
         return await trio.to_thread.run_sync(functools.partial(parse, *args), limiter=parsing)
 
-    @asynccontextmanager
-    async def mutation() -> AsyncIterator[None]:
-        """Serialise changes; a cancelled request never splits the database from memory."""
-        with trio.CancelScope(shield=True):
-            async with ctx.lock:
-                yield
-
     # --- authentication and errors -------------------------------------------------------
 
     @app.before_request
@@ -360,9 +352,9 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
                 disconnected_seconds=feed.disconnected_seconds,
                 last_error=feed.last_error,
             ),
-            watch_entries=len(ctx.index),
-            known_fingerprints=len(ctx.inventory),
-            known_keys=ctx.inventory.key_count,
+            watch_entries=len(ctx.views.index),
+            known_fingerprints=len(ctx.views.inventory),
+            known_keys=ctx.views.inventory.key_count,
             alerts=AlertsHealth(held=ctx.alerter.held, dedupe_cache=ctx.alerter.remembered),
             webhook="observer mode" if ctx.sender is None else "enabled",
             outbox=outbox,
@@ -396,9 +388,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         """Watch a domain and everything below it (re-posting updates the note)."""
         body = structure(await _json_body(), DomainIn)
         value = watch_entry(body)
-        async with mutation():
-            created = await ctx.store.upsert_domain(value, body.note, ctx.clock())
-            ctx.index.add(value)
+        created = await ctx.views.add_domain(value, body.note, ctx.clock())
         log.info("watch entry %s %s", value, "added" if created else "updated")
         return _json(DomainCreated(value, created), 201)
 
@@ -417,10 +407,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
             entry = normalise_entry(value)
         except InvalidName as e:
             raise e.in_field("value") from None
-        async with mutation():
-            deleted = await ctx.store.delete_domain(entry)
-            if deleted:
-                ctx.index.discard(entry)
+        deleted = await ctx.views.delete_domain(entry)
         if not deleted:
             return _error(404, f"no watch entry {entry!r}")
         log.info("watch entry %s deleted", entry)
@@ -447,11 +434,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
                 check_pem_agrees(body, cert)
             else:
                 cert = cert_from_json(body, now)
-        async with mutation():
-            old = await ctx.store.upsert_cert(cert)
-            if old is not None:
-                ctx.inventory.remove_cert(old)
-            ctx.inventory.add_cert(cert)
+        old = await ctx.views.upsert_cert(cert)
         log.info(
             "inventory: %s %s (%s)",
             "updated" if old else "added",
@@ -478,10 +461,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         digest = fingerprint(sha1)
         if digest is None:
             raise InputError("invalid path", [("sha1", "must be 40 hex digits (colons optional)")])
-        async with mutation():
-            old = await ctx.store.delete_cert(digest)
-            if old is not None:
-                ctx.inventory.remove_cert(old)
+        old = await ctx.views.delete_cert(digest)
         if old is None:
             return _error(404, f"no certificate {digest}")
         log.info("inventory: deleted %s", digest)
@@ -519,10 +499,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
             raise InputError("invalid request body", problems)
         assert spki is not None
         key = KnownKey(spki_sha256=spki, names=tuple(names), note=body.note, added_at=ctx.clock())
-        async with mutation():
-            created = await ctx.store.upsert_key(key)
-            ctx.inventory.remove_key(spki)
-            ctx.inventory.add_key(key)
+        created = await ctx.views.upsert_key(key)
         log.info("key %s registered for %s", spki, ",".join(names))
         await ctx.alerter.reconcile()
         return _json(KeyCreated(spki, list(key.names), key.note, key.added_at, created), 201)
@@ -540,10 +517,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         digest = fingerprint(spki, length=64)
         if digest is None:
             raise InputError("invalid path", [("spki_sha256", "must be 64 hex digits")])
-        async with mutation():
-            deleted = await ctx.store.delete_key(digest)
-            if deleted:
-                ctx.inventory.remove_key(digest)
+        deleted = await ctx.views.delete_key(digest)
         if not deleted:
             return _error(404, f"no key {digest}")
         return _json(Deleted(1))
@@ -575,8 +549,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         """Queue one alert for delivery again (failed, pending or delivered)."""
         if ctx.sender is None:
             return _error(409, "observer mode: no WEBHOOK_URL is set, nothing is sent")
-        async with mutation():
-            count = await ctx.store.requeue(alert_id, ctx.clock())
+        count = await ctx.store.requeue(alert_id, ctx.clock())
         if not count:
             return _error(404, f"no alert {alert_id} that can be re-queued")
         ctx.sender.wake()
@@ -588,8 +561,7 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> QuartTrio:
         """Queue every failed alert for delivery again."""
         if ctx.sender is None:
             return _error(409, "observer mode: no WEBHOOK_URL is set, nothing is sent")
-        async with mutation():
-            count = await ctx.store.requeue(None, ctx.clock())
+        count = await ctx.store.requeue(None, ctx.clock())
         ctx.sender.wake()
         return _json(Requeued(count))
 

@@ -10,9 +10,9 @@ from typing import NoReturn
 import attrs
 import trio
 
-from certwatch.core.recognition import Inventory
 from certwatch.errors import StoreUnavailable
 from certwatch.pipeline.alerter import Alerter
+from certwatch.pipeline.views import Views
 from certwatch.store.sqlite import PRUNE_BATCH, Store
 
 __all__ = ["Cleanup", "CleanupReport"]
@@ -37,9 +37,8 @@ class Cleanup:
     """
 
     store: Store
-    inventory: Inventory
+    views: Views
     alerter: Alerter
-    lock: trio.Lock
     interval_s: float
     cert_grace_s: float
     alert_retention_s: float
@@ -62,18 +61,7 @@ class Cleanup:
 
     async def run_once(self) -> CleanupReport:
         now = self.clock()
-        certs = 0
-        while True:
-            # The row leaves the database and the in-memory inventory together.
-            with trio.CancelScope(shield=True):
-                async with self.lock:
-                    batch = await self.store.prune_certs(now - self.cert_grace_s)
-                    for cert in batch:
-                        self.inventory.remove_cert(cert)
-            certs += len(batch)
-            if len(batch) < PRUNE_BATCH:
-                break
-            await trio.lowlevel.checkpoint()
+        certs = await self.views.prune_certs(now - self.cert_grace_s)
         alerts = 0
         while True:
             removed = await self.store.prune_alerts(now - self.alert_retention_s)
