@@ -16,26 +16,19 @@ propagates, so the process exits non-zero and the container supervisor restarts 
 
 from __future__ import annotations
 
-import errno
 import gc
 import logging
-import math
-import socket
 import time
 from collections.abc import Callable
 
-import h11
-import msgspec
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.protocol.h11 import H11Protocol
-from hypercorn.trio import serve as hypercorn_serve
 
 from certwatch.core.messages import FeedItem
 from certwatch.core.names import public_suffix_kind
 from certwatch.delivery.webhook import WebhookSender
-from certwatch.errors import ListenError, leaves
-from certwatch.http.app import ApiContext, create_app
+from certwatch.http.app import create_app
+from certwatch.http.context import ApiContext
+from certwatch.http.server import serve_api
 from certwatch.metrics import Metrics
 from certwatch.pipeline.alerter import Alerter
 from certwatch.pipeline.cleanup import Cleanup
@@ -45,7 +38,7 @@ from certwatch.settings import Settings, redact_url
 from certwatch.sources.certstream import Connector, FeedConsumer
 from certwatch.store.sqlite import Store
 
-__all__ = ["FEED_BUFFER", "listen_error", "serve"]
+__all__ = ["FEED_BUFFER", "serve"]
 
 log = logging.getLogger("certwatch")
 
@@ -53,66 +46,6 @@ FEED_BUFFER = 4096
 """Frames received but not processed (~1 s of a catch-up burst; ~30 MB at worst)."""
 OUTBOX_BUFFER = 256
 """Decided alert ids on their way to the sender; overflow waits in the outbox table."""
-
-
-def listen_error(settings: Settings, error: BaseException) -> ListenError:
-    """What a failure to bind the API's socket means, naming the variable to fix."""
-    where = f"{settings.api_host}:{settings.api_port}"
-    if isinstance(error, socket.gaierror):
-        return ListenError("API_HOST", f"cannot resolve {settings.api_host!r}", exit_status=2)
-    errno_ = error.errno if isinstance(error, OSError) else None
-    if errno_ == errno.EADDRINUSE:
-        problem = f"{where} is already in use (another certwatch, or another program)"
-        return ListenError("API_PORT", problem, exit_status=1)
-    if errno_ == errno.EADDRNOTAVAIL:
-        problem = f"{settings.api_host} is not an address of this host"
-        return ListenError("API_HOST", problem, exit_status=1)
-    if errno_ == errno.EACCES:
-        problem = f"no permission to listen on {where} (ports below 1024 need privileges)"
-        return ListenError("API_PORT", problem, exit_status=1)
-    return ListenError("API_HOST", f"cannot listen on {where}: {error}", exit_status=1)
-
-
-_PROTOCOL_ERRORS = {
-    400: "malformed HTTP request: the request line or a header is not valid HTTP/1.1 "
-    "(non-ASCII characters in a URL must be percent-encoded)",
-    431: "request headers too large",
-}
-
-
-async def _json_protocol_error(self: H11Protocol, status_code: int) -> None:
-    """Hypercorn's answer to a request h11 cannot parse, with certwatch's JSON error body."""
-    message = _PROTOCOL_ERRORS.get(status_code, "malformed HTTP request")
-    body = msgspec.json.encode({"error": message})
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-        *self.config.response_headers("h11"),
-    ]
-    await self._send_h11_event(h11.Response(status_code=status_code, headers=headers))
-    await self._send_h11_event(h11.Data(data=body))
-    await self._send_h11_event(h11.EndOfMessage())
-
-
-# Hypercorn answers what h11 rejects (a raw non-ASCII byte in a URL, a broken header) before
-# any application sees it, with an empty body; every certwatch error is JSON. This is the one
-# place Hypercorn lets that answer be changed.
-H11Protocol._send_error_response = _json_protocol_error  # type: ignore[method-assign]
-
-
-def _hypercorn_config(settings: Settings) -> HypercornConfig:
-    config = HypercornConfig()
-    host = f"[{settings.api_host}]" if ":" in settings.api_host else settings.api_host
-    config.bind = [f"{host}:{settings.api_port}"]
-    config.graceful_timeout = settings.timing.shutdown_grace_s
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.include_server_header = False
-    config.keep_alive_timeout = settings.timing.api_idle_timeout_s
-    config.read_timeout = math.ceil(settings.timing.api_read_timeout_s)  # hypercorn: whole s
-    config.h11_max_incomplete_size = 16 * 1024
-    return config
 
 
 async def serve(
@@ -186,12 +119,7 @@ async def serve(
 
             async def run_api(task_status: trio.TaskStatus[list[str]]) -> None:
                 try:
-                    await hypercorn_serve(
-                        app, _hypercorn_config(settings),
-                        shutdown_trigger=stop_api.wait, task_status=task_status,
-                    )  # fmt: skip
-                except* OSError as group:  # binding the socket: per connection, Hypercorn copes
-                    raise listen_error(settings, leaves(group)[0]) from None
+                    await serve_api(app, settings, stop_api.wait, task_status=task_status)
                 finally:
                     api_stopped.set()
 

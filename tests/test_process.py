@@ -23,7 +23,7 @@ from support.servers import FeedServer
 from support.service import TOKEN, make_settings
 
 from certwatch.errors import ListenError
-from certwatch.service import listen_error
+from certwatch.http.server import listen_error
 
 
 def environment(tmp_path: Path, **overrides: str) -> dict[str, str]:

@@ -1,4 +1,6 @@
-"""Request bodies: strict structuring into attrs classes with cattrs, then their meaning.
+"""What requests carry: bodies, query strings, and their meaning.
+
+Bodies are structured strictly into attrs classes with cattrs, then checked for meaning.
 
 cattrs is lax by default (``5`` becomes ``"5"``, a string is iterated into a list of
 characters); the hooks here accept exactly the JSON type each field declares, so a
@@ -9,27 +11,43 @@ keys are rejected. Every problem is reported with the path of its field.
 from __future__ import annotations
 
 import typing
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from quart import request
 
 from certwatch.core.certificates import parse_certificate
 from certwatch.core.identity import fingerprint, serial_number
+from certwatch.core.messages import decode_json
 from certwatch.core.names import SuffixKind, normalise_entry, normalise_san, public_suffix_kind
 from certwatch.core.recognition import InventoryCert
-from certwatch.errors import FieldProblem, InputError, InvalidBody, InvalidCertificate, InvalidName
+from certwatch.errors import (
+    FieldProblem,
+    InputError,
+    InvalidBody,
+    InvalidCertificate,
+    InvalidName,
+    MalformedMessage,
+    UnsupportedMediaType,
+)
 from certwatch.http.responses import EPOCH_MAX
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "CertIn",
     "DomainIn",
     "KeyIn",
     "cert_from_json",
     "cert_from_pem",
     "check_pem_agrees",
+    "decode_body",
+    "json_body",
     "names_field",
+    "query_choice",
+    "query_number",
+    "read_body",
     "source_field",
     "structure",
     "watch_entry",
@@ -37,8 +55,77 @@ __all__ = [
 
 T = TypeVar("T")
 
+MAX_BODY_BYTES = 1024 * 1024
 MAX_STRING = 65536
 MAX_LIST = 1000
+_JSON_MEDIA = frozenset({"application/json"})
+_PEM_MEDIA = frozenset(
+    {"application/x-pem-file", "application/pem-certificate-chain", "text/plain"}
+)
+
+
+# --- bodies and query strings --------------------------------------------------------------
+
+
+async def read_body() -> tuple[Literal["json", "pem"], bytes]:
+    """The raw body and its kind; 400 or 415 when unusable (Quart answers 413)."""
+    mimetype = request.mimetype
+    data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+    if not data:
+        raise InvalidBody("the request body is empty", [("body", "expected a JSON object")])
+    if mimetype in _JSON_MEDIA or mimetype.endswith("+json"):
+        return "json", data
+    if mimetype in _PEM_MEDIA or (not mimetype and data.lstrip().startswith(b"-----BEGIN")):
+        return "pem", data
+    if not mimetype:
+        return "json", data
+    raise UnsupportedMediaType(
+        "unsupported content type",
+        [("Content-Type", f"must be application/json, got {mimetype[:60]!r}")],
+    )
+
+
+def decode_body(data: bytes) -> Any:
+    try:
+        return decode_json(data)
+    except MalformedMessage as e:
+        raise InvalidBody("the body is not valid JSON", [("body", e.detail[:200])]) from None
+
+
+async def json_body() -> Any:
+    """The request's JSON body, decoded (of any shape)."""
+    kind, data = await read_body()
+    if kind != "json":
+        raise UnsupportedMediaType(
+            "unsupported content type", [("Content-Type", "must be application/json")]
+        )
+    return decode_body(data)
+
+
+def query_number(name: str, default: float | None, lo: float, hi: float, *, integer: bool) -> Any:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value: float = int(raw, 10) if integer else float(raw)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise InputError("invalid query", [(name, f"must be {kind}, got {raw[:40]!r}")]) from None
+    if not lo <= value <= hi:
+        raise InputError("invalid query", [(name, f"must be from {lo:g} to {hi:g}")])
+    return value
+
+
+def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if raw not in choices:
+        raise InputError("invalid query", [(name, f"must be one of {', '.join(choices)}")])
+    return raw
+
+
+# --- bodies as attrs classes ---------------------------------------------------------------
 
 
 @attrs.frozen

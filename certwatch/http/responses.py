@@ -1,6 +1,7 @@
 """What the API answers, as attrs classes: the handlers build these, msgspec encodes them,
 and the OpenAPI document is generated from them (with the request classes of
-:mod:`certwatch.http.requests`), so the document cannot drift from the code.
+:mod:`certwatch.http.requests`), so the document cannot drift from the code. Every error,
+whatever answers it, is an :class:`ErrorOut`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 
 import attrs
 import msgspec
-from quart_schema.openapi import OpenAPIProvider
+from quart import Response
 
 from certwatch.core.alerts import Alert, Severity, Status
 from certwatch.core.recognition import InventoryCert, KnownKey
@@ -28,8 +29,9 @@ __all__ = [
     "HealthOut",
     "KeyCreated",
     "KeyOut",
-    "OpenAPI",
     "Requeued",
+    "error_response",
+    "json_response",
 ]
 
 LIMIT_MAX = 1000
@@ -263,91 +265,19 @@ class AlertsQuery:
     delivered: Annotated[str, msgspec.Meta(pattern="^(true|false)$")] | None = None
 
 
-def _error_response(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
-    }
+_encode = msgspec.json.Encoder().encode
 
 
-_ERRORS = {
-    "400": "the body is empty, not JSON or not a JSON object",
-    "401": "no or malformed Authorization header",
-    "403": "wrong token",
-    "404": "no such resource",
-    "409": "observer mode: nothing is sent",
-    "413": "the body is over 1 MiB",
-    "415": "unsupported Content-Type",
-    "422": "a field is missing, of the wrong type or invalid; `fields` names each",
-    "503": "the database is unavailable; nothing changed, retry",
-}
-_PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs"})
-_LISTS = frozenset({"/domains", "/certs", "/keys", "/alerts"})
-"""GET on these answers a JSON array of the documented class."""
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response; the attrs classes above encode as objects."""
+    return Response(_encode(value), status=status, content_type="application/json", headers=headers)
 
 
-class OpenAPI(OpenAPIProvider):
-    """quart-schema's document, completed with what every route shares.
-
-    The bearer scheme, the error responses each kind of route can give (all with the one
-    error body), closed request objects (unknown fields are rejected), the PEM form of
-    ``POST /certs`` and the text exposition of ``/metrics``.
-    """
-
-    def schema(self) -> dict[str, Any]:
-        document = super().schema()
-        components = document.setdefault("components", {})
-        components.setdefault("schemas", {}).update(_component_schemas(ErrorOut, HealthOut))
-        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        document["security"] = [{"bearer": []}]
-        for path, operations in document["paths"].items():
-            for method, operation in operations.items():
-                self._complete(path, method, operation)
-        return document
-
-    def _complete(self, path: str, method: str, operation: dict[str, Any]) -> None:
-        # quart-schema keys responses by int; JSON (and sorting) wants one kind of key.
-        responses = {str(code): value for code, value in operation.get("responses", {}).items()}
-        operation["responses"] = responses
-        codes: list[str] = []
-        if path in _PUBLIC_PATHS:
-            operation["security"] = []
-        else:
-            codes += ["401", "403", "503"]
-        if "requestBody" in operation:
-            operation["requestBody"]["required"] = True
-            codes += ["400", "413", "415", "422"]
-            for media in operation["requestBody"]["content"].values():
-                _close(media.get("schema", {}))
-        if operation.get("parameters"):
-            codes += ["422"]
-        if "{" in path or path.startswith("/alerts/"):
-            codes += ["404"]
-        if path.startswith("/alerts/") and method == "post":
-            codes += ["409"]
-        for code in codes:
-            responses.setdefault(code, _error_response(_ERRORS[code]))
-        if method == "get" and path in _LISTS:
-            media = responses["200"]["content"]["application/json"]
-            media["schema"] = {"type": "array", "items": media["schema"]}
-        if path == "/metrics":
-            responses["200"] = {
-                "description": "Prometheus text exposition",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
-            }
-        if path == "/certs" and method == "post":
-            operation["requestBody"]["content"]["application/x-pem-file"] = {
-                "schema": {"type": "string", "description": "one PEM certificate"}
-            }
-
-
-def _close(schema: dict[str, Any]) -> None:
-    if schema.get("type") == "object":
-        schema["additionalProperties"] = False
-
-
-def _component_schemas(*classes: type) -> dict[str, Any]:
-    _, components = msgspec.json.schema_components(
-        classes, ref_template="#/components/schemas/{name}"
-    )
-    return dict(components)
+def error_response(
+    status: int, message: str, problems: list[tuple[str, str]] | None = None
+) -> Response:
+    """The one error body: ``{"error": ..., "fields": [{"field", "problem"}]}``."""
+    body = ErrorOut(message, [Problem(f, p) for f, p in problems] if problems else None)
+    headers = {"WWW-Authenticate": 'Bearer realm="certwatch"'} if status == 401 else None
+    value = attrs.asdict(body, filter=lambda _, field_value: field_value is not None)
+    return json_response(value, status, headers)

@@ -1,0 +1,71 @@
+"""``/alerts``: the alerts (read-only), and re-queueing their delivery."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response
+from quart_schema import document_querystring, document_response
+
+from certwatch.core.alerts import Severity, Status
+from certwatch.http.context import context
+from certwatch.http.requests import query_choice, query_number
+from certwatch.http.responses import (
+    EPOCH_MAX,
+    LIMIT_MAX,
+    AlertOut,
+    AlertsQuery,
+    Requeued,
+    error_response,
+    json_response,
+)
+
+__all__ = ["alerts"]
+
+alerts = Blueprint("alerts", __name__)
+
+_OBSERVER = "observer mode: no WEBHOOK_URL is set, nothing is sent"
+
+
+@alerts.get("/alerts")
+@document_querystring(AlertsQuery)
+@document_response(list[AlertOut], 200)
+async def list_alerts() -> Response:
+    """Alerts, newest first, filtered."""
+    since = query_number("since", None, 0, EPOCH_MAX, integer=False)
+    limit = query_number("limit", 100, 1, LIMIT_MAX, integer=True)
+    severity = query_choice("severity", tuple(Severity))
+    status = query_choice("status", tuple(Status))
+    delivered = query_choice("delivered", ("true", "false"))
+    found = await context().store.list_alerts(
+        since=since,
+        limit=limit,
+        severity=severity,
+        status=status,
+        delivered=None if delivered is None else delivered == "true",
+    )
+    return json_response([AlertOut.of(a) for a in found])
+
+
+@alerts.post("/alerts/<int:alert_id>/retry")
+@document_response(Requeued, 200)
+async def retry_alert(alert_id: int) -> Response:
+    """Queue one alert for delivery again (failed, pending or delivered)."""
+    ctx = context()
+    if ctx.sender is None:
+        return error_response(409, _OBSERVER)
+    count = await ctx.store.requeue(alert_id, ctx.clock())
+    if not count:
+        return error_response(404, f"no alert {alert_id} that can be re-queued")
+    ctx.sender.wake()
+    return json_response(Requeued(count))
+
+
+@alerts.post("/alerts/retry-failed")
+@document_response(Requeued, 200)
+async def retry_failed() -> Response:
+    """Queue every failed alert for delivery again."""
+    ctx = context()
+    if ctx.sender is None:
+        return error_response(409, _OBSERVER)
+    count = await ctx.store.requeue(None, ctx.clock())
+    ctx.sender.wake()
+    return json_response(Requeued(count))

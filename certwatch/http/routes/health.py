@@ -1,0 +1,102 @@
+"""``/healthz``, ``/metrics`` and the docs page's assets: anonymous."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import trio
+from quart import Blueprint, Response
+from quart_schema import document_response, hide
+
+from certwatch.http.auth import public
+from certwatch.http.context import context
+from certwatch.http.responses import (
+    AlertsHealth,
+    FeedHealth,
+    HealthOut,
+    OutboxHealth,
+    error_response,
+    json_response,
+)
+from certwatch.metrics import CONTENT_TYPE
+from certwatch.version import __version__
+
+__all__ = ["health"]
+
+health = Blueprint("health", __name__)
+
+_DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
+"""Swagger UI's files, served from the swagger-ui-py package: /docs works offline (certwatch
+runs on internal networks, and a CDN would also see who reads the docs)."""
+
+
+def _swagger_ui_static() -> Path:
+    """The directory of Swagger UI's files in swagger-ui-py (found, not imported: importing
+    the package loads its web-framework adapters)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    assert spec is not None
+    assert spec.submodule_search_locations
+    return Path(spec.submodule_search_locations[0]) / "static"
+
+
+@health.get("/healthz")
+@public
+@document_response(HealthOut, 200)
+async def healthz() -> Response:
+    """The container's health check: the feed, the views in memory, the outbox."""
+    ctx = context()
+    feed = ctx.feed.statistics()
+    outbox = None
+    if ctx.sender is not None:
+        await ctx.sender.refresh_stats()
+        stats = ctx.sender.stats
+        outbox = OutboxHealth(stats.pending, stats.failed, stats.oldest_pending_at)
+    health_now = HealthOut(
+        status="ok",
+        version=__version__,
+        uptime_s=round(ctx.clock() - ctx.started_at, 3),
+        feed=FeedHealth(
+            url=feed.url,
+            connected=feed.connected,
+            last_event_at=ctx.pipeline.last_event_at,
+            connections=feed.connections,
+            reconnects=feed.reconnects,
+            messages=feed.messages,
+            processed=ctx.pipeline.processed,
+            dropped=feed.dropped,
+            missed_entries=ctx.pipeline.coverage.missed,
+            disconnected_seconds=feed.disconnected_seconds,
+            last_error=feed.last_error,
+        ),
+        watch_entries=len(ctx.views.index),
+        known_fingerprints=len(ctx.views.inventory),
+        known_keys=ctx.views.inventory.key_count,
+        alerts=AlertsHealth(held=ctx.alerter.held, dedupe_cache=ctx.alerter.remembered),
+        webhook="observer mode" if ctx.sender is None else "enabled",
+        outbox=outbox,
+    )
+    return json_response(health_now)
+
+
+@health.get("/metrics")
+@public
+async def metrics() -> Response:
+    """Prometheus text exposition."""
+    ctx = context()
+    if ctx.sender is not None:
+        await ctx.sender.refresh_stats()  # the outbox gauges, as the table is now
+    return Response(ctx.metrics.exposition(), content_type=CONTENT_TYPE)
+
+
+@health.get("/docs/assets/<name>")
+@public
+@hide
+async def docs_asset(name: str) -> Response:
+    """Swagger UI's script and style, from the installed package."""
+    content_type = _DOCS_ASSETS.get(name)
+    if content_type is None:
+        return error_response(404, f"no docs asset {name[:60]!r}")
+    data = await trio.Path(_swagger_ui_static() / name).read_bytes()
+    headers = {"Cache-Control": "public, max-age=86400"}
+    return Response(data, content_type=content_type, headers=headers)
