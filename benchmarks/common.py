@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from certwatch.store.sqlite import Store
+from certwatch.store.sqlite import SQLiteStore
 
 HERE = Path(__file__).parent
 CACHE = HERE / ".cache"
@@ -73,7 +73,7 @@ def feed_server(frames: Path, count: int, *extra: str) -> Iterator[str]:
 
 def prepare_db(path: Path, *, entries: int, certs: int, domains: list[str] = ()) -> None:
     """A database with ``entries`` watch entries and ``certs`` inventory rows (bulk insert)."""
-    store = trio.run(Store.open, path)
+    store = trio.run(SQLiteStore.open, path)
     store.close()
     rng = random.Random(7)
     conn = sqlite3.connect(path, isolation_level=None)

@@ -25,11 +25,11 @@ from common import Certwatch, capture, feed_server, machine, prepare_db
 from support.alerts import pending_alert
 from support.servers import Receiver
 
-from certwatch.store.sqlite import Store
+from certwatch.store.sqlite import SQLiteStore
 
 
 async def add_backlog(db: Path, count: int) -> None:
-    store = await Store.open(db)
+    store = await SQLiteStore.open(db)
     now = time.time()
     for n in range(count):
         await store.insert_alert(pending_alert(n, now))

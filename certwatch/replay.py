@@ -32,7 +32,7 @@ from certwatch.errors import StoreError
 from certwatch.metrics import Metrics
 from certwatch.pipeline.matching import Pipeline
 from certwatch.pipeline.views import Views
-from certwatch.store.sqlite import Store
+from certwatch.store import SQLiteStore
 
 __all__ = ["ReplayReport", "load_views", "replay"]
 
@@ -58,7 +58,7 @@ class ReplayReport:
 
 
 async def _load(db_path: Path) -> tuple[WatchIndex, Inventory]:
-    store = await Store.open(db_path)
+    store = await SQLiteStore.open(db_path)
     try:
         views = await Views.load(store)
     finally:

@@ -36,7 +36,7 @@ from certwatch.pipeline.matching import Pipeline
 from certwatch.pipeline.views import Views
 from certwatch.settings import Settings, redact_url
 from certwatch.sources.certstream import Connector, FeedConsumer
-from certwatch.store.sqlite import Store
+from certwatch.store import open_store
 
 __all__ = ["FEED_BUFFER", "serve"]
 
@@ -57,9 +57,7 @@ async def serve(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run certwatch until ``shutdown`` is set. Reports the API's bound addresses."""
-    store = await Store.open(
-        settings.db_path, busy_timeout_ms=int(settings.timing.db_busy_timeout_s * 1000)
-    )
+    store = await open_store(settings)
     try:
         metrics = Metrics()
         metrics.start_time.set(clock())

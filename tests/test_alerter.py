@@ -28,7 +28,7 @@ from certwatch.metrics import Metrics
 from certwatch.pipeline.alerter import Alerter
 from certwatch.pipeline.cleanup import Cleanup
 from certwatch.pipeline.views import Views
-from certwatch.store.sqlite import Store
+from certwatch.store.sqlite import SQLiteStore
 
 EPOCH = time.time()  # feed messages carry real `seen` times
 GRACE = 60.0
@@ -56,7 +56,7 @@ def row(issuance: Issuance, **overrides: Any) -> InventoryCert:
 class World:
     """An alerter over a real SQLite file, with the outbox channel's far end."""
 
-    store: Store
+    store: SQLiteStore
     views: Views
     alerter: Alerter
     outbox: trio.MemoryReceiveChannel[int]
@@ -94,7 +94,7 @@ class World:
 async def world(
     path: Path, *, grace: float = GRACE, clock: Callable[[], float] = virtual_wall_clock
 ) -> AsyncIterator[World]:
-    store = await Store.open(path, threaded=False)
+    store = await SQLiteStore.open(path, threaded=False)
     try:
         views = await Views.load(store)  # as the service loads them
         metrics = Metrics()

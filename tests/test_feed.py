@@ -19,10 +19,11 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
+from certwatch.core.backoff import Backoff
 from certwatch.core.messages import NEW_CONNECTION, FeedItem
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
-from certwatch.sources.certstream import Backoff, FeedConsumer
+from certwatch.sources.certstream import FeedConsumer
 
 TIMING = Timing(
     ping_interval_s=20,

@@ -21,7 +21,7 @@ from support.certs import CA
 from support.servers import FeedServer, Receiver
 from support.service import FAST, TOKEN, RunningService, make_settings, run_service, wait_until
 
-from certwatch.store.sqlite import Store
+from certwatch.store.sqlite import SQLiteStore
 
 # Quick attempts and the long schedule, shortened: 0.05 s, 0.1 s, then 0.2 s doubling to 0.4 s.
 OUTBOX = attrs.evolve(FAST, webhook_backoff_s=0.2, webhook_backoff_max_s=0.4, outbox_poll_s=0.1)
@@ -135,7 +135,7 @@ async def test_a_big_backlog_with_a_slow_receiver_keeps_memory_bounded(
     """
     receiver.delay = 2.0
     settings = settings_for(tmp_path, feed, receiver)
-    store = await Store.open(settings.db_path)
+    store = await SQLiteStore.open(settings.db_path)
     await store.upsert_domain("example.org", "", 0.0)
     for n in range(1000):
         await store.insert_alert(pending_alert(n, time.time()))
@@ -179,7 +179,7 @@ async def test_kill_9_at_random_moments_loses_no_stored_alert(
         "SUSPICIOUS_GRACE_S": "0",
     }
     receiver.delay = 0.002
-    store = await Store.open(db)
+    store = await SQLiteStore.open(db)
     await store.upsert_domain("example.org", "", 0.0)
     store.close()
     sent = 0

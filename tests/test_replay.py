@@ -14,11 +14,11 @@ from support.certs import CA
 from certwatch.core.certificates import parse_certificate
 from certwatch.core.identity import fingerprint
 from certwatch.core.recognition import InventoryCert, KnownKey
-from certwatch.store.sqlite import Store
+from certwatch.store.sqlite import SQLiteStore
 
 
 async def prepare(db: Path, ours: InventoryCert) -> None:
-    store = await Store.open(db)
+    store = await SQLiteStore.open(db)
     await store.upsert_domain("example.org", "", 0.0)
     await store.upsert_cert(ours)
     store.close()
@@ -98,7 +98,7 @@ def test_the_shipped_capture_replays_as_the_readme_says(tmp_path: Path) -> None:
     db = tmp_path / "cw.db"
 
     async def watch() -> None:
-        store = await Store.open(db)
+        store = await SQLiteStore.open(db)
         await store.upsert_domain("example.net", "", 0.0)
         store.close()
 
@@ -107,7 +107,7 @@ def test_the_shipped_capture_replays_as_the_readme_says(tmp_path: Path) -> None:
     info = parse_certificate((samples / "deployed-cert.pem").read_text())
 
     async def register() -> None:
-        store = await Store.open(db)
+        store = await SQLiteStore.open(db)
         await store.upsert_cert(InventoryCert.from_certificate(info, source="lb:colo-lb-0"))
         store.close()
 
@@ -133,7 +133,7 @@ def test_replay_simulates_the_grace_period(tmp_path: Path, ca: CA) -> None:
     db = tmp_path / "cw.db"
 
     async def prepare_key() -> None:
-        store = await Store.open(db)
+        store = await SQLiteStore.open(db)
         await store.upsert_domain("example.org", "", 0.0)
         await store.upsert_key(KnownKey(ours.spki_sha256(), ("www.example.org",), "lb:a"))
         store.close()

@@ -13,7 +13,7 @@ from certwatch.core.alerts import Severity
 from certwatch.core.identity import CertFacts
 from certwatch.core.recognition import Evidence, InventoryCert, Recognition
 from certwatch.errors import StoreError, StoreUnavailable
-from certwatch.store.sqlite import MIGRATIONS, Store
+from certwatch.store.sqlite import MIGRATIONS, SQLiteStore
 
 
 def cert(n: int, not_after: int = 2_000_000_000) -> InventoryCert:
@@ -25,7 +25,7 @@ def cert(n: int, not_after: int = 2_000_000_000) -> InventoryCert:
 class TestSchema:
     async def test_new_file_gets_the_current_schema_in_wal_mode(self, tmp_path: Path) -> None:
         """A new database is created at the latest user_version, in WAL mode."""
-        store = await Store.open(tmp_path / "cw.db")
+        store = await SQLiteStore.open(tmp_path / "cw.db")
         store.close()
         conn = sqlite3.connect(tmp_path / "cw.db")
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
@@ -36,10 +36,10 @@ class TestSchema:
 
     async def test_reopening_keeps_data_and_does_not_migrate_again(self, tmp_path: Path) -> None:
         """Opening an up-to-date file changes nothing and keeps every row."""
-        store = await Store.open(tmp_path / "cw.db")
+        store = await SQLiteStore.open(tmp_path / "cw.db")
         await store.upsert_domain("example.org", "note", 1.0)
         store.close()
-        store = await Store.open(tmp_path / "cw.db")
+        store = await SQLiteStore.open(tmp_path / "cw.db")
         assert [d.value for d in await store.list_domains()] == ["example.org"]
         store.close()
 
@@ -49,7 +49,7 @@ class TestSchema:
         conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
         conn.close()
         with pytest.raises(StoreError, match="newer than this certwatch knows"):
-            await Store.open(tmp_path / "cw.db")
+            await SQLiteStore.open(tmp_path / "cw.db")
 
     @pytest.mark.parametrize(
         ("setup", "message"),
@@ -64,14 +64,14 @@ class TestSchema:
             path = tmp_path / "cw.db"
             path.write_bytes(b"this is not a database, just text " * 200)
         with pytest.raises(StoreError, match=message) as caught:
-            await Store.open(path)
+            await SQLiteStore.open(path)
         assert str(path) in str(caught.value)
 
 
 class TestTransactions:
     async def test_upsert_returns_the_replaced_row(self, tmp_path: Path) -> None:
         """Replacing a cert returns the previous row, so memory can drop its old keys."""
-        store = await Store.open(tmp_path / "cw.db")
+        store = await SQLiteStore.open(tmp_path / "cw.db")
         assert await store.upsert_cert(cert(1)) is None
         replaced = await store.upsert_cert(cert(1, not_after=2_100_000_000))
         assert replaced == cert(1)
@@ -79,7 +79,7 @@ class TestTransactions:
 
     async def test_prune_returns_deleted_rows_in_bounded_batches(self, tmp_path: Path) -> None:
         """prune_certs deletes at most one batch per call and returns what it deleted."""
-        store = await Store.open(tmp_path / "cw.db")
+        store = await SQLiteStore.open(tmp_path / "cw.db")
         for n in range(600):
             await store.upsert_cert(cert(n, not_after=100))
         await store.upsert_cert(cert(9999))
@@ -91,7 +91,7 @@ class TestTransactions:
 
     async def test_a_held_write_lock_is_store_unavailable(self, tmp_path: Path) -> None:
         """Another process holding the write lock past the busy timeout: StoreUnavailable."""
-        store = await Store.open(tmp_path / "cw.db", busy_timeout_ms=50)
+        store = await SQLiteStore.open(tmp_path / "cw.db", busy_timeout_ms=50)
         other = sqlite3.connect(tmp_path / "cw.db", isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         with pytest.raises(StoreUnavailable, match="locked"):
@@ -106,7 +106,7 @@ class TestTransactions:
 class TestRows:
     async def test_an_alert_comes_back_as_it_was_stored(self, tmp_path: Path) -> None:
         """Every field of an alert, typed values included, survives the database."""
-        store = await Store.open(tmp_path / "cw.db")
+        store = await SQLiteStore.open(tmp_path / "cw.db")
         recognition = Recognition(Evidence.TBS, "lb:a", "ab" * 20)
         alert = attrs.evolve(
             pending_alert(7, 1_800_000_000.0),
@@ -134,7 +134,7 @@ class TestRows:
 
     async def test_rows_written_by_the_previous_release_still_load(self, tmp_path: Path) -> None:
         """An alert row in the JSON certwatch 0.1 wrote (dicts, hex serial) loads typed."""
-        store = await Store.open(tmp_path / "cw.db")
+        store = await SQLiteStore.open(tmp_path / "cw.db")
         store.close()
         conn = sqlite3.connect(tmp_path / "cw.db", isolation_level=None)
         conn.execute(
@@ -157,7 +157,7 @@ class TestRows:
             ),
         )  # fmt: skip
         conn.close()
-        store = await Store.open(tmp_path / "cw.db")
+        store = await SQLiteStore.open(tmp_path / "cw.db")
         (alert,) = await store.list_alerts()
         store.close()
         assert alert.facts.serial == 0x2620

@@ -23,11 +23,12 @@ import trio.testing
 from support.alerts import pending_alert
 
 from certwatch.core.alerts import Alert
+from certwatch.core.schedule import RetryPolicy, parse_retry_after, retry_delay
 from certwatch.delivery import webhook
-from certwatch.delivery.webhook import WebhookSender, parse_retry_after, retry_delay, sign
+from certwatch.delivery.webhook import WebhookSender, sign
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
-from certwatch.store.sqlite import Store
+from certwatch.store.sqlite import SQLiteStore
 from certwatch.version import __version__
 
 EPOCH = 1_800_000_000.0
@@ -64,8 +65,8 @@ class Hook:
 @asynccontextmanager
 async def sending(
     tmp_path: Path, hook: Hook, *, retry_period: float = 86400, alerts: int = 1
-) -> AsyncIterator[tuple[Store, trio.MemorySendChannel[int], Metrics]]:
-    store = await Store.open(tmp_path / "db", threaded=False)
+) -> AsyncIterator[tuple[SQLiteStore, trio.MemorySendChannel[int], Metrics]]:
+    store = await SQLiteStore.open(tmp_path / "db", threaded=False)
     metrics = Metrics()
     ids = []
     for n in range(alerts):
@@ -265,7 +266,7 @@ class TestDelivery:
                 await trio.sleep(3600)
             return httpx.Response(204)
 
-        store = await Store.open(tmp_path / "db", threaded=False)
+        store = await SQLiteStore.open(tmp_path / "db", threaded=False)
         stored = await store.insert_alert(pending_alert(0, clock()))
         sender = WebhookSender(
             "https://hooks.example/", store, Metrics(), Timing(),
@@ -287,6 +288,39 @@ class TestDelivery:
 
 
 class TestSchedule:
+    """The schedule alone: what follows each failed attempt (pure, no sender, no clock)."""
+
+    POLICY = RetryPolicy(retry_period_s=600)
+
+    def plan(self, attempts: int, retry_after: float | None = None, now: float = 0) -> tuple:
+        nxt = self.POLICY.next_attempt(
+            attempts, retry_after=retry_after, queued_at=0, now=now, rng=lambda: 0.5
+        )
+        return nxt.delay_s, nxt.give_up, nxt.quick
+
+    def test_the_contracts_quick_attempts_come_first(self) -> None:
+        """After attempts 1 and 2: 1 s and 4 s, made by the same delivery; then the schedule."""
+        assert self.plan(1) == (1.0, False, True)
+        assert self.plan(2) == (4.0, False, True)
+        assert self.plan(3) == (30.0, False, False)
+        assert self.plan(4) == (60.0, False, False)
+
+    def test_retry_after_can_lengthen_a_wait_but_never_past_the_caps(self) -> None:
+        """Retry-After is honoured, capped by the hour-long maximum and by the retry period."""
+        assert self.plan(1, retry_after=20) == (20.0, False, False)  # no longer a quick one
+        assert self.plan(3, retry_after=5) == (30.0, False, False)  # never shorter
+        long = RetryPolicy(retry_period_s=86400)
+        capped = long.next_attempt(3, retry_after=99999999999, queued_at=0, now=0)
+        assert capped.delay_s == 3600
+        short = RetryPolicy(retry_period_s=100)
+        assert short.next_attempt(3, retry_after=500, queued_at=0, now=0).delay_s == 100
+
+    def test_it_gives_up_when_the_next_try_would_fall_past_the_period(self) -> None:
+        """Once the quick attempts are spent, a wait past the period means `failed` now."""
+        assert self.plan(3, now=500)[1] is False  # 500 + 30 < 600
+        assert self.plan(3, now=580)[1] is True  # 580 + 30 > 600
+        assert self.plan(2, now=599)[1] is False  # the quick attempts are always made
+
     def test_retry_delay_doubles_to_an_hour(self) -> None:
         """After the quick attempts: 30 s doubling, capped at an hour, jittered by ±20 %."""
         assert [retry_delay(n, lambda: 0.5) for n in (3, 4, 5, 9, 20)] == [30, 60, 120, 1920, 3600]

@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime
-import email.utils
 import hashlib
 import hmac
 import logging
 import math
 import random
-import re
 import time
 from collections.abc import Callable
 from typing import NoReturn
@@ -38,19 +35,19 @@ import msgspec
 import trio
 
 from certwatch.core.alerts import Alert, Status, webhook_payload
+from certwatch.core.schedule import QUICK_ATTEMPTS, RetryPolicy, parse_retry_after
 from certwatch.errors import StoreError, StoreUnavailable
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
-from certwatch.store.sqlite import OutboxStats, Store
+from certwatch.store import OutboxStats, Store
 from certwatch.version import __version__
 
-__all__ = ["CONCURRENCY", "WebhookSender", "parse_retry_after", "retry_delay", "sign"]
+__all__ = ["CONCURRENCY", "WebhookSender", "sign"]
 
 log = logging.getLogger("certwatch.delivery.webhook")
 
 CONCURRENCY = 4
 """Deliveries in flight at once."""
-QUICK_ATTEMPTS = 3
 USER_AGENT = f"certwatch/{__version__}"
 _MAX_ERROR_BODY = 200
 """How much of an error response's body goes into ``last_error``."""
@@ -58,6 +55,11 @@ MAX_ERROR = 300
 """``last_error`` is cut to this many characters (a receiver's redirect Location was 60 KB)."""
 _READ_ERROR_BODY = 4096
 """Error bodies are read only up to this announced size."""
+
+
+def _queued_at(alert: Alert) -> float:
+    """When the alert last entered the outbox: its retry period counts from there."""
+    return alert.queued_at if alert.queued_at is not None else alert.created_at
 
 
 def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
@@ -79,45 +81,6 @@ def _secret_bytes(secret: str) -> bytes:
         except (binascii.Error, ValueError):
             pass
     return secret.encode()
-
-
-def retry_delay(
-    attempts: int,
-    rng: Callable[[], float] = random.random,
-    *,
-    base_s: float = 30.0,
-    cap_s: float = 3600.0,
-) -> float:
-    """Wait before the next attempt once the quick attempts are spent.
-
-    ``base_s`` after the third attempt, doubling up to ``cap_s``, each drawn within ±20 %.
-    """
-    exponent = max(0, attempts - QUICK_ATTEMPTS)
-    return min(cap_s, base_s * 2.0 ** min(exponent, 30)) * (0.8 + 0.4 * rng())
-
-
-_DELTA_SECONDS = re.compile(r"[0-9]{1,12}")
-"""RFC 9110 delay-seconds: ASCII digits only (``"²".isdigit()`` is true); 12 digits are
-already 30,000 years, and any wait is capped far below that."""
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP date.
-
-    ``None`` for a missing header and for anything else (the caller counts those).
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if _DELTA_SECONDS.fullmatch(value):
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-        if when.tzinfo is None:  # "-0000": an HTTP date is always UTC
-            when = when.replace(tzinfo=datetime.UTC)
-        return max(0.0, when.timestamp() - now)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
 
 
 @attrs.frozen
@@ -149,7 +112,12 @@ class WebhookSender:
         self._metrics = metrics
         self._timing = timing
         self._timeout_s = timeout_s
-        self._retry_period_s = retry_period_s
+        self._policy = RetryPolicy(
+            quick_delays_s=timing.webhook_retry_delays_s,
+            backoff_s=timing.webhook_backoff_s,
+            backoff_max_s=timing.webhook_backoff_max_s,
+            retry_period_s=retry_period_s,
+        )
         self._secret = secret
         self._clock = clock
         self._rng = rng
@@ -254,22 +222,21 @@ class WebhookSender:
     async def _record_internal_error(self, alert: Alert, error: Exception) -> None:
         assert alert.id is not None
         now = self._clock()
-        attempts = alert.attempts + 1
-        delay = retry_delay(
-            max(attempts, QUICK_ATTEMPTS),
-            self._rng,
-            base_s=self._timing.webhook_backoff_s,
-            cap_s=self._timing.webhook_backoff_max_s,
+        plan = self._policy.next_attempt(
+            max(alert.attempts + 1, QUICK_ATTEMPTS),  # straight to the long schedule
+            retry_after=None,
+            queued_at=_queued_at(alert),
+            now=now,
+            rng=self._rng,
         )
-        queued_at = alert.queued_at if alert.queued_at is not None else alert.created_at
         try:
             await self._store.record_attempt(
                 alert.id,
                 delivered=False,
                 error=f"internal error: {type(error).__name__}",
                 now=now,
-                next_attempt_at=now + delay,
-                give_up=now + delay > queued_at + self._retry_period_s,
+                next_attempt_at=now + plan.delay_s,
+                give_up=plan.give_up,
             )
         except StoreUnavailable as e:
             log.warning("outbox unavailable while recording alert %d: %s", alert.id, e)
@@ -279,7 +246,6 @@ class WebhookSender:
         assert alert.id is not None
         body = msgspec.json.encode(webhook_payload(alert))
         attempts = alert.attempts
-        quick = self._timing.webhook_retry_delays_s
         while True:
             outcome = await self._attempt(client, alert, body)
             attempts += 1
@@ -292,31 +258,22 @@ class WebhookSender:
                     )
                 log.info("delivered %s %s (event %s)", alert.kind, alert.severity, alert.event_id)
                 return
-            if attempts < QUICK_ATTEMPTS and attempts - 1 < len(quick):
-                delay = quick[attempts - 1]
-            else:
-                delay = retry_delay(
-                    attempts,
-                    self._rng,
-                    base_s=self._timing.webhook_backoff_s,
-                    cap_s=self._timing.webhook_backoff_max_s,
-                )
-            if outcome.retry_after is not None:
-                delay = max(delay, outcome.retry_after)
-            # No wait beyond the schedule's longest, nor past the retry period: an alert a
-            # receiver asks to hold for 3,000 years is retried hourly, then marked failed.
-            delay = min(delay, self._timing.webhook_backoff_max_s, self._retry_period_s)
-            queued_at = alert.queued_at if alert.queued_at is not None else alert.created_at
-            give_up = attempts >= QUICK_ATTEMPTS and now + delay > queued_at + self._retry_period_s
+            plan = self._policy.next_attempt(
+                attempts,
+                retry_after=outcome.retry_after,
+                queued_at=_queued_at(alert),
+                now=now,
+                rng=self._rng,
+            )
             await self._store.record_attempt(
                 alert.id,
                 delivered=False,
                 error=outcome.error,
                 now=now,
-                next_attempt_at=now + delay,
-                give_up=give_up,
+                next_attempt_at=now + plan.delay_s,
+                give_up=plan.give_up,
             )
-            if give_up:
+            if plan.give_up:
                 log.error(
                     "giving up on %s %s (event %s) after %d attempts: %s",
                     alert.kind,
@@ -331,11 +288,11 @@ class WebhookSender:
                 attempts,
                 alert.event_id,
                 outcome.error,
-                delay,
+                plan.delay_s,
             )
-            if attempts >= QUICK_ATTEMPTS or delay > max(quick, default=0.0):
+            if not plan.quick:
                 return  # the poller picks it up when it is due
-            await trio.sleep(delay)
+            await trio.sleep(plan.delay_s)
 
     async def _attempt(self, client: httpx.AsyncClient, alert: Alert, body: bytes) -> _Outcome:
         timestamp = int(self._clock())

@@ -17,7 +17,7 @@ from certwatch.pipeline.alerter import Alerter
 from certwatch.pipeline.matching import Pipeline
 from certwatch.pipeline.views import Views
 from certwatch.sources.certstream import FeedConsumer
-from certwatch.store.sqlite import Store
+from certwatch.store import Store
 
 __all__ = ["ApiContext", "context"]
 

@@ -24,19 +24,25 @@ from typing import NoReturn, TypeVar
 import trio
 
 from certwatch.core.alerts import Alert, Kind, Severity, Status
+from certwatch.core.backoff import Backoff
 from certwatch.core.decision import DedupeCache, Holds, KnownIssuance, decide, follow_up
 from certwatch.core.names import Match
 from certwatch.core.observation import Observation
 from certwatch.core.recognition import Inventory, Recognition
 from certwatch.errors import StoreUnavailable
 from certwatch.metrics import Metrics
-from certwatch.store.sqlite import Store
+from certwatch.store import Store
 
 __all__ = ["Alerter"]
 
 log = logging.getLogger("certwatch.alerts")
 
 T = TypeVar("T")
+
+STORE_RETRY_INITIAL_S = 0.5
+STORE_RETRY_MAX_S = 30.0
+"""Writing alert state through a database fault: retried from half a second, up to every
+30 s, for as long as it takes."""
 
 
 class Alerter:
@@ -225,12 +231,12 @@ class Alerter:
 
     async def _retry(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Retry a store operation through transient faults: an alert is never dropped."""
-        delay = 0.5
+        backoff = Backoff(STORE_RETRY_INITIAL_S, STORE_RETRY_MAX_S)
         while True:
             try:
                 return await operation()
             except StoreUnavailable as e:
                 problem = str(e)
+            delay = backoff.next()
             log.error("cannot store alert state, retrying in %.1f s: %s", delay, problem)
             await trio.sleep(delay)
-            delay = min(delay * 2, 30.0)

@@ -13,7 +13,7 @@ import trio
 from certwatch.errors import StoreUnavailable
 from certwatch.pipeline.alerter import Alerter
 from certwatch.pipeline.views import Views
-from certwatch.store.sqlite import PRUNE_BATCH, Store
+from certwatch.store import PRUNE_BATCH, Store
 
 __all__ = ["Cleanup", "CleanupReport"]
 

@@ -16,7 +16,7 @@ import trio
 
 from certwatch.core.names import WatchIndex
 from certwatch.core.recognition import Inventory, InventoryCert, KnownKey
-from certwatch.store.sqlite import PRUNE_BATCH, Store
+from certwatch.store import PRUNE_BATCH, Store
 
 __all__ = ["Views"]
 

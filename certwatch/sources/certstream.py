@@ -37,6 +37,7 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
+from certwatch.core.backoff import Backoff
 from certwatch.core.messages import NEW_CONNECTION, FeedItem
 from certwatch.errors import FeedConnectError, leaves
 from certwatch.metrics import Metrics
@@ -44,7 +45,6 @@ from certwatch.settings import Timing, redact_url
 
 __all__ = [
     "MAX_MESSAGE_SIZE",
-    "Backoff",
     "Connector",
     "FeedConsumer",
     "FeedStatistics",
@@ -178,24 +178,6 @@ async def _open(url: str, timing: Timing) -> AsyncIterator[WebSocketConnection]:
         raise failure from None
     finally:
         await trio.aclose_forcefully(stream)
-
-
-@attrs.define
-class Backoff:
-    """Capped exponential backoff with jitter: ``initial * 2**n``, drawn from its upper half."""
-
-    initial: float
-    cap: float
-    rng: Callable[[], float] = random.random
-    attempts: int = 0
-
-    def next(self) -> float:
-        ceiling = min(self.cap, self.initial * 2.0**self.attempts)
-        self.attempts = min(self.attempts + 1, 62)
-        return ceiling / 2 + self.rng() * ceiling / 2
-
-    def reset(self) -> None:
-        self.attempts = 0
 
 
 @attrs.frozen

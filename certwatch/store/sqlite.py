@@ -26,9 +26,10 @@ import trio
 from certwatch.core.alerts import Alert, Status
 from certwatch.core.recognition import InventoryCert, KnownKey
 from certwatch.errors import StoreError, StoreUnavailable
+from certwatch.store.interface import PRUNE_BATCH, Domain, OutboxStats
 from certwatch.store.rows import RowMapping, alert_rows, cert_rows, key_rows
 
-__all__ = ["MIGRATIONS", "Domain", "OutboxStats", "Store"]
+__all__ = ["MIGRATIONS", "SQLiteStore"]
 
 log = logging.getLogger("certwatch.store")
 
@@ -36,7 +37,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5000
-PRUNE_BATCH = 500
 
 MIGRATIONS: Sequence[str] = (
     # 1: the whole schema of certwatch 0.1.
@@ -104,20 +104,6 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX alerts_created_at ON alerts (created_at);
     """,
 )
-
-
-@attrs.frozen
-class Domain:
-    value: str
-    note: str
-    added_at: float
-
-
-@attrs.frozen
-class OutboxStats:
-    pending: int
-    failed: int
-    oldest_pending_at: float | None
 
 
 _json_encode = msgspec.json.encode
@@ -213,8 +199,9 @@ def _alert(row: sqlite3.Row) -> Alert:
     return alert_rows().load(row)
 
 
-class Store:
-    """The database. Create with :meth:`open`; every method is one transaction."""
+class SQLiteStore:
+    """The :class:`~certwatch.store.interface.Store` on one SQLite file. Create with
+    :meth:`open`; every method is one transaction."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, *, threaded: bool = True) -> None:
         self._conn = conn
@@ -226,7 +213,7 @@ class Store:
     @classmethod
     async def open(
         cls, path: Path, *, threaded: bool = True, busy_timeout_ms: int = BUSY_TIMEOUT_MS
-    ) -> Store:
+    ) -> SQLiteStore:
         """Open (creating and migrating as needed). Raises :class:`StoreError`.
 
         ``busy_timeout_ms`` is how long a write waits for another process's lock (a backup,

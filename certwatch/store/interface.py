@@ -1,0 +1,147 @@
+"""What certwatch needs of its database: the :class:`Store` protocol.
+
+Every method is one transaction: committed when it returns, nothing changed when it
+raises. A transient fault (a lock held elsewhere, a read-only or full disk, a lost
+connection) raises :class:`~certwatch.errors.StoreUnavailable`, which callers retry or
+answer with a 503; :class:`~certwatch.errors.StoreError` is anything worse.
+
+The methods are grouped by who calls them. :mod:`.sqlite` is the implementation on one
+SQLite file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from typing import Protocol
+
+import attrs
+
+from certwatch.core.alerts import Alert
+from certwatch.core.recognition import InventoryCert, KnownKey
+
+__all__ = ["PRUNE_BATCH", "Domain", "OutboxStats", "Store"]
+
+PRUNE_BATCH = 500
+"""The most rows one ``prune_*`` call deletes: cleanup stays a series of short transactions."""
+
+
+@attrs.frozen
+class Domain:
+    value: str
+    note: str
+    added_at: float
+
+
+@attrs.frozen
+class OutboxStats:
+    pending: int
+    failed: int
+    oldest_pending_at: float | None
+
+
+class Store(Protocol):
+    """The database (see the module docstring)."""
+
+    def close(self) -> None: ...
+
+    # --- the views (pipeline.views): watch entries, inventory, keys; loaded at start -------
+
+    async def domain_values(self) -> list[str]: ...
+    async def upsert_domain(self, value: str, note: str, now: float) -> bool:
+        """Add an entry or update its note; ``True`` when it is new."""
+        ...
+
+    async def delete_domain(self, value: str) -> bool: ...
+    def cert_batches(self, size: int = 5000) -> AsyncIterator[list[InventoryCert]]:
+        """Every inventory row, a batch at a time, with the columns the views use."""
+        ...
+
+    async def upsert_cert(self, cert: InventoryCert) -> InventoryCert | None:
+        """Insert or replace a row keyed on its SHA-1; the row it replaced."""
+        ...
+
+    async def delete_cert(self, sha1: str) -> InventoryCert | None: ...
+    async def prune_certs(self, expired_before: float) -> list[InventoryCert]:
+        """Delete at most :data:`PRUNE_BATCH` rows with ``not_after < expired_before``."""
+        ...
+
+    async def list_keys(self) -> list[KnownKey]: ...
+    async def upsert_key(self, key: KnownKey) -> bool:
+        """Register a key or replace its names and note; ``True`` when it is new."""
+        ...
+
+    async def delete_key(self, spki_sha256: str) -> bool: ...
+
+    # --- the alerter (pipeline.alerter) ----------------------------------------------------
+
+    async def insert_alert(self, alert: Alert) -> Alert:
+        """Store a new alert; it comes back with its id."""
+        ...
+
+    async def get_alert(self, alert_id: int) -> Alert | None: ...
+    async def decide(self, verdict: Alert) -> Alert | None:
+        """Store the verdict on a held alert; ``None`` when it was not held any more."""
+        ...
+
+    async def resolve(self, follow_up: Alert) -> Alert | None:
+        """Mark the follow-up's parent resolved and store the follow-up, atomically;
+        ``None`` when the parent was already resolved."""
+        ...
+
+    async def held_alerts(self) -> list[Alert]: ...
+    async def unresolved_suspicious(self, since: float) -> list[Alert]:
+        """Suspicious alerts stored at or after ``since`` that nothing resolved yet."""
+        ...
+
+    async def recent_issuances(self, since: float) -> list[tuple[str, int, float]]:
+        """(issuance, alert id, created_at) of every alert stored at or after ``since``."""
+        ...
+
+    # --- the webhook sender (delivery.webhook): the outbox ---------------------------------
+
+    async def due_alerts(self, now: float, limit: int, exclude: Iterable[int] = ()) -> list[Alert]:
+        """Pending alerts whose next attempt is due, oldest first, but those in ``exclude``."""
+        ...
+
+    async def next_due_at(self, exclude: Iterable[int] = ()) -> float | None: ...
+    async def record_attempt(
+        self,
+        alert_id: int,
+        *,
+        delivered: bool,
+        error: str | None,
+        now: float,
+        next_attempt_at: float | None,
+        give_up: bool = False,
+    ) -> None:
+        """Record one delivery attempt and the alert's next state (of a pending alert)."""
+        ...
+
+    async def outbox_stats(self) -> OutboxStats: ...
+
+    # --- the API (http) ---------------------------------------------------------------------
+
+    async def list_domains(self) -> list[Domain]: ...
+    async def list_certs(self, limit: int, offset: int) -> list[InventoryCert]: ...
+    async def list_alerts(
+        self,
+        *,
+        since: float | None = None,
+        limit: int = 100,
+        severity: str | None = None,
+        status: str | None = None,
+        delivered: bool | None = None,
+    ) -> list[Alert]:
+        """Newest first, filtered."""
+        ...
+
+    async def requeue(self, alert_id: int | None, now: float) -> int:
+        """Queue one alert (or, with ``None``, every failed one) for delivery again."""
+        ...
+
+    # --- cleanup (pipeline.cleanup) ---------------------------------------------------------
+
+    async def prune_alerts(self, created_before: float) -> int:
+        """Delete at most :data:`PRUNE_BATCH` settled alerts stored before ``created_before``
+        (never one that has not reached the receiver)."""
+        ...
