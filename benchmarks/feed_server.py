@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -25,8 +24,6 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request
 from wsproto.frame_protocol import FrameProtocol
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def encode_frames(texts: list[str]) -> list[bytes]:

@@ -23,9 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-
-from support.certs import build_leaf, leaf_message
+from tests.support.certs import build_leaf, leaf_message
 
 TLDS = ["com", "net", "org", "io", "de", "fr", "co.uk", "dev", "app", "info"]
 

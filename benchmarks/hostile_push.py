@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,11 +23,8 @@ from pathlib import Path
 import httpx
 import trio
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-
-from common import TOKEN, Certwatch, machine
-from support.certs import CA, pem, with_extensions
+from benchmarks.common import TOKEN, Certwatch, machine
+from tests.support.certs import CA, pem, with_extensions
 
 
 def hostile_certificates() -> dict[str, str]:

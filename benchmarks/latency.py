@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-
-from common import Certwatch, capture, feed_server, machine, prepare_db
-from support.servers import Receiver
+from benchmarks.common import Certwatch, capture, feed_server, machine, prepare_db
+from tests.support.servers import Receiver
 
 
 async def collect(receiver: Receiver, count: int, latencies: list[float], done: trio.Event) -> None:

@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import capture, machine
-
+from benchmarks.common import capture, machine
 from certwatch.core.names import WatchIndex
 
 

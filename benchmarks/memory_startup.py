@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import Certwatch, capture, feed_server, machine, prepare_db
+from benchmarks.common import Certwatch, capture, feed_server, machine, prepare_db
 
 
 def main() -> None:

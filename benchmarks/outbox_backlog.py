@@ -11,21 +11,16 @@ should memory grow: the backlog lives in SQLite and at most 4 deliveries are in 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-
-from common import Certwatch, capture, feed_server, machine, prepare_db
-from support.alerts import pending_alert
-from support.servers import Receiver
-
+from benchmarks.common import Certwatch, capture, feed_server, machine, prepare_db
 from certwatch.store.sqlite import SQLiteStore
+from tests.support.alerts import pending_alert
+from tests.support.servers import Receiver
 
 
 async def add_backlog(db: Path, count: int) -> None:

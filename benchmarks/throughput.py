@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,10 +25,7 @@ from pathlib import Path
 import trio
 from trio_websocket import open_websocket_url
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import Certwatch, capture, feed_server, machine, prepare_db
-
+from benchmarks.common import Certwatch, capture, feed_server, machine, prepare_db
 from certwatch.sources.certstream import LIBRARY_QUEUE, MAX_MESSAGE_SIZE
 
 

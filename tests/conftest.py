@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import trio
-from support.certs import CA
-from support.servers import FeedServer, Receiver
+
+from tests.support.certs import CA
+from tests.support.servers import FeedServer, Receiver
 
 ROOT = Path(__file__).parent.parent
-SAMPLES = Path(__file__).parent / "data" / "samples"
 _CHECKOUT = pytest.StashKey[str | None]()
 
 

@@ -24,15 +24,11 @@ import argparse
 import contextlib
 import functools
 import json
-import sys
-from pathlib import Path
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from support.certs import CA, unrelated_message
-from support.servers import FeedServer, Receiver
+from tests.support.certs import CA, unrelated_message
+from tests.support.servers import FeedServer, Receiver
 
 
 async def run(

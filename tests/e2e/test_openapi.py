@@ -11,9 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from support.service import TOKEN, make_settings, run_service
 
-CONFIG = Path(__file__).parent / "schemathesis.toml"
+from tests.support import ROOT
+from tests.support.service import TOKEN, make_settings, run_service
+
+CONFIG = ROOT / "tests" / "schemathesis.toml"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ROUTES = {
     ("get", "/healthz"), ("get", "/metrics"),

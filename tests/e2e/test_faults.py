@@ -21,7 +21,8 @@ import attrs
 import httpx
 import pytest
 import trio
-from support.certs import (
+
+from tests.support.certs import (
     CA,
     pem,
     public_key_pem_with_unknown_algorithm,
@@ -30,8 +31,15 @@ from support.certs import (
     with_unknown_key_algorithm,
     with_version,
 )
-from support.servers import FeedServer, RawFeed, Receiver
-from support.service import FAST, TOKEN, RunningService, make_settings, run_service, wait_until
+from tests.support.servers import FeedServer, RawFeed, Receiver
+from tests.support.service import (
+    FAST,
+    TOKEN,
+    RunningService,
+    make_settings,
+    run_service,
+    wait_until,
+)
 
 QUICK = attrs.evolve(
     FAST,

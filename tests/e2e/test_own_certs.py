@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 import trio
-from support.certs import CA, Issuance, random_serial
-from support.servers import FeedServer, Receiver
-from support.service import TOKEN, RunningService, make_settings, run_service, wait_until
 
-SAMPLES = Path(__file__).parent / "data" / "samples"
-HOOKS = Path(__file__).parent.parent / "contrib" / "certbot"
+from tests.support import CONTRIB, SAMPLES
+from tests.support.certs import CA, Issuance, random_serial
+from tests.support.servers import FeedServer, Receiver
+from tests.support.service import TOKEN, RunningService, make_settings, run_service, wait_until
+
+HOOKS = CONTRIB / "certbot"
 
 
 async def push(service: RunningService, issuance: Issuance, form: str) -> None:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import attrs
 import pytest
-from support.alerts import pending_alert
 
 from certwatch.core.alerts import Severity
 from certwatch.core.identity import CertFacts
 from certwatch.core.recognition import Evidence, InventoryCert, Recognition
 from certwatch.errors import StoreError, StoreUnavailable
 from certwatch.store.sqlite import MIGRATIONS, SQLiteStore
+from tests.support.alerts import pending_alert
 
 
 def cert(n: int, not_after: int = 2_000_000_000) -> InventoryCert:

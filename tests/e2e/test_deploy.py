@@ -18,12 +18,11 @@ from typing import Any
 import pytest
 import trio
 import yaml
-from support.service import make_settings, run_service
 
 from certwatch.delivery.webhook import sign
+from tests.support import CONTRIB, ROOT
+from tests.support.service import make_settings, run_service
 
-ROOT = Path(__file__).parent.parent
-CONTRIB = ROOT / "contrib"
 METRIC = re.compile(r"\bcertwatch_[a-z_]+")
 
 

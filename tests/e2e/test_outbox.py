@@ -16,12 +16,19 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from support.alerts import pending_alert
-from support.certs import CA
-from support.servers import FeedServer, Receiver
-from support.service import FAST, TOKEN, RunningService, make_settings, run_service, wait_until
 
 from certwatch.store.sqlite import SQLiteStore
+from tests.support.alerts import pending_alert
+from tests.support.certs import CA
+from tests.support.servers import FeedServer, Receiver
+from tests.support.service import (
+    FAST,
+    TOKEN,
+    RunningService,
+    make_settings,
+    run_service,
+    wait_until,
+)
 
 # Quick attempts and the long schedule, shortened: 0.05 s, 0.1 s, then 0.2 s doubling to 0.4 s.
 OUTBOX = attrs.evolve(FAST, webhook_backoff_s=0.2, webhook_backoff_max_s=0.4, outbox_poll_s=0.1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -12,13 +11,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from support.certs import (
-    CA,
-    public_key_pem_with_unknown_algorithm,
-    with_extensions,
-    with_unknown_key_algorithm,
-    with_version,
-)
 
 from certwatch.core import certificates
 from certwatch.core.certificates import (
@@ -38,8 +30,16 @@ from certwatch.core.recognition import (
     KnownKey,
 )
 from certwatch.errors import InvalidCertificate
+from tests.support import SAMPLES
+from tests.support.certs import (
+    CA,
+    public_key_pem_with_unknown_algorithm,
+    random_serial,
+    with_extensions,
+    with_unknown_key_algorithm,
+    with_version,
+)
 
-SAMPLES = Path(__file__).parent / "data" / "samples"
 VARIANT_FILES = [
     "go-full-precert.json",
     "go-full-final.json",
@@ -299,7 +299,6 @@ class TestInventory:
     @pytest.mark.parametrize("style", ["openssl", "lower-stripped", "colons"])
     def test_serial_format_of_the_push_does_not_matter(self, ca: CA, style: str) -> None:
         """Serials with and without leading zeros, in any case, recognise the tiled precert."""
-        from support.certs import random_serial
 
         issuance = ca.issue(["a.example.org"], serial=random_serial(leading_zero_nibble=True))
         inventory = Inventory([json_row(issuance.push(serial_style=style))])

@@ -6,7 +6,6 @@ import json
 
 import attrs
 import pytest
-from support.certs import CA
 
 from certwatch.core.alerts import Severity, Status
 from certwatch.core.certificates import parse_certificate
@@ -15,6 +14,7 @@ from certwatch.core.messages import read_update
 from certwatch.core.names import WatchIndex
 from certwatch.core.observation import Observation
 from certwatch.core.recognition import Evidence, Inventory, InventoryCert, KnownKey
+from tests.support.certs import CA
 
 NOW = 1_800_000_000.0
 INDEX = WatchIndex(["example.org"])

@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from support.certs import CA
-from support.servers import FeedServer
-from support.service import TOKEN, make_settings
 
 from certwatch.errors import ListenError
 from certwatch.http.server import listen_error
+from tests.support.certs import CA
+from tests.support.servers import FeedServer
+from tests.support.service import TOKEN, make_settings
 
 
 def environment(tmp_path: Path, **overrides: str) -> dict[str, str]:

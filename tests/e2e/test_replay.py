@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 import trio
-from support.certs import CA
 
 from certwatch.core.certificates import parse_certificate
 from certwatch.core.identity import fingerprint
 from certwatch.core.recognition import InventoryCert, KnownKey
 from certwatch.store.sqlite import SQLiteStore
+from tests.support import CONTRIB, SAMPLES
+from tests.support.certs import CA
 
 
 async def prepare(db: Path, ours: InventoryCert) -> None:
@@ -93,8 +94,8 @@ def run_replay(capture: Path, db: Path) -> subprocess.CompletedProcess[str]:
 def test_the_shipped_capture_replays_as_the_readme_says(tmp_path: Path) -> None:
     """contrib/replay: one suspicious issuance in every server variant; info once the
     deployed certificate is registered."""
-    capture = Path(__file__).parent.parent / "contrib" / "replay" / "sample-capture.jsonl"
-    samples = Path(__file__).parent / "data" / "samples"
+    capture = CONTRIB / "replay" / "sample-capture.jsonl"
+    samples = SAMPLES
     db = tmp_path / "cw.db"
 
     async def watch() -> None:

@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from support.certs import CA
-from support.service import TOKEN, RunningService, make_settings, run_service
+
+from tests.support.certs import CA
+from tests.support.service import TOKEN, RunningService, make_settings, run_service
 
 PROTECTED = [
     ("GET", "/domains"),

@@ -16,8 +16,6 @@ from typing import Any
 import attrs
 import trio
 import trio.testing
-from support.alerts import pending_alert
-from support.certs import CA, Issuance
 
 from certwatch.core.alerts import Alert
 from certwatch.core.identity import fingerprint
@@ -29,6 +27,8 @@ from certwatch.pipeline.alerter import Alerter
 from certwatch.pipeline.cleanup import Cleanup
 from certwatch.pipeline.views import Views
 from certwatch.store.sqlite import SQLiteStore
+from tests.support.alerts import pending_alert
+from tests.support.certs import CA, Issuance
 
 EPOCH = time.time()  # feed messages carry real `seen` times
 GRACE = 60.0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +12,8 @@ from hypothesis import strategies as st
 
 from certwatch.core.messages import CertificateUpdate, Other, peek, read_update
 from certwatch.errors import MalformedMessage
+from tests.support import SAMPLES
 
-SAMPLES = Path(__file__).parent / "data" / "samples"
 SERIAL = "262047CC81D9E1C816F5041249FE194032AAEC59"
 AKI = "58f0b30c8f76edfeb978944863850c8fefa67a3a"
 

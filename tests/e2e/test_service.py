@@ -8,9 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from support.certs import CA, unrelated_message
-from support.servers import FeedServer, Receiver
-from support.service import make_settings, run_service, wait_until
+
+from tests.support.certs import CA, unrelated_message
+from tests.support.servers import FeedServer, Receiver
+from tests.support.service import make_settings, run_service, wait_until
 
 CONTRACT_FIELDS = {
     "fingerprint_sha1",
