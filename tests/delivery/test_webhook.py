@@ -24,10 +24,10 @@ from certwatch.core.alerts import Alert
 from certwatch.delivery import webhook
 from certwatch.delivery.webhook import WebhookSender, sign
 from certwatch.metrics import Metrics
-from certwatch.settings import Timing
 from certwatch.store.sqlite import SQLiteStore
 from certwatch.version import __version__
 from tests.support.alerts import pending_alert
+from tests.support.timing import PRODUCTION
 
 EPOCH = 1_800_000_000.0
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -75,7 +75,7 @@ async def sending(
         "https://hooks.example/certwatch",
         store,
         metrics,
-        Timing(outbox_poll_s=5),
+        PRODUCTION,
         timeout_s=10,
         retry_period_s=retry_period,
         secret=SECRET,
@@ -267,7 +267,7 @@ class TestDelivery:
         store = await SQLiteStore.open(tmp_path / "db", threaded=False)
         stored = await store.insert_alert(pending_alert(0, clock()))
         sender = WebhookSender(
-            "https://hooks.example/", store, Metrics(), Timing(),
+            "https://hooks.example/", store, Metrics(), PRODUCTION,
             timeout_s=10, retry_period_s=86400, clock=clock, rng=lambda: 0.5,
             transport=httpx.MockTransport(handler),
         )  # fmt: skip

@@ -33,24 +33,13 @@ from tests.support.certs import (
 )
 from tests.support.servers import FeedServer, RawFeed, Receiver
 from tests.support.service import (
-    FAST,
     TOKEN,
     RunningService,
     make_settings,
     run_service,
     wait_until,
 )
-
-QUICK = attrs.evolve(
-    FAST,
-    ping_interval_s=0.3,
-    ping_timeout_s=0.3,
-    api_idle_timeout_s=0.5,
-    api_body_timeout_s=0.5,
-    db_busy_timeout_s=0.2,
-    webhook_backoff_s=0.2,
-    webhook_backoff_max_s=0.4,
-)
+from tests.support.timing import QUICK
 
 
 def client_sockets_to(port: int) -> int:

@@ -13,7 +13,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import trio
 
@@ -22,16 +21,13 @@ from tests.support.alerts import pending_alert
 from tests.support.certs import CA
 from tests.support.servers import FeedServer, Receiver
 from tests.support.service import (
-    FAST,
     TOKEN,
     RunningService,
     make_settings,
     run_service,
     wait_until,
 )
-
-# Quick attempts and the long schedule, shortened: 0.05 s, 0.1 s, then 0.2 s doubling to 0.4 s.
-OUTBOX = attrs.evolve(FAST, webhook_backoff_s=0.2, webhook_backoff_max_s=0.4, outbox_poll_s=0.1)
+from tests.support.timing import FAST, OUTBOX
 
 
 def settings_for(tmp_path: Path, feed: FeedServer, receiver: Receiver, **kw: Any) -> Any:

@@ -24,14 +24,9 @@ from certwatch.core.messages import NEW_CONNECTION, FeedItem
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
 from certwatch.sources.certstream import FeedConsumer
+from tests.support.timing import PRODUCTION
 
-TIMING = Timing(
-    ping_interval_s=20,
-    ping_timeout_s=10,
-    idle_timeout_s=300,
-    backoff_initial_s=1,
-    backoff_max_s=60,
-)
+TIMING = PRODUCTION  # on the virtual clock: pings every 20 s, backoff 1 s to 60 s
 
 
 class MemoryFeed:

@@ -12,22 +12,10 @@ import httpx
 import trio
 
 from certwatch.service import serve
-from certwatch.settings import Settings, Timing
+from certwatch.settings import Settings
+from tests.support.timing import FAST
 
 TOKEN = "test-token-0123456789"
-
-FAST = Timing(
-    ping_interval_s=5,
-    ping_timeout_s=5,
-    connect_timeout_s=5,
-    disconnect_timeout_s=1,
-    backoff_initial_s=0.05,
-    backoff_max_s=0.2,
-    webhook_retry_delays_s=(0.05, 0.1),
-    outbox_poll_s=0.1,
-    shutdown_grace_s=1,
-)
-"""Timings for tests on real sockets: the same logic, shorter waits."""
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
