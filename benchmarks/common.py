@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -40,7 +40,7 @@ def capture(count: int = 3000) -> Path:
     """A cached capture of ``count`` realistic full-stream frames."""
     path = CACHE / f"capture-{count}.jsonl"
     if not path.exists():
-        from frames import build_frames
+        from benchmarks.frames import build_frames
 
         CACHE.mkdir(exist_ok=True)
         path.write_text("".join(build_frames(count)))
@@ -71,7 +71,7 @@ def feed_server(frames: Path, count: int, *extra: str) -> Iterator[str]:
         proc.wait()
 
 
-def prepare_db(path: Path, *, entries: int, certs: int, domains: list[str] = ()) -> None:
+def prepare_db(path: Path, *, entries: int, certs: int, domains: Sequence[str] = ()) -> None:
     """A database with ``entries`` watch entries and ``certs`` inventory rows (bulk insert)."""
     store = trio.run(SQLiteStore.open, path)
     store.close()

@@ -28,7 +28,7 @@ from wsproto.frame_protocol import FrameProtocol
 
 def encode_frames(texts: list[str]) -> list[bytes]:
     encoder = FrameProtocol(client=False, extensions=[])
-    return [encoder.send_data(text, fin=True) for text in texts]
+    return [bytes(encoder.send_data(text, fin=True)) for text in texts]
 
 
 class Server:
@@ -38,7 +38,7 @@ class Server:
         self.frames = encode_frames(texts)
         self.matched = None
         if args.matched_every:
-            from frames import RsaIssuer
+            from benchmarks.frames import RsaIssuer
 
             self.matched = RsaIssuer(seed=99)
 

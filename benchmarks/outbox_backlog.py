@@ -11,9 +11,11 @@ should memory grow: the backlog lives in SQLite and at most 4 deliveries are in 
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -31,7 +33,10 @@ async def add_backlog(db: Path, count: int) -> None:
     store.close()
 
 
-def measure(db: Path, url: str, hook: str, messages: int) -> tuple[float, list[float], dict]:
+Health = dict[str, Any]
+
+
+def measure(db: Path, url: str, hook: str, messages: int) -> tuple[float, list[float], Health]:
     """(frames/s, RSS samples in MB, final /healthz) for one certwatch run."""
     service = Certwatch(db, url, WEBHOOK_URL=hook, WEBHOOK_TIMEOUT_S="10")
     try:
@@ -48,7 +53,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000)
     args = parser.parse_args()
     frames = capture()
-    results = {}
+    results: dict[str, tuple[float, list[float], Health, int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
 
         async def run() -> None:
@@ -57,16 +62,16 @@ def main() -> None:
                 for label, backlog, delay in runs:
                     db = Path(tmp) / f"cw-{backlog}.db"
                     await trio.to_thread.run_sync(
-                        lambda db=db: prepare_db(db, entries=10, certs=1000)
+                        functools.partial(prepare_db, db, entries=10, certs=1000)
                     )
                     await add_backlog(db, backlog)
                     receiver = await Receiver().start(nursery)
                     receiver.delay = delay
                     with feed_server(frames, args.messages) as url:
-                        results[label] = await trio.to_thread.run_sync(
+                        rate, rss, health = await trio.to_thread.run_sync(
                             measure, db, url, receiver.url, args.messages
                         )
-                    results[label] += (receiver.attempts,)
+                    results[label] = (rate, rss, health, receiver.attempts)
                     receiver.stop()
 
         trio.run(run)

@@ -85,11 +85,11 @@ def main() -> None:
     print("| client | msgs/s | of ceiling | RSS |")
     print("|---|---|---|---|")
     print(f"| bare trio-websocket (ceiling) | {ceiling:,.0f} | 100% | |")
-    for entries in ("10", "100000"):
-        rate = statistics.median(results[entries])
+    for label in ("10", "100000"):
+        rate = statistics.median(results[label])
         print(
-            f"| certwatch, {int(entries):,} entries, 100,000 certs | {rate:,.0f} | "
-            f"{rate / ceiling:.0%} | {rss[entries]:.0f} MB |"
+            f"| certwatch, {int(label):,} entries, 100,000 certs | {rate:,.0f} | "
+            f"{rate / ceiling:.0%} | {rss[label]:.0f} MB |"
         )
     small, large = statistics.median(results["10"]), statistics.median(results["100000"])
     print(f"\n100,000 vs 10 entries: {large / small - 1:+.1%}")

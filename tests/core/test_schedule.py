@@ -14,7 +14,9 @@ class TestSchedule:
 
     POLICY = RetryPolicy(retry_period_s=600)
 
-    def plan(self, attempts: int, retry_after: float | None = None, now: float = 0) -> tuple:
+    def plan(
+        self, attempts: int, retry_after: float | None = None, now: float = 0
+    ) -> tuple[float, bool, bool]:
         nxt = self.POLICY.next_attempt(
             attempts, retry_after=retry_after, queued_at=0, now=now, rng=lambda: 0.5
         )

@@ -20,7 +20,7 @@ import pytest
 import trio
 import trio.testing
 
-from certwatch.core.alerts import Alert
+from certwatch.core.alerts import Alert, webhook_payload
 from certwatch.delivery import webhook
 from certwatch.delivery.webhook import WebhookSender, sign
 from certwatch.metrics import Metrics
@@ -198,7 +198,7 @@ class TestDelivery:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """A delivery that raises is logged, counted and scheduled again; the rest go out."""
-        real_payload = webhook.webhook_payload
+        real_payload = webhook_payload
 
         def payload(alert: Alert) -> dict[str, object]:
             if alert.event_id == "evt-0":

@@ -328,13 +328,14 @@ class TestCerts:
         assert len((await service.client.get("/certs", params={"limit": 2})).json()) == 2
         page = await service.client.get("/certs", params={"limit": 2, "offset": 2})
         assert len(page.json()) == 1
-        for params, field in [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"limit": 0}, "limit"),
             ({"limit": 1001}, "limit"),
             ({"limit": "ten"}, "limit"),
             ({"offset": -1}, "offset"),
             ({"limit": "1.5"}, "limit"),
-        ]:
+        ]
+        for params, field in cases:
             response = await service.client.get("/certs", params=params)
             assert response.status_code == 422
             assert field in fields(response)
@@ -354,14 +355,15 @@ class TestAlertsRoute:
     async def test_query_validation(self, service: RunningService) -> None:
         """since, limit, severity and status are validated and named when wrong."""
         assert (await service.client.get("/alerts")).json() == []
-        for params, field in [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"since": "yesterday"}, "since"),
             ({"since": -5}, "since"),
             ({"limit": 0}, "limit"),
             ({"limit": 5000}, "limit"),
             ({"severity": "bad"}, "severity"),
             ({"status": "lost"}, "status"),
-        ]:
+        ]
+        for params, field in cases:
             response = await service.client.get("/alerts", params=params)
             assert response.status_code == 422
             assert field in fields(response)

@@ -177,7 +177,7 @@ async def test_garbage_frames_are_counted_and_skipped(
 ) -> None:
     """Malformed frames are counted by reason and the consumer keeps going."""
     settings = make_settings(tmp_path, certstream_url=feed.url, webhook_url=receiver.url)
-    garbage = [
+    garbage: list[str | bytes] = [
         "not json at all",
         "[1, 2, 3]",
         '{"message_type": "certificate_update", "data": {"leaf_cert": {"all_domains": 7}}}',

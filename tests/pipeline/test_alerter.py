@@ -17,7 +17,7 @@ import attrs
 import trio
 import trio.testing
 
-from certwatch.core.alerts import Alert
+from certwatch.core.alerts import Alert, Status
 from certwatch.core.identity import fingerprint
 from certwatch.core.messages import read_update
 from certwatch.core.names import WatchIndex
@@ -345,7 +345,7 @@ class TestCleanup:
             ):
                 alert = attrs.evolve(
                     pending_alert(n, now),
-                    status=status,
+                    status=Status(status),
                     created_at=now - created_days_ago * day,
                     seen_at=now - seen_days_ago * day,
                     decide_at=now if status == "held" else None,

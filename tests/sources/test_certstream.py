@@ -66,7 +66,12 @@ class MemoryFeed:
                         await trio.sleep_forever()
 
             nursery.start_soon(serve)
-            ws = await wrap_client_stream(nursery, client_stream, "feed.test", "/full-stream")
+            ws = await wrap_client_stream(
+                nursery,
+                client_stream,  # type: ignore[arg-type]  # a memory stream is Stream enough
+                "feed.test",
+                "/full-stream",
+            )
             await server_ready.wait()
             self.connected.set()
             try:

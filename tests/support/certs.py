@@ -417,7 +417,7 @@ def public_key_pem_with_unknown_algorithm() -> str:
 def with_extensions(ca: CA, names: list[str], count: int) -> x509.Certificate:
     """A final certificate for ``names`` carrying ``count`` extra (unknown) extensions."""
     now = datetime.datetime.now(datetime.UTC)
-    extensions = [
+    extensions: list[x509.Extension[x509.ExtensionType]] = [
         x509.Extension(
             x509.ObjectIdentifier(f"1.3.6.1.4.1.55555.2.{i}"),
             False,

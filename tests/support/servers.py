@@ -116,6 +116,7 @@ class Receiver:
 
     async def _hook(self) -> Response:
         body = await request.get_data(as_text=False)
+        assert isinstance(body, bytes)
         self.attempts += 1
         self._changed.set()  # an attempt arrived (wait_for(attempts=...) may be waiting)
         self._changed = trio.Event()
