@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from certwatch.errors import ConfigError
 from certwatch.settings import Settings, redact_url
+from tests.support.service import run_certwatch
 
 
 def env(**values: str) -> dict[str, str]:
@@ -120,14 +119,7 @@ class TestFromEnv:
 def test_command_exits_2_with_one_line(values: dict[str, str], needle: str) -> None:
     """A bad environment makes `python -m certwatch` exit 2 with one line, no traceback."""
     clean = {k: v for k, v in os.environ.items() if k not in ("API_TOKEN", "API_PORT")}
-    result = subprocess.run(
-        [sys.executable, "-m", "certwatch"],
-        env={**clean, **values},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_certwatch(env={**clean, **values})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -137,13 +129,8 @@ def test_command_exits_2_with_one_line(values: dict[str, str], needle: str) -> N
 
 def test_unusable_database_exits_1_with_a_clear_message(tmp_path: Path) -> None:
     """A DB_PATH in a missing directory is a one-line startup error, exit status 1."""
-    result = subprocess.run(
-        [sys.executable, "-m", "certwatch"],
-        env={**os.environ, "API_TOKEN": "x", "DB_PATH": str(tmp_path / "missing" / "cw.db")},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+    result = run_certwatch(
+        env={**os.environ, "API_TOKEN": "x", "DB_PATH": str(tmp_path / "missing" / "cw.db")}
     )
     assert result.returncode == 1
     assert "cannot open database" in result.stderr

@@ -38,6 +38,7 @@ from tests.support.service import (
     make_settings,
     run_service,
     wait_until,
+    wired,
 )
 from tests.support.timing import QUICK
 
@@ -181,9 +182,7 @@ class TestFeedFaults:
         leaf["serial_number"] = None
         leaf["fingerprint"] = None
         leaf["extensions"] = []
-        settings = make_settings(
-            tmp_path, certstream_url=feed.url, webhook_url=receiver.url, timing=QUICK
-        )
+        settings = wired(tmp_path, feed, receiver, timing=QUICK)
         async with run_service(settings) as service:
             await service.add_domain("example.org")
             await feed.send(message)
@@ -231,9 +230,7 @@ class TestFeedFaults:
         message = ca.issue(["a.example.org"]).message("go-lite")
         names = [f"host{i}.unrelated{i % 50}.example.com" for i in range(9_999)]
         message["data"]["leaf_cert"]["all_domains"] = [*names, "deep.a.example.org"]
-        settings = make_settings(
-            tmp_path, certstream_url=feed.url, webhook_url=receiver.url, timing=QUICK
-        )
+        settings = wired(tmp_path, feed, receiver, timing=QUICK)
         async with run_service(settings) as service:
             await service.add_domain("example.org")
             await feed.send(message)
@@ -246,9 +243,7 @@ class TestFeedFaults:
     ) -> None:
         """50,000 frames back to back are all read; the cert after them still alerts."""
         frames = [json.dumps(unrelated_message(f"www.burst{i}.example.com")) for i in range(20)]
-        settings = make_settings(
-            tmp_path, certstream_url=feed.url, webhook_url=receiver.url, timing=QUICK
-        )
+        settings = wired(tmp_path, feed, receiver, timing=QUICK)
         async with run_service(settings) as service:
             await service.add_domain("example.org")
             await feed.wait_for_connections(1)
@@ -322,9 +317,7 @@ class TestHostileCertificates:
             der = with_version(issuance.precert, 8)
         message = issuance.message("go-full")
         message["data"]["leaf_cert"]["as_der"] = base64.b64encode(der).decode()
-        settings = make_settings(
-            tmp_path, certstream_url=feed.url, webhook_url=receiver.url, timing=QUICK
-        )
+        settings = wired(tmp_path, feed, receiver, timing=QUICK)
         async with run_service(settings) as service:
             await service.add_domain("example.org")
             await feed.send(message)
@@ -520,10 +513,7 @@ class TestApiConnections:
         secret = "whsec_" + "c2VjcmV0LXNpZ25pbmcta2V5LWZvci10ZXN0cw=="
         wrong = "wrong-token-that-must-not-appear"
         caplog.set_level(logging.DEBUG)
-        settings = make_settings(
-            tmp_path, certstream_url=feed.url, webhook_url=receiver.url,
-            webhook_secret=secret, timing=QUICK,
-        )  # fmt: skip
+        settings = wired(tmp_path, feed, receiver, webhook_secret=secret, timing=QUICK)
         bodies = []
         async with run_service(settings) as service:
             await service.add_domain("example.org")
@@ -550,9 +540,7 @@ class TestStorageFaults:
         self, tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
     ) -> None:
         """Another process holding the write lock: 503 JSON, alerts wait; released: all works."""
-        settings = make_settings(
-            tmp_path, certstream_url=feed.url, webhook_url=receiver.url, timing=QUICK
-        )
+        settings = wired(tmp_path, feed, receiver, timing=QUICK)
         async with run_service(settings) as service:
             await service.add_domain("example.org")
             other = sqlite3.connect(settings.db_path, isolation_level=None)

@@ -11,7 +11,6 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -23,17 +22,11 @@ from tests.support.servers import FeedServer, Receiver
 from tests.support.service import (
     TOKEN,
     RunningService,
-    make_settings,
     run_service,
     wait_until,
+    wired,
 )
 from tests.support.timing import FAST, OUTBOX
-
-
-def settings_for(tmp_path: Path, feed: FeedServer, receiver: Receiver, **kw: Any) -> Any:
-    return make_settings(
-        tmp_path, certstream_url=feed.url, webhook_url=receiver.url, timing=OUTBOX, **kw
-    )
 
 
 async def all_alerts_tried(service: RunningService, count: int, attempts: int) -> None:
@@ -49,7 +42,7 @@ async def test_receiver_down_then_back_gets_every_alert_once(
 ) -> None:
     """Down past the quick attempts, then answering 503, then back: each alert arrives once."""
     await receiver.down()  # connection refused
-    settings = settings_for(tmp_path, feed, receiver)
+    settings = wired(tmp_path, feed, receiver, timing=OUTBOX)
     async with run_service(settings) as service:
         await service.add_domain("example.org")
         for i in range(5):
@@ -83,7 +76,7 @@ async def test_receiver_down_across_a_restart_gets_every_alert(
 ) -> None:
     """Receiver down, certwatch restarted, receiver back: pending alerts resume and arrive."""
     await receiver.down()
-    settings = settings_for(tmp_path, feed, receiver)
+    settings = wired(tmp_path, feed, receiver, timing=OUTBOX)
     async with run_service(settings) as service:
         await service.add_domain("example.org")
         for i in range(3):
@@ -101,7 +94,7 @@ async def test_failed_alerts_can_be_requeued(
 ) -> None:
     """After the retry period an alert is `failed`; an operator re-queues it and it arrives."""
     receiver.responses = [500] * 6
-    settings = settings_for(tmp_path, feed, receiver, webhook_retry_period_s=0.5)
+    settings = wired(tmp_path, feed, receiver, timing=OUTBOX, webhook_retry_period_s=0.5)
     async with run_service(settings) as service:
         await service.add_domain("example.org")
         await feed.send(ca.issue(["a.example.org"]).message())
@@ -137,7 +130,7 @@ async def test_a_big_backlog_with_a_slow_receiver_keeps_memory_bounded(
     queues in memory (rates and memory are measured in benchmarks/outbox_backlog.py).
     """
     receiver.delay = 2.0
-    settings = settings_for(tmp_path, feed, receiver)
+    settings = wired(tmp_path, feed, receiver, timing=OUTBOX)
     store = await SQLiteStore.open(settings.db_path)
     await store.upsert_domain("example.org", "", 0.0)
     for n in range(1000):
@@ -259,7 +252,7 @@ async def test_shutdown_does_not_wait_for_a_dead_receiver(
 ) -> None:
     """SIGTERM with a delivery hanging stops at once; the alert goes out after the restart."""
     receiver.delay = 3600
-    settings = settings_for(tmp_path, feed, receiver)
+    settings = wired(tmp_path, feed, receiver, timing=OUTBOX)
     async with run_service(settings) as service:
         await service.add_domain("example.org")
         await feed.send(ca.issue(["a.example.org"]).message())

@@ -11,7 +11,6 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -19,7 +18,14 @@ import trio
 from tests.support import CONTRIB, SAMPLES
 from tests.support.certs import CA, Issuance, random_serial
 from tests.support.servers import FeedServer, Receiver
-from tests.support.service import TOKEN, RunningService, make_settings, run_service, wait_until
+from tests.support.service import (
+    TOKEN,
+    RunningService,
+    make_settings,
+    run_service,
+    wait_until,
+    wired,
+)
 
 HOOKS = CONTRIB / "certbot"
 
@@ -41,10 +47,6 @@ async def push(service: RunningService, issuance: Issuance, form: str) -> None:
     assert response.status_code == 201, response.text
 
 
-def settings_for(tmp_path: Path, feed: FeedServer, receiver: Receiver, **kw: Any) -> Any:
-    return make_settings(tmp_path, certstream_url=feed.url, webhook_url=receiver.url, **kw)
-
-
 @pytest.mark.parametrize("variant", ["go-full", "go-lite", "go-tiled", "elixir"])
 @pytest.mark.parametrize("form", ["openssl", "lower-stripped", "pem-body", "pem-field"])
 async def test_precert_of_an_inventoried_cert_is_info(
@@ -54,7 +56,7 @@ async def test_precert_of_an_inventoried_cert_is_info(
     issuance = ca.issue(
         ["api.example.org", "*.api.example.org"], serial=random_serial(leading_zero_nibble=True)
     )
-    async with run_service(settings_for(tmp_path, feed, receiver)) as service:
+    async with run_service(wired(tmp_path, feed, receiver)) as service:
         await service.add_domain("example.org")
         await push(service, issuance, form)
         await feed.send(issuance.message(variant))
@@ -68,7 +70,7 @@ async def test_the_sample_issuance_is_info_in_every_format(
     tmp_path: Path, feed: FeedServer, receiver: Receiver
 ) -> None:
     """The shared samples: lb-push.json recognises every variant of its issuance, once."""
-    async with run_service(settings_for(tmp_path, feed, receiver)) as service:
+    async with run_service(wired(tmp_path, feed, receiver)) as service:
         await service.add_domain("example.net")
         lb_push = json.loads((SAMPLES / "lb-push.json").read_text())
         assert (await service.client.post("/certs", json=lb_push)).status_code == 201
@@ -92,7 +94,7 @@ async def test_three_tiled_issuances_are_three_alerts(
     tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
 ) -> None:
     """Tiled precerts with the blank fingerprint from three issuances give three webhooks."""
-    async with run_service(settings_for(tmp_path, feed, receiver)) as service:
+    async with run_service(wired(tmp_path, feed, receiver)) as service:
         await service.add_domain("example.org")
         for _ in range(3):
             await feed.send(ca.issue(["a.example.org"]).message("go-tiled"))
@@ -108,7 +110,7 @@ async def test_log_copies_and_final_cert_are_one_webhook(
 ) -> None:
     """One issuance seen in three logs and as its final cert makes one webhook."""
     issuance, marker = ca.issue(["a.example.org"]), ca.issue(["marker.example.org"])
-    async with run_service(settings_for(tmp_path, feed, receiver)) as service:
+    async with run_service(wired(tmp_path, feed, receiver)) as service:
         await service.add_domain("example.org")
         await feed.send(issuance.message("go-full", log_url="https://log-a.example"))
         await feed.send(issuance.message("go-tiled", log_url="https://log-b.example"))
@@ -128,7 +130,7 @@ async def test_registration_during_the_hold_gives_one_info(
 ) -> None:
     """The deploy hook running during SUSPICIOUS_GRACE_S turns the held cert into one `info`."""
     issuance = ca.issue(["a.example.org"])
-    settings = settings_for(tmp_path, feed, receiver, suspicious_grace_s=600)
+    settings = wired(tmp_path, feed, receiver, suspicious_grace_s=600)
     async with run_service(settings) as service:
         await service.add_domain("example.org")
         await feed.send(issuance.message("go-tiled"))
@@ -153,7 +155,7 @@ async def test_registration_after_the_alert_sends_a_follow_up(
 ) -> None:
     """A late registration sends a `resolved` follow-up for the same issuance."""
     issuance = ca.issue(["a.example.org"])
-    async with run_service(settings_for(tmp_path, feed, receiver)) as service:
+    async with run_service(wired(tmp_path, feed, receiver)) as service:
         await service.add_domain("example.org")
         await feed.send(issuance.message("go-tiled"))
         (alert,) = await receiver.wait_for(1)
@@ -178,7 +180,7 @@ async def test_registered_key_recognises_new_issuances(
 ) -> None:
     """A key registered before issuance: `info` with it, `suspicious` with another key."""
     ours = ca.issue(["a.example.org", "b.example.org"])
-    async with run_service(settings_for(tmp_path, feed, receiver)) as service:
+    async with run_service(wired(tmp_path, feed, receiver)) as service:
         await service.add_domain("example.org")
         registered = await service.client.post(
             "/keys",
@@ -270,7 +272,7 @@ async def test_restart_between_copies_is_still_one_webhook(
 ) -> None:
     """A copy of an issuance arriving after a restart does not alert again."""
     issuance, marker = ca.issue(["a.example.org"]), ca.issue(["marker.example.org"])
-    settings = settings_for(tmp_path, feed, receiver)
+    settings = wired(tmp_path, feed, receiver)
     async with run_service(settings) as service:
         await service.add_domain("example.org")
         await feed.send(issuance.message("go-full"))
@@ -296,7 +298,7 @@ async def test_restart_during_the_hold_still_decides_and_delivers(
     tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
 ) -> None:
     """An alert held when certwatch stops is decided and delivered after the restart."""
-    settings = settings_for(tmp_path, feed, receiver, suspicious_grace_s=60.0)
+    settings = wired(tmp_path, feed, receiver, suspicious_grace_s=60.0)
     async with run_service(settings) as service:
         await service.add_domain("example.org")
         await feed.send(ca.issue(["a.example.org"]).message())
@@ -335,7 +337,7 @@ async def test_contrib_deploy_hook_registers_the_cert(
     lineage = tmp_path / "live" / "example.org"
     lineage.mkdir(parents=True)
     (lineage / "cert.pem").write_text(issuance.final_pem())
-    async with run_service(settings_for(tmp_path, feed, receiver)) as service:
+    async with run_service(wired(tmp_path, feed, receiver)) as service:
         await service.add_domain("example.org")
         env = hook_env(
             tmp_path,

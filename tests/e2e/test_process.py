@@ -23,7 +23,7 @@ from certwatch.errors import ListenError
 from certwatch.http.server import listen_error
 from tests.support.certs import CA
 from tests.support.servers import FeedServer
-from tests.support.service import TOKEN, make_settings
+from tests.support.service import TOKEN, make_settings, run_certwatch
 
 
 def environment(tmp_path: Path, **overrides: str) -> dict[str, str]:
@@ -60,17 +60,6 @@ def stopped(proc: subprocess.Popen[str], timeout: float = 10) -> tuple[int, str]
     status = proc.wait(timeout=timeout)
     assert proc.stderr is not None
     return status, proc.stderr.read()
-
-
-def run_to_exit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "certwatch"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
 
 
 class TestSignals:
@@ -111,7 +100,7 @@ class TestStartupErrors:
             other.bind(("127.0.0.1", 0))
             other.listen()
             port = other.getsockname()[1]
-            result = run_to_exit(environment(tmp_path, API_PORT=str(port)))
+            result = run_certwatch(env=environment(tmp_path, API_PORT=str(port)))
         assert result.returncode == 1, result.stderr
         assert "Traceback" not in result.stderr
         assert result.stderr.splitlines()[-1] == (
@@ -121,7 +110,7 @@ class TestStartupErrors:
 
     def test_an_address_not_on_this_host_is_one_line_and_exit_1(self, tmp_path: Path) -> None:
         """API_HOST set to an address this host does not have: one line naming it, exit 1."""
-        result = run_to_exit(environment(tmp_path, API_HOST="192.0.2.1"))  # TEST-NET-1
+        result = run_certwatch(env=environment(tmp_path, API_HOST="192.0.2.1"))  # TEST-NET-1
         assert result.returncode == 1, result.stderr
         assert "Traceback" not in result.stderr
         assert result.stderr.splitlines()[-1] == (

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import trio
@@ -16,6 +15,7 @@ from certwatch.core.recognition import InventoryCert, KnownKey
 from certwatch.store.sqlite import SQLiteStore
 from tests.support import CONTRIB, SAMPLES
 from tests.support.certs import CA
+from tests.support.service import run_certwatch
 
 
 async def prepare(db: Path, ours: InventoryCert) -> None:
@@ -46,13 +46,8 @@ def test_replay_prints_what_would_alert(tmp_path: Path, ca: CA) -> None:
         CA().issue(["unrelated.example.com"]).message(),
     ]
     capture.write_text("\n".join(json.dumps(m) for m in lines) + "\nnot json\n\n", encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, "-m", "certwatch", "replay", str(capture)],
-        env={**os.environ, "DB_PATH": str(tmp_path / "cw.db")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_certwatch(
+        "replay", str(capture), env={**os.environ, "DB_PATH": str(tmp_path / "cw.db")}
     )
     assert result.returncode == 0, result.stderr
     alerts = [json.loads(line) for line in result.stdout.splitlines()]
@@ -66,14 +61,8 @@ def test_replay_prints_what_would_alert(tmp_path: Path, ca: CA) -> None:
 
 def test_replay_reads_stdin_and_needs_a_database(tmp_path: Path) -> None:
     """`-` reads stdin; a missing DB_PATH is a clear error, not a new empty database."""
-    result = subprocess.run(
-        [sys.executable, "-m", "certwatch", "replay", "-"],
-        env={**os.environ, "DB_PATH": str(tmp_path / "missing.db")},
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_certwatch(
+        "replay", "-", env={**os.environ, "DB_PATH": str(tmp_path / "missing.db")}, stdin=""
     )
     assert result.returncode == 1
     assert "no database at" in result.stderr
@@ -81,14 +70,7 @@ def test_replay_reads_stdin_and_needs_a_database(tmp_path: Path) -> None:
 
 
 def run_replay(capture: Path, db: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "certwatch", "replay", str(capture)],
-        env={**os.environ, "DB_PATH": str(db)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_certwatch("replay", str(capture), env={**os.environ, "DB_PATH": str(db)})
 
 
 def test_the_shipped_capture_replays_as_the_readme_says(tmp_path: Path) -> None:
@@ -150,13 +132,8 @@ def test_replay_simulates_the_grace_period(tmp_path: Path, ca: CA) -> None:
     )
 
     def events(grace: str) -> list[tuple[str, str]]:
-        result = subprocess.run(
-            [sys.executable, "-m", "certwatch", "replay", "--grace", grace, str(capture)],
-            env={**os.environ, "DB_PATH": str(db)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        result = run_certwatch(
+            "replay", "--grace", grace, str(capture), env={**os.environ, "DB_PATH": str(db)}
         )
         assert result.returncode == 0, result.stderr
         payloads = [json.loads(line) for line in result.stdout.splitlines()]

@@ -11,7 +11,7 @@ import trio
 
 from tests.support.certs import CA, unrelated_message
 from tests.support.servers import FeedServer, Receiver
-from tests.support.service import make_settings, run_service, wait_until
+from tests.support.service import make_settings, run_service, wait_until, wired
 
 CONTRACT_FIELDS = {
     "fingerprint_sha1",
@@ -38,7 +38,7 @@ async def test_unknown_cert_on_watched_name_sends_one_suspicious_webhook(
     """An unknown cert for a watched name is one `suspicious` webhook, every field right."""
     issuance = ca.issue(["api.example.net", "*.api.example.net", "www.example.net"])
     message = issuance.message("go-full", seen=1795821670.25)
-    settings = make_settings(tmp_path, certstream_url=feed.url, webhook_url=receiver.url)
+    settings = wired(tmp_path, feed, receiver)
     async with run_service(settings) as service:
         await service.add_domain("example.net")
         await feed.send(message)
@@ -70,7 +70,7 @@ async def test_inventoried_cert_sends_info(
 ) -> None:
     """A certificate the LB pushed to the inventory gives an `info` event."""
     issuance = ca.issue(["shop.example.org"])
-    settings = make_settings(tmp_path, certstream_url=feed.url, webhook_url=receiver.url)
+    settings = wired(tmp_path, feed, receiver)
     async with run_service(settings) as service:
         await service.add_domain("example.org")
         pushed = await service.client.post("/certs", json=issuance.push())
@@ -89,7 +89,7 @@ async def test_unwatched_and_repeated_certs_send_nothing_more(
     """An unwatched cert sends nothing and the same cert seen twice sends one event."""
     first = ca.issue(["a.example.org"])
     marker = ca.issue(["marker.example.org"])
-    settings = make_settings(tmp_path, certstream_url=feed.url, webhook_url=receiver.url)
+    settings = wired(tmp_path, feed, receiver)
     async with run_service(settings) as service:
         await service.add_domain("example.org")
         await feed.send(first.message("go-full"))
@@ -112,7 +112,7 @@ async def test_receiver_failing_twice_gets_the_event_on_the_third_attempt(
 ) -> None:
     """Two failed attempts are retried; the third delivers and the alert shows delivered."""
     receiver.responses = [500, 503]
-    settings = make_settings(tmp_path, certstream_url=feed.url, webhook_url=receiver.url)
+    settings = wired(tmp_path, feed, receiver)
     async with run_service(settings) as service:
         await service.add_domain("example.org")
         await feed.send(ca.issue(["x.example.org"]).message())
@@ -136,7 +136,7 @@ async def test_receiver_that_always_fails_leaves_the_alert_undelivered(
 ) -> None:
     """After three failed attempts the alert is stored as not delivered, with the error."""
     receiver.responses = [500, 500, 500]
-    settings = make_settings(tmp_path, certstream_url=feed.url, webhook_url=receiver.url)
+    settings = wired(tmp_path, feed, receiver)
     async with run_service(settings) as service:
         await service.add_domain("example.org")
         await feed.send(ca.issue(["x.example.org"]).message())
@@ -158,7 +158,7 @@ async def test_feed_reconnects_after_the_server_drops_it(
     tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
 ) -> None:
     """When the feed server drops the connection, certwatch reconnects and later certs alert."""
-    settings = make_settings(tmp_path, certstream_url=feed.url, webhook_url=receiver.url)
+    settings = wired(tmp_path, feed, receiver)
     async with run_service(settings) as service:
         await service.add_domain("example.org")
         await feed.wait_for_connections(1)
@@ -176,7 +176,7 @@ async def test_garbage_frames_are_counted_and_skipped(
     tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
 ) -> None:
     """Malformed frames are counted by reason and the consumer keeps going."""
-    settings = make_settings(tmp_path, certstream_url=feed.url, webhook_url=receiver.url)
+    settings = wired(tmp_path, feed, receiver)
     garbage: list[str | bytes] = [
         "not json at all",
         "[1, 2, 3]",
@@ -209,7 +209,7 @@ async def test_metrics_gauges_follow_state(
 ) -> None:
     """Connected, last-event, entry and inventory gauges reflect the service's state."""
     issuance = ca.issue(["a.example.org"])
-    settings = make_settings(tmp_path, certstream_url=feed.url, webhook_url=receiver.url)
+    settings = wired(tmp_path, feed, receiver)
     async with run_service(settings) as service:
         await service.add_domain("example.org")
         await service.add_domain("example.net")
@@ -292,7 +292,7 @@ async def test_a_hanging_webhook_never_slows_the_feed(
 ) -> None:
     """While the receiver hangs, every later matching cert is still read, stored and queued."""
     receiver.delay = 3600  # answers nothing within the test
-    settings = make_settings(tmp_path, certstream_url=feed.url, webhook_url=receiver.url)
+    settings = wired(tmp_path, feed, receiver)
     async with run_service(settings) as service:
         await service.add_domain("example.org")
         for i in range(30):

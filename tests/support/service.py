@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +18,11 @@ from certwatch.settings import Settings
 from tests.support.timing import FAST
 
 TOKEN = "test-token-0123456789"
+
+
+def wired(tmp_path: Path, feed: Any, receiver: Any, **overrides: Any) -> Settings:
+    """Settings for a service reading ``feed`` and delivering to ``receiver`` (test peers)."""
+    return make_settings(tmp_path, certstream_url=feed.url, webhook_url=receiver.url, **overrides)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -82,3 +89,18 @@ async def wait_until(check: Callable[[], Awaitable[bool]], *, within: float = 10
     with trio.fail_after(within):
         while not await check():  # noqa: ASYNC110 - a condition behind HTTP, not an event
             await trio.sleep(0.02)
+
+
+def run_certwatch(
+    *args: str, env: dict[str, str], stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python -m certwatch ARGS`` to its end, as a shell runs it; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "certwatch", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
