@@ -10,6 +10,8 @@
     │   └── UnsupportedMediaType  a body in a format the route does not take (HTTP 415)
     ├── MalformedMessage        a feed message that is counted and skipped
     ├── FeedConnectError        connecting to the feed failed (counted by reason, retried)
+    ├── CTLogError              reading a CT log failed (counted by reason, retried)
+    ├── InvalidLogList          a CT log list that does not parse
     └── StoreError              the SQLite database cannot be used
         └── StoreUnavailable    a transient fault (locked, read-only, disk full): HTTP 503
 
@@ -19,6 +21,7 @@ Each carries what the caller needs to report it: the variable, the field, the re
 from __future__ import annotations
 
 __all__ = [
+    "CTLogError",
     "CertwatchError",
     "ConfigError",
     "FeedConnectError",
@@ -26,6 +29,7 @@ __all__ = [
     "InputError",
     "InvalidBody",
     "InvalidCertificate",
+    "InvalidLogList",
     "InvalidName",
     "ListenError",
     "MalformedMessage",
@@ -131,6 +135,37 @@ class FeedConnectError(CertwatchError):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+class CTLogError(CertwatchError):
+    """A CT log request or response that could not be used; ``reason`` is a metric label.
+
+    ``transient`` errors (the log is down, slow, rate-limiting, or its answer was cut short)
+    are retried with backoff; the others are not worth asking again.
+    """
+
+    REASONS = (
+        "unreachable",
+        "timeout",
+        "http",
+        "rate_limited",
+        "malformed",
+        "bad_signature",
+        "bad_proof",
+        "unreadable_certificate",
+    )
+
+    def __init__(self, reason: str, detail: str, *, retry_after: float | None = None) -> None:
+        assert reason in self.REASONS, reason
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.retry_after = retry_after
+        """Seconds the log asked us to wait (``Retry-After``), if it said."""
+
+
+class InvalidLogList(CertwatchError):
+    """A CT log list (Chrome's v3 schema) that cannot be used at all."""
 
 
 class StoreError(CertwatchError):
