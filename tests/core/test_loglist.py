@@ -48,9 +48,12 @@ class TestLogList:
         result = parse_log_list(json.dumps(document).encode())
         assert len(result) == 3
         bad = result.find("https://bad-key.example")
-        assert bad is not None and bad.key is None
+        assert bad is not None
+        assert bad.key is None
         wrong = result.find("https://wrong-id.example")
-        assert wrong is not None and wrong.key is None and wrong.log_id is None
+        assert wrong is not None
+        assert wrong.key is None
+        assert wrong.log_id is None
         assert len(result.problems) == 4
 
     def test_a_document_that_is_not_a_log_list_is_refused(self) -> None:
@@ -61,5 +64,7 @@ class TestLogList:
 
     def test_urls_compare_without_scheme_case_or_trailing_slash(self) -> None:
         """Scheme and host case and trailing slashes do not matter; the path's case does."""
-        assert normalise_log_url("HTTPS://CT.Example.net/Log2026/") == "https://ct.example.net/Log2026"
+        assert (
+            normalise_log_url("HTTPS://CT.Example.net/Log2026/") == "https://ct.example.net/Log2026"
+        )
         assert normalise_log_url(" https://ct.example.net// ") == "https://ct.example.net"
