@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import attrs
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -18,14 +19,14 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from certwatch.core.alerts import Severity
 from certwatch.core.messages import COERCIBLE_FIELDS, KNOWN_TYPES, SKIP_REASONS
-from certwatch.errors import FeedConnectError
+from certwatch.errors import CTLogError, FeedConnectError
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "LogSample", "Metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -65,6 +66,52 @@ class _CounterView(Collector):
         for key in self._keys:
             family.add_metric([key], float(values.get(key, 0)))
         return [family]
+
+
+@attrs.frozen
+class LogSample:
+    """One log's coverage counts, read at scrape time."""
+
+    missed: int = 0
+    backfilled: int = 0
+    unrecovered: int = 0
+    pending: int = 0
+
+
+class _CoverageView(Collector):
+    """The per-log coverage metrics, read from the coverage state at scrape time.
+
+    A log's series exist from its first message, at 0, so ``increase()`` sees the first gap;
+    a pending gauge falls back to 0 once its gaps are filled (the series stays).
+    """
+
+    _FAMILIES = (
+        ("certwatch_ct_missed_entries", CounterMetricFamily, "missed",
+         "Log entries the feed skipped (cert_index jumps within one connection), by log."),
+        ("certwatch_ct_backfilled_entries", CounterMetricFamily, "backfilled",
+         "Log entries certstream did not deliver that were read from the log itself, by log."),
+        ("certwatch_ct_unrecovered_entries", CounterMetricFamily, "unrecovered",
+         "Log entries certstream did not deliver that back-fill gave up on (over "
+         "CT_BACKFILL_MAX_ENTRIES, or the log stayed unreachable), by log."),
+        ("certwatch_ct_backfill_pending_entries", GaugeMetricFamily, "pending",
+         "Log entries waiting to be back-filled, by log."),
+    )  # fmt: skip
+
+    def __init__(self, read: Callable[[], Mapping[str, LogSample]]) -> None:
+        self._read = read
+
+    def describe(self) -> list[Metric]:
+        return [kind(name, doc, labels=["log"]) for name, kind, _, doc in self._FAMILIES]
+
+    def collect(self) -> list[Metric]:
+        samples = self._read()
+        families: list[Metric] = []
+        for name, kind, field, doc in self._FAMILIES:
+            family = kind(name, doc, labels=["log"])
+            for label, sample in samples.items():
+                family.add_metric([label], float(getattr(sample, field)))
+            families.append(family)
+        return families
 
 
 class Metrics:
@@ -143,16 +190,29 @@ class Metrics:
             "Feed messages dropped by certwatch itself because processing fell behind.",
             registry=r,
         )
-        self.ct_missed_entries = Counter(
-            "certwatch_ct_missed_entries",
-            "Log entries the feed skipped (cert_index jumps within one connection), by log.",
-            ["log"],
-            registry=r,
-        )
+        self._coverage: Callable[[], Mapping[str, LogSample]] = dict
+        r.register(_CoverageView(lambda: self._coverage()))
         self.ct_untracked = Counter(
             "certwatch_ct_untracked",
-            "Feed messages from logs not followed for gaps (past 512 logs, or a URL over 256 "
-            "characters).",
+            "Feed messages from logs not followed for gaps (past 128 logs that are not in the "
+            "log list, or a URL over 256 characters).",
+            registry=r,
+        )
+        self.ct_log_errors = Counter(
+            "certwatch_ct_log_errors",
+            "Failed CT log requests and responses that could not be used, by log and reason.",
+            ["log", "reason"],
+            registry=r,
+        )
+        self.ct_log_list_logs = Gauge(
+            "certwatch_ct_log_list_logs",
+            "Logs in the loaded CT log list (0: no list loaded; back-fill reads the logs "
+            "certstream names, unverified).",
+            registry=r,
+        )
+        self.ct_log_list_loaded = Gauge(
+            "certwatch_ct_log_list_loaded_timestamp_seconds",
+            "When the CT log list was last loaded (0: never).",
             registry=r,
         )
         self.ws_reconnects = Counter(
@@ -229,6 +289,13 @@ class Metrics:
         """
         self._message_counts = messages
         self._coerced_counts = coerced
+
+    def serve_coverage(self, read: Callable[[], Mapping[str, LogSample]]) -> None:
+        """Serve the per-log coverage metrics from ``read`` (the coverage state)."""
+        self._coverage = read
+
+    def count_log_error(self, log: str, error: CTLogError) -> None:
+        self.ct_log_errors.labels(log, error.reason).inc()
 
     @staticmethod
     def mirror(gauge: Gauge, read: Callable[[], float]) -> None:

@@ -115,7 +115,7 @@ def replay(
         hit = pipeline.process(line)
         if hit is None:
             continue
-        observation, match = hit
+        observation, match = hit.observation, hit.match
         counts["matched"] += 1
         now = max(now, observation.seen or now)
         for alert_id in holds.due(now):

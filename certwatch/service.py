@@ -1,16 +1,19 @@
 """The supervisor: one nursery, the tasks in it, and the channels between them.
 
     certstream ──ws──> FeedConsumer ──frames (bounded)──> Pipeline ──matches──> Alerter
-                                                                                 │ stores
-    LBs, operators ──HTTP──> API (Hypercorn) ──changes──> index, inventory ──────┤ first
+                                                             │ gaps         ^    │ stores
+    CT logs ──HTTP──> Backfill <── Coverage (positions) <────┘              │    │ first
+                         └──────────── entries certstream did not deliver ──┘    │
+    LBs, operators ──HTTP──> API (Hypercorn) ──changes──> index, inventory ──────┤
                                                                                  v
     Cleanup ticker ──prunes──> SQLite <──outbox rows── WebhookSender <──ids── decided alerts
                                                             │
                                                             └──HTTP──> n8n
 
 Shutdown: the signal sets ``shutdown``; Hypercorn stops accepting and lets requests in
-flight finish (``shutdown_grace_s``); then the nursery is cancelled. Undelivered alerts stay
-pending in the database for the next start. A crash of any task cancels the others and
+flight finish (``shutdown_grace_s``); then the nursery is cancelled, and the CT log
+positions are saved. Undelivered alerts stay pending in the database for the next start,
+and what was not processed is back-filled after it. A crash of any task cancels the others and
 propagates, so the process exits non-zero and the container supervisor restarts it.
 """
 
@@ -26,17 +29,22 @@ import trio
 from certwatch.core.messages import FeedItem
 from certwatch.core.names import public_suffix_kind
 from certwatch.delivery.webhook import WebhookSender
+from certwatch.errors import StoreError
 from certwatch.http.app import create_app
 from certwatch.http.context import ApiContext
 from certwatch.http.server import serve_api
 from certwatch.metrics import Metrics
 from certwatch.pipeline.alerter import Alerter
 from certwatch.pipeline.cleanup import Cleanup
+from certwatch.pipeline.coverage import Coverage
 from certwatch.pipeline.matching import Pipeline
 from certwatch.pipeline.views import Views
 from certwatch.settings import Settings, redact_url
+from certwatch.sources.backfill import Backfill
 from certwatch.sources.certstream import Connector, FeedConsumer
-from certwatch.store import open_store
+from certwatch.sources.ctlog import CTLogReader
+from certwatch.sources.loglist import LogListLoader
+from certwatch.store import Store, open_store
 
 __all__ = ["FEED_BUFFER", "serve"]
 
@@ -46,6 +54,9 @@ FEED_BUFFER = 4096
 """Frames received but not processed (~1 s of a catch-up burst; ~30 MB at worst)."""
 OUTBOX_BUFFER = 256
 """Decided alert ids on their way to the sender; overflow waits in the outbox table."""
+LOG_LIST_START_WAIT_S = 10.0
+"""How long the feed waits at start for the CT log list (so each log is named by the list
+from its first message); the list goes on loading in the background after that."""
 
 
 async def serve(
@@ -82,8 +93,34 @@ async def serve(
         # collector from walking 100,000s of long-lived objects on every full collection.
         gc.collect()
         gc.freeze()
+        coverage = Coverage(
+            metrics,
+            backfill=settings.ct_backfill,
+            max_entries=settings.ct_backfill_max_entries,
+            clock=clock,
+        )
+        saved_logs = await coverage.load(store) if settings.ct_backfill else []
         feed = FeedConsumer(settings.certstream_url, settings.timing, metrics, connect=connect)
-        pipeline = Pipeline(views.index, metrics, clock=clock)
+        reader = CTLogReader(metrics, timeout_s=settings.timing.ct_request_timeout_s, clock=clock)
+        backfill = log_list = None
+        if settings.ct_backfill:
+            log_list = LogListLoader(
+                settings.ct_log_list, coverage, metrics, settings.timing, clock=clock
+            )
+            backfill = Backfill(
+                reader, coverage, views.index, alerter.on_match, metrics,
+                timing=settings.timing,
+                retry_period_s=settings.ct_backfill_retry_period_s,
+                live_backlog=lambda: feed_receive.statistics().current_buffer_used,
+                live_drained=lambda: pipeline.drained(),
+                clock=clock,
+            )  # fmt: skip
+        pipeline = Pipeline(
+            views.index, metrics,
+            coverage=coverage,
+            on_missing_der=None if backfill is None else backfill.lookup,
+            clock=clock,
+        )  # fmt: skip
         sender = None
         if settings.webhook_url is not None:
             sender = WebhookSender(
@@ -103,10 +140,16 @@ async def serve(
         )  # fmt: skip
         app = create_app(ApiContext(
             settings.api_token, store, views, alerter, feed, pipeline, metrics,
-            sender=sender, clock=clock,
+            sender=sender, backfill=backfill, log_list=log_list, clock=clock,
         ), body_timeout_s=settings.timing.api_body_timeout_s)  # fmt: skip
 
-        async with trio.open_nursery() as nursery:
+        async with reader, trio.open_nursery() as nursery:
+            if log_list is not None and backfill is not None:
+                nursery.start_soon(log_list.run)
+                with trio.move_on_after(LOG_LIST_START_WAIT_S):
+                    await log_list.attempted.wait()
+                nursery.start_soon(backfill.run, saved_logs)
+                nursery.start_soon(coverage.run_saver, store, settings.timing.ct_positions_save_s)
             nursery.start_soon(feed.run, feed_send)
             nursery.start_soon(pipeline.run, feed_receive, alerter.on_match)
             nursery.start_soon(alerter.run_holds)
@@ -123,10 +166,12 @@ async def serve(
 
             binds = await nursery.start(run_api)
             log.info(
-                "certwatch ready: API on %s, feed %s, %d watch entries, %d inventory certs, %s",
+                "certwatch ready: API on %s, feed %s, %d watch entries, %d inventory certs, "
+                "%s, back-fill %s",
                 ", ".join(binds), redact_url(settings.certstream_url), len(views.index),
                 len(views.inventory),
                 "observer mode" if observer else "webhook enabled",
+                "on" if backfill else "off (CT_BACKFILL=0)",
             )  # fmt: skip
             task_status.started(binds)
 
@@ -136,6 +181,18 @@ async def serve(
             with trio.move_on_after(settings.timing.shutdown_grace_s + 1):
                 await api_stopped.wait()
             nursery.cancel_scope.cancel()
+        if settings.ct_backfill:
+            await _save_positions(coverage, store)
         log.info("stopped")
     finally:
         store.close()
+
+
+async def _save_positions(coverage: Coverage, store: Store) -> None:
+    """The last save of the CT log positions, at shutdown."""
+    try:
+        saved = await coverage.save(store)
+    except StoreError as e:
+        log.error("CT log positions not saved (back-fill reads from the last save): %s", e)
+    else:
+        log.info("saved the positions of %d CT logs", saved)

@@ -20,6 +20,8 @@ T = TypeVar("T")
 
 
 DEFAULT_DB_PATH = Path("certwatch.db")
+DEFAULT_LOG_LIST = "https://www.gstatic.com/ct/log_list/v3/log_list.json"
+"""Chrome's published CT log list (v3 schema)."""
 
 
 @attrs.frozen
@@ -59,6 +61,18 @@ class Timing:
     """A request body not complete after this long gets a 408 (slow bodies)."""
     db_busy_timeout_s: float = 5.0
     """How long a write waits for another process's lock before a 503 / a retry."""
+    ct_request_timeout_s: float = 15.0
+    """A CT log request without progress for this long fails (the whole answer: 3 times)."""
+    ct_backoff_initial_s: float = 1.0
+    """Back-fill waits this long after a failed read of a log, doubling..."""
+    ct_backoff_max_s: float = 300.0
+    """...up to this (a log's ``Retry-After`` is honoured up to it too)."""
+    ct_positions_save_s: float = 5.0
+    """How often the CT log positions are saved (a batch, never per message)."""
+    ct_log_list_refresh_s: float = 86400.0
+    """How often the CT log list is loaded again."""
+    ct_log_list_retry_s: float = 3600.0
+    """After a failed load, the log list is tried again after this long at most."""
 
 
 @attrs.frozen
@@ -79,6 +93,10 @@ class Settings:
     alert_retention_s: float = 2592000.0
     suspicious_grace_s: float = 60.0
     log_level: str = "INFO"
+    ct_backfill: bool = True
+    ct_log_list: str = DEFAULT_LOG_LIST
+    ct_backfill_max_entries: int = 2_000_000
+    ct_backfill_retry_period_s: float = 21600.0
     timing: Timing = Timing()
 
     @classmethod
@@ -195,6 +213,31 @@ def _seconds(*, positive: bool = False) -> Callable[[str, str], float]:
     return parse
 
 
+def _switch(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"must be 1 (on) or 0 (off), got {raw!r}")
+
+
+def _count(name: str, raw: str) -> int:
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(name, f"must be 0 or more, got {raw!r}")
+    return value
+
+
+def _path_or_url(name: str, raw: str) -> str:
+    if "://" in raw:
+        return _url("http", "https")(name, raw)
+    return str(_path(name, raw))
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.upper()
     if level not in logging.getLevelNamesMapping():
@@ -217,5 +260,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "ALERT_RETENTION_S": _seconds(positive=True),
     "SUSPICIOUS_GRACE_S": _seconds(),
     "LOG_LEVEL": _log_level,
+    "CT_BACKFILL": _switch,
+    "CT_LOG_LIST": _path_or_url,
+    "CT_BACKFILL_MAX_ENTRIES": _count,
+    "CT_BACKFILL_RETRY_PERIOD_S": _seconds(),
 }
 """Every optional variable and how it is read; each is the Settings field of its name."""

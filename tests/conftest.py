@@ -36,6 +36,10 @@ def _checkout_state() -> str | None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[_CHECKOUT] = _checkout_state()
+    # certwatch started as a process by a test inherits this: no test reads the CT logs or
+    # the published log list on the internet (tests that back-fill serve their own logs and
+    # list, and say CT_BACKFILL=1).
+    os.environ["CT_BACKFILL"] = "0"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

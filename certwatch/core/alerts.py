@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from certwatch.core.identity import CertFacts
+from certwatch.core.loglist import normalise_log_url
 from certwatch.core.names import Match
 from certwatch.core.observation import CertSummary, Observation
 from certwatch.core.recognition import Recognition
@@ -181,4 +182,10 @@ def webhook_payload(alert: Alert) -> dict[str, Any]:
         "issuance_id": alert.issuance,
         "recognised_by": None if alert.recognised_by is None else alert.recognised_by.as_dict(),
         "resolved_by": None if alert.resolved_by is None else alert.resolved_by.as_dict(),
+        # Coverage additions (the contract's): where the certificate was seen.
+        "observed_via": cert.observed_via,
+        "log_url": cert.log_url or normalise_log_url(cert.source_url),
+        "log_index": cert.cert_index,
+        "log_verified": cert.log_verified,
+        "log_timestamp": cert.log_timestamp,
     }

@@ -32,7 +32,9 @@ __all__ = [
     "MAX_DER_BYTES",
     "MAX_EXTENSIONS",
     "CertificateInfo",
+    "certificate_names",
     "parse_certificate",
+    "precert_signing_issuer",
     "precert_tbs_sha256",
     "spki_sha256_from_pem",
     "tbs_sha256_of_der",
@@ -283,6 +285,51 @@ def parse_certificate(
     if strict and info.problems:
         raise InvalidCertificate(f"not a usable certificate: {info.problems[0]}")
     return info
+
+
+def certificate_names(der: bytes) -> tuple[str, ...]:
+    """A certificate's names as certstream's ``all_domains`` has them: its DNS SANs, then the
+    subject CN if it is not one of them. The fast path for every entry back-fill reads.
+
+    Raises :class:`InvalidCertificate` when the names cannot be read.
+    """
+    if len(der) > MAX_DER_BYTES:
+        raise _too_large(len(der))
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            names = san.value.get_values_for_type(x509.DNSName)
+        except x509.ExtensionNotFound:
+            names = []
+        cn = _attr(cert.subject, NameOID.COMMON_NAME)
+    except Exception as e:  # noqa: BLE001 - hostile input
+        raise InvalidCertificate(f"names cannot be read ({_reason(e)})") from None
+    if cn is not None and cn not in names:
+        names.append(cn)
+    return tuple(names)
+
+
+_PRECERT_SIGNING = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.4")
+
+
+def precert_signing_issuer(der: bytes) -> tuple[str | None, str] | None:
+    """For the first certificate of a precert's chain: when it is a Precertificate Signing
+    Certificate (RFC 6962 §3.1), the (key identifier, ``aggregated`` name) of the CA that
+    issued it, who is the final certificate's issuer; else ``None``."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        if _PRECERT_SIGNING not in usage:
+            return None
+        try:
+            aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+            key_id = aki.key_identifier.hex() if aki.key_identifier else None
+        except x509.ExtensionNotFound:
+            key_id = None
+        return key_id, _aggregated(cert.issuer)
+    except Exception:  # noqa: BLE001 - hostile input: not a precert signing certificate
+        return None
 
 
 def spki_sha256_from_pem(text: str) -> str:

@@ -116,6 +116,10 @@ class LogEntry:
     """DER of the X.509 certificate, or of the precertificate as submitted (with the poison)."""
     leaf_hash: bytes
     """RFC 6962 leaf hash: what an inclusion proof proves."""
+    tbs: bytes | None = None
+    """A precert's TBS certificate as logged: without the poison and, when a Precertificate
+    Signing Certificate signed the precert, with the final issuer's name and key id (RFC
+    6962 §3.2). Its hash is the final certificate's."""
     chain: tuple[bytes, ...] = ()
     """The issuers' DER (RFC 6962 ``extra_data``)..."""
     chain_fingerprints: tuple[bytes, ...] = ()
@@ -168,21 +172,20 @@ class _Reader:
         self._pos += n
 
 
-def _timestamped_entry(r: _Reader) -> tuple[int, EntryType, bytes | None]:
-    """Read a ``TimestampedEntry``: (timestamp, type, the X.509 DER or ``None`` for a
-    precert, whose ``signed_entry`` holds only a TBS certificate)."""
+def _timestamped_entry(r: _Reader) -> tuple[int, EntryType, bytes]:
+    """Read a ``TimestampedEntry``: (timestamp, type, the X.509 DER, or for a precert the
+    TBS certificate its ``signed_entry`` holds)."""
     timestamp = r.uint(8)
     kind = r.uint(2)
-    certificate = None
     if kind == EntryType.X509:
-        certificate = r.vector(3)
+        signed = r.vector(3)
     elif kind == EntryType.PRECERT:
         r.take(HASH_SIZE)  # issuer_key_hash
-        r.skip_vector(3)  # the TBS certificate: the submitted precertificate is read instead
+        signed = r.vector(3)
     else:
         raise malformed(f"unknown entry type {kind}")
     r.skip_vector(2)  # CtExtensions
-    return timestamp, EntryType(kind), certificate
+    return timestamp, EntryType(kind), signed
 
 
 def _certificates(data: bytes) -> tuple[bytes, ...]:
@@ -262,17 +265,17 @@ def _rfc6962_entry(index: int, leaf: bytes, extra: bytes) -> LogEntry:
     version, leaf_type = r.uint(1), r.uint(1)
     if version != 0 or leaf_type != 0:
         raise malformed(f"entry {index}: MerkleTreeLeaf version {version}, type {leaf_type}")
-    timestamp, kind, certificate = _timestamped_entry(r)
+    timestamp, kind, signed = _timestamped_entry(r)
     if not r.done():
         raise malformed(f"entry {index}: bytes after the MerkleTreeLeaf")
     x = _Reader(extra)
+    certificate, tbs = signed, None
     if kind is EntryType.PRECERT:
-        certificate = x.vector(3)  # pre_certificate
-    assert certificate is not None
+        certificate, tbs = x.vector(3), signed  # the submitted pre_certificate
     chain = _certificates(x.vector(3))
     if not x.done():
         raise malformed(f"entry {index}: bytes after extra_data")
-    return LogEntry(index, timestamp, kind, certificate, leaf_hash(leaf), chain=chain)
+    return LogEntry(index, timestamp, kind, certificate, leaf_hash(leaf), tbs=tbs, chain=chain)
 
 
 def parse_proof(value: Any) -> tuple[int, list[bytes]]:
@@ -407,11 +410,11 @@ def parse_data_tile(data: bytes, first_index: int, count: int) -> list[LogEntry]
     for offset in range(count):
         index = first_index + offset
         start = r.pos
-        timestamp, kind, certificate = _timestamped_entry(r)
+        timestamp, kind, signed = _timestamped_entry(r)
         entry_end = r.pos
+        certificate, tbs = signed, None
         if kind is EntryType.PRECERT:
-            certificate = r.vector(3)
-        assert certificate is not None
+            certificate, tbs = r.vector(3), signed
         chain = r.vector(2)
         if len(chain) % HASH_SIZE:
             raise malformed(f"entry {index}: a chain that is not whole SHA-256 hashes")
@@ -423,6 +426,7 @@ def parse_data_tile(data: bytes, first_index: int, count: int) -> list[LogEntry]
                 kind,
                 certificate,
                 leaf_hash(leaf),
+                tbs=tbs,
                 chain_fingerprints=tuple(
                     chain[i : i + HASH_SIZE] for i in range(0, len(chain), HASH_SIZE)
                 ),

@@ -67,6 +67,7 @@ COERCIBLE_FIELDS = (
     "all_domains",
     "cert_index",
     "source.url",
+    "source.type",
     "source.name",
     "update_type",
     "cert_link",
@@ -113,6 +114,8 @@ class _PeekLeaf(msgspec.Struct, gc=False):
 
 class _PeekSource(msgspec.Struct, gc=False):
     url: str = ""
+    type: str = ""
+    """certstream-server-go ≥ 1.9: ``rfc6962`` or ``tiled`` (others send none)."""
 
 
 class CertificateUpdate(msgspec.Struct, gc=False):
@@ -177,7 +180,10 @@ def _peek_leniently(value: Any, on_coerced: OnCoerced) -> Peeked:
     source = _object(data, "source", "source.url", on_coerced)
     return CertificateUpdate(
         leaf_cert=_PeekLeaf(all_domains=_names(leaf, on_coerced)),
-        source=_PeekSource(url=_text(source, "url", "source.url", on_coerced)),
+        source=_PeekSource(
+            url=_text(source, "url", "source.url", on_coerced),
+            type=_text(source, "type", "source.type", on_coerced),
+        ),
         cert_index=_index(data.get("cert_index"), on_coerced),
     )
 

@@ -1,8 +1,8 @@
 """What a source saw: one certificate in one log. Pure logic, no I/O.
 
 An :class:`Observation` is where the wire formats end. The certstream decoder produces one
-for each matched message (and a CT-log reader can produce one per entry); everything after
-it, recognition and the alert alike, works on these values and never on a message.
+for each matched message, back-fill one for each matched log entry; everything after it,
+recognition and the alert alike, works on these values and never on a message.
 """
 
 from __future__ import annotations
@@ -37,6 +37,14 @@ class CertSummary:
     serial: str = ""
     """The serial as the source gave it."""
     update_type: str = ""
+    observed_via: str = "certstream"
+    """``certstream``, or ``ct-log`` for an entry back-filled from the log itself."""
+    log_url: str = ""
+    """The log's read URL as the log list writes it, without the trailing slash."""
+    log_verified: bool = False
+    """The entry was proven included in a tree head signed by the log's listed key."""
+    log_timestamp: float | None = None
+    """When the log says it logged the entry (epoch seconds), for back-filled entries."""
 
 
 @attrs.frozen

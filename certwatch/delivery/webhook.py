@@ -40,7 +40,7 @@ from certwatch.errors import StoreError, StoreUnavailable
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
 from certwatch.store import OutboxStats, Store
-from certwatch.version import __version__
+from certwatch.version import USER_AGENT
 
 __all__ = ["CONCURRENCY", "WebhookSender", "sign"]
 
@@ -48,7 +48,6 @@ log = logging.getLogger("certwatch.delivery.webhook")
 
 CONCURRENCY = 4
 """Deliveries in flight at once."""
-USER_AGENT = f"certwatch/{__version__}"
 _MAX_ERROR_BODY = 200
 """How much of an error response's body goes into ``last_error``."""
 MAX_ERROR = 300

@@ -16,7 +16,9 @@ from certwatch.metrics import Metrics
 from certwatch.pipeline.alerter import Alerter
 from certwatch.pipeline.matching import Pipeline
 from certwatch.pipeline.views import Views
+from certwatch.sources.backfill import Backfill
 from certwatch.sources.certstream import FeedConsumer
+from certwatch.sources.loglist import LogListLoader
 from certwatch.store import Store
 
 __all__ = ["ApiContext", "context"]
@@ -40,6 +42,9 @@ class ApiContext:
     metrics: Metrics
     sender: WebhookSender | None = None
     """``None`` in observer mode."""
+    backfill: Backfill | None = None
+    """``None`` with back-fill off (``CT_BACKFILL=0``)."""
+    log_list: LogListLoader | None = None
     clock: Callable[[], float] = time.time
     started_at: float = attrs.field(factory=time.time)
     _parsing: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(2))

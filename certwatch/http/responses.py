@@ -230,6 +230,43 @@ class OutboxHealth:
 
 
 @attrs.frozen
+class LogCoverageHealth:
+    log: str
+    """The log's read URL (the ``log`` label of the coverage metrics)."""
+    kind: str
+    listed: bool
+    """In the CT log list (else read from certstream's URL for it)."""
+    verifiable: bool
+    """The list gives its key: what back-fill reads from it is verified."""
+    position: int | None
+    """Everything up to this index was processed (from certstream or back-filled)."""
+    pending: int
+    unrecovered: int
+    backfilled: int
+    missed: int
+    last_error: str | None
+
+
+@attrs.frozen
+class LogListHealth:
+    source: str
+    logs: int
+    loaded_at: float | None
+    error: str | None
+
+
+@attrs.frozen
+class CoverageHealth:
+    backfill: bool
+    log_list: LogListHealth | None
+    pending: int
+    unrecovered: int
+    untracked: int
+    lookups: int
+    logs: list[LogCoverageHealth]
+
+
+@attrs.frozen
 class HealthOut:
     status: str
     version: str
@@ -240,6 +277,7 @@ class HealthOut:
     known_keys: int
     alerts: AlertsHealth
     webhook: str
+    coverage: CoverageHealth
     outbox: OutboxHealth | None = None
 
 

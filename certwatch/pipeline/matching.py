@@ -11,8 +11,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
+import attrs
 import trio
 
+from certwatch.core.loglist import LogInfo, normalise_log_url
 from certwatch.core.messages import (
     COERCIBLE_FIELDS,
     UNKNOWN_TYPE,
@@ -26,75 +28,33 @@ from certwatch.core.names import Match, WatchIndex
 from certwatch.core.observation import Observation
 from certwatch.errors import MalformedMessage
 from certwatch.metrics import MESSAGE_TYPES, Metrics
+from certwatch.pipeline.coverage import Coverage
 
-__all__ = ["MAX_TRACKED_LOGS", "Coverage", "OnMatch", "Pipeline"]
+__all__ = ["Hit", "OnMatch", "Pipeline"]
 
 log = logging.getLogger("certwatch.pipeline")
 
-MAX_TRACKED_LOGS = 512
-"""Bound on the logs followed for gaps and on the ``log`` label: there are a few dozen CT
-logs; beyond this a hostile feed's logs are not followed and their gaps count as "other"."""
-MAX_LOG_URL = 256
-"""A log URL longer than this is not followed (real ones are under 100 characters)."""
 BATCH = 256
 """Frames processed per wake-up of the pipeline task at most."""
 COALESCE_S = 0.002
 """Pause after the buffer runs dry (bounds the added latency; far below the 50 ms target)."""
 
 
-class Coverage:
-    """Entries the feed skipped, from ``cert_index`` jumps per log within one connection.
-
-    certstream-server-go reads each log in order, so within a connection the index of a log
-    rises by exactly one per entry; a jump of ``n`` means ``n - 1`` entries were lost
-    (server-side overflow or parse failures). A new connection starts afresh: what was
-    missed while disconnected is counted as disconnected time, not here.
-
-    Memory is bounded: at most :data:`MAX_TRACKED_LOGS` logs are followed, none with a URL
-    over :data:`MAX_LOG_URL` characters; messages from any other log are counted as
-    ``untracked``. Each log's ``certwatch_ct_missed_entries_total`` series exists from its
-    first message, at 0, so that ``increase()`` sees its first gap.
-    """
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-        self._last: dict[str, int] = {}
-        self._labels: dict[str, str] = {}
-        self.missed = 0
-        self.untracked = 0
-
-    def reset(self) -> None:
-        self._last.clear()
-
-    def observe(self, log_url: str, index: int | None) -> None:
-        if index is None:
-            return
-        last = self._last.get(log_url)
-        if last is None:
-            self._start(log_url, index)
-            return
-        if index <= last:
-            return  # a repeat or an out-of-order entry: nothing was skipped
-        gap = index - last - 1
-        if gap:
-            self.missed += gap
-            self._metrics.ct_missed_entries.labels(self._labels[log_url]).inc(gap)
-        self._last[log_url] = index
-
-    def _start(self, log_url: str, index: int) -> None:
-        """The first message of a log in this connection."""
-        if len(log_url) > MAX_LOG_URL or len(self._last) >= MAX_TRACKED_LOGS:
-            self.untracked += 1
-            self._metrics.ct_untracked.inc()
-            return
-        if log_url not in self._labels:
-            label = log_url if len(self._labels) < MAX_TRACKED_LOGS else "other"
-            self._labels[log_url] = label
-            self._metrics.ct_missed_entries.labels(label)  # the series, at 0
-        self._last[log_url] = index
-
-
 OnMatch = Callable[[Observation, Match], Awaitable[None]]
+OnMissingDer = Callable[[LogInfo, int], None]
+"""Called for a matched certificate whose message has no DER: fetch that entry from its
+log (back-fill's lookup), so recognition by key and by TBS hash can work on it."""
+
+
+@attrs.frozen
+class Hit:
+    """A frame whose certificate matched the watch list."""
+
+    observation: Observation
+    match: Match
+    source_url: str
+    source_type: str
+    index: int | None
 
 
 class Pipeline:
@@ -105,12 +65,16 @@ class Pipeline:
         index: WatchIndex,
         metrics: Metrics,
         *,
+        coverage: Coverage | None = None,
+        on_missing_der: OnMissingDer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._index = index
         self._metrics = metrics
         self._clock = clock
-        self.coverage = Coverage(metrics)
+        self.coverage = coverage if coverage is not None else Coverage(metrics)
+        self._on_missing_der = on_missing_der
+        self._drained = trio.Event()
         self.last_event_at: float | None = None
         self.processed = 0
         # Plain integers on the hot path; the metric reads them at scrape time.
@@ -124,6 +88,15 @@ class Pipeline:
     def message_counts(self) -> dict[str, int]:
         """Messages received, by type (``certwatch_ct_messages_total``)."""
         return {**self.by_type, "certificate_update": self.updates}
+
+    async def drained(self) -> None:
+        """Wait until the pipeline next finds the feed channel empty (back-fill waits for
+        this while live frames are waiting: live alerts go first)."""
+        await self._drained.wait()
+
+    def _now_drained(self) -> None:
+        self._drained.set()
+        self._drained = trio.Event()
 
     async def run(
         self, receive: trio.MemoryReceiveChannel[FeedItem], on_match: OnMatch
@@ -142,17 +115,24 @@ class Pipeline:
                     try:
                         item = receive.receive_nowait()
                     except trio.WouldBlock:
+                        self._now_drained()
                         await trio.sleep(COALESCE_S)
                         break
                 if isinstance(item, NewConnection):
-                    self.coverage.reset()
+                    self.coverage.new_connection()
                     continue
                 hit = process(item)
                 if hit is not None:
-                    await on_match(*hit)
+                    await on_match(hit.observation, hit.match)
+                    # Only now is the entry processed (its alert stored): its position may
+                    # be saved from here on.
+                    self.coverage.observe(hit.source_url, hit.source_type, hit.index)
 
-    def process(self, raw: str | bytes) -> tuple[Observation, Match] | None:
-        """Count, account and match one frame; the details of a match, else ``None``."""
+    def process(self, raw: str | bytes) -> Hit | None:
+        """Count, account and match one frame; the details of a match, else ``None``.
+
+        The coverage of a match is accounted by the caller once the match is handled.
+        """
         self.processed += 1
         try:
             message = peek(raw, self._coerced)
@@ -164,17 +144,32 @@ class Pipeline:
             return None
         self.updates += 1
         self.last_event_at = self._clock()
-        self.coverage.observe(message.source.url, message.cert_index)
+        source = message.source
         match = self._index.match(message.leaf_cert.all_domains)
         if match is None:
+            self.coverage.observe(source.url, source.type, message.cert_index)
             return None
         try:
-            details = read_update(raw, self._coerced)
+            observation = read_update(raw, self._coerced)
         except MalformedMessage as e:
             log.warning("a matching certificate_update could not be read: %s", e)
             self._skip(e, counted=True)
+            self.coverage.observe(source.url, source.type, message.cert_index)
             return None
-        return details, match
+        info = self.coverage.resolve(source.url, source.type)
+        log_url = info.read_url if info is not None else normalise_log_url(source.url)
+        observation = attrs.evolve(
+            observation, summary=attrs.evolve(observation.summary, log_url=log_url)
+        )
+        index = message.cert_index
+        if (
+            observation.facts.der is None
+            and self._on_missing_der is not None
+            and info is not None
+            and index is not None
+        ):
+            self._on_missing_der(info, index)
+        return Hit(observation, match, source.url, source.type, index)
 
     def _coerced(self, field: str) -> None:
         self.coerced[field] += 1

@@ -8,10 +8,18 @@ settings name. :mod:`.rows` maps the core's values to rows.
 from __future__ import annotations
 
 from certwatch.settings import Settings
-from certwatch.store.interface import PRUNE_BATCH, Domain, OutboxStats, Store
+from certwatch.store.interface import PRUNE_BATCH, Domain, OutboxStats, SavedPosition, Store
 from certwatch.store.sqlite import SQLiteStore
 
-__all__ = ["PRUNE_BATCH", "Domain", "OutboxStats", "SQLiteStore", "Store", "open_store"]
+__all__ = [
+    "PRUNE_BATCH",
+    "Domain",
+    "OutboxStats",
+    "SQLiteStore",
+    "SavedPosition",
+    "Store",
+    "open_store",
+]
 
 
 async def open_store(settings: Settings) -> Store:

@@ -19,7 +19,7 @@ import attrs
 from certwatch.core.alerts import Alert
 from certwatch.core.recognition import InventoryCert, KnownKey
 
-__all__ = ["PRUNE_BATCH", "Domain", "OutboxStats", "Store"]
+__all__ = ["PRUNE_BATCH", "Domain", "OutboxStats", "SavedPosition", "Store"]
 
 PRUNE_BATCH = 500
 """The most rows one ``prune_*`` call deletes: cleanup stays a series of short transactions."""
@@ -37,6 +37,22 @@ class OutboxStats:
     pending: int
     failed: int
     oldest_pending_at: float | None
+
+
+@attrs.frozen
+class SavedPosition:
+    """How far one CT log has been processed (see :mod:`certwatch.core.coverage`)."""
+
+    log: str
+    """The log as certstream names it (``source.url``, normalised)."""
+    kind: str
+    position: int | None
+    """Everything up to here was processed (``None``: not even the first entry)."""
+    high: int
+    """Everything up to here was processed or lies in ``gaps``."""
+    gaps: tuple[tuple[int, int], ...]
+    """Ranges (first, last) not processed yet."""
+    updated_at: float
 
 
 class Store(Protocol):
@@ -137,6 +153,13 @@ class Store(Protocol):
 
     async def requeue(self, alert_id: int | None, now: float) -> int:
         """Queue one alert (or, with ``None``, every failed one) for delivery again."""
+        ...
+
+    # --- coverage (pipeline.coverage) ------------------------------------------------------
+
+    async def log_positions(self) -> list[SavedPosition]: ...
+    async def save_log_positions(self, positions: Iterable[SavedPosition]) -> None:
+        """Save (insert or replace) the positions of some logs, in one transaction."""
         ...
 
     # --- cleanup (pipeline.cleanup) ---------------------------------------------------------

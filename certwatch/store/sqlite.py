@@ -26,7 +26,7 @@ import trio
 from certwatch.core.alerts import Alert, Status
 from certwatch.core.recognition import InventoryCert, KnownKey
 from certwatch.errors import StoreError, StoreUnavailable
-from certwatch.store.interface import PRUNE_BATCH, Domain, OutboxStats
+from certwatch.store.interface import PRUNE_BATCH, Domain, OutboxStats, SavedPosition
 from certwatch.store.rows import RowMapping, alert_rows, cert_rows, key_rows
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
@@ -102,6 +102,17 @@ MIGRATIONS: Sequence[str] = (
     # 2: retention counts from when certwatch stored an alert, not from the feed's ``seen``.
     """
     CREATE INDEX alerts_created_at ON alerts (created_at);
+    """,
+    # 3: how far each CT log has been processed, and the gaps back-fill has yet to fill.
+    """
+    CREATE TABLE ct_log_positions (
+        log        TEXT PRIMARY KEY,
+        kind       TEXT NOT NULL DEFAULT '',
+        position   INTEGER,
+        high       INTEGER NOT NULL,
+        gaps       TEXT NOT NULL DEFAULT '[]',
+        updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
     """,
 )
 
@@ -642,3 +653,40 @@ class SQLiteStore:
             return OutboxStats(pending=pending, failed=failed, oldest_pending_at=oldest)
 
         return await self._run(q, write=False)
+
+    # --- CT log positions (back-fill) -------------------------------------------------------
+
+    async def log_positions(self) -> list[SavedPosition]:
+        def q(conn: sqlite3.Connection) -> list[SavedPosition]:
+            rows = conn.execute(
+                "SELECT log, kind, position, high, gaps, updated_at FROM "
+                "ct_log_positions ORDER BY log"
+            )
+            return [
+                SavedPosition(
+                    log=r["log"],
+                    kind=r["kind"],
+                    position=r["position"],
+                    high=r["high"],
+                    gaps=tuple((a, b) for a, b in _loads(r["gaps"])),
+                    updated_at=r["updated_at"],
+                )
+                for r in rows
+            ]
+
+        return await self._run(q, write=False)
+
+    async def save_log_positions(self, positions: Iterable[SavedPosition]) -> None:
+        rows = [
+            (p.log, p.kind, p.position, p.high, _dumps([list(g) for g in p.gaps]), p.updated_at)
+            for p in positions
+        ]
+
+        def q(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR REPLACE INTO ct_log_positions "
+                "(log, kind, position, high, gaps, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+        await self._run(q)

@@ -144,6 +144,36 @@ class CA:
     def key_id(self) -> bytes:
         return x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()).digest
 
+    def precert_signer(self) -> CA:
+        """A Precertificate Signing Certificate of this CA (RFC 6962 §3.1): a CA certificate
+        with the CT precert-signing usage, which signs precerts in this CA's stead."""
+        signer = CA(f"{self.cn} Precert Signer", self.org)
+        now = datetime.datetime.now(datetime.UTC)
+        signer.cert = (
+            x509.CertificateBuilder()
+            .subject_name(signer.name)
+            .issuer_name(self.name)
+            .public_key(signer.key.public_key())
+            .serial_number(random_serial())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.4")]),
+                critical=True,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        signer.parent = self
+        return signer
+
+    parent: CA | None = None
+    """The CA a precert signer signs for."""
+
     def issue(
         self,
         names: list[str],
@@ -152,18 +182,20 @@ class CA:
         key: ec.EllipticCurvePrivateKey | None = None,
         cn: str | None = None,
         days: int = 90,
+        precert_signer: CA | None = None,
     ) -> Issuance:
-        """One issuance: a precert and its final certificate."""
+        """One issuance: a precert and its final certificate (the precert signed by
+        ``precert_signer`` when given)."""
         key = key or ec.generate_private_key(ec.SECP256R1())
         serial = serial or random_serial()
         now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         subject = _name(cn if cn is not None else names[0])
 
-        def build(extra: x509.ExtensionType, critical: bool) -> x509.Certificate:
+        def build(extra: x509.ExtensionType, critical: bool, signer: CA = self) -> x509.Certificate:
             return build_leaf(
                 subject=subject,
-                issuer=self.name,
-                issuer_key=self.key,
+                issuer=signer.name,
+                issuer_key=signer.key,
                 public_key=key.public_key(),
                 serial=serial,
                 names=names,
@@ -173,7 +205,7 @@ class CA:
                 critical=critical,
             )
 
-        precert = build(x509.PrecertPoison(), critical=True)
+        precert = build(x509.PrecertPoison(), critical=True, signer=precert_signer or self)
         final = build(x509.UnrecognizedExtension(SCT_LIST_OID, _FAKE_SCT_LIST), critical=False)
         return Issuance(self, names, precert, final, key)
 

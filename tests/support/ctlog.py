@@ -23,6 +23,7 @@ import gzip
 import hashlib
 import json
 import struct
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -31,12 +32,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from pyasn1.codec.der import decoder as der_decoder
+from pyasn1.codec.der import encoder as der_encoder
+from pyasn1_modules import rfc5280
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from certwatch.settings import Settings
 from tests.support.certs import CA, Issuance
+from tests.support.service import make_settings
+from tests.support.timing import BACKFILL
 
-__all__ = ["TestLog", "log_list"]
+__all__ = ["TestLog", "backfill_settings", "log_list", "message_for"]
 
 
 def _der(cert: x509.Certificate) -> bytes:
@@ -67,6 +74,41 @@ def _split(n: int) -> int:
     return k
 
 
+_PRECERT_SIGNING = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.4")
+_POISON = x509.oid.ExtensionOID.PRECERT_POISON.dotted_string
+_AKI = x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER.dotted_string
+
+
+def _signs_precerts(cert: x509.Certificate) -> bool:
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return _PRECERT_SIGNING in usage
+
+
+def _logged_tbs(precert: x509.Certificate, chain: list[x509.Certificate]) -> bytes:
+    """The TBS a log puts in a precert entry (RFC 6962 §3.2): without the poison and, when a
+    Precertificate Signing Certificate signed it, with the final issuer's name and key id."""
+    tbs, _ = der_decoder.decode(precert.tbs_certificate_bytes, asn1Spec=rfc5280.TBSCertificate())
+    signer = chain[0] if chain and _signs_precerts(chain[0]) else None
+    extensions = tbs["extensions"]
+    kept = extensions.clone()
+    for ext in extensions:
+        oid = str(ext["extnID"])
+        if oid == _POISON:
+            continue
+        if signer is not None and oid == _AKI:
+            aki = signer.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+            ext["extnValue"] = aki.public_bytes()
+        kept.append(ext)
+    tbs["extensions"] = kept
+    if signer is not None:
+        issuer, _ = der_decoder.decode(signer.issuer.public_bytes(), asn1Spec=rfc5280.Name())
+        tbs["issuer"] = issuer
+    return bytes(der_encoder.encode(tbs))
+
+
 class _Entry:
     def __init__(
         self, cert: x509.Certificate, precert: bool, chain: list[x509.Certificate], ts: int
@@ -75,15 +117,11 @@ class _Entry:
         self.precert = precert
         self.chain = [_der(c) for c in chain]
         if precert:
-            issuer_spki = (
-                chain[0]
-                .public_key()
-                .public_bytes(
-                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
+            final_issuer = chain[1] if _signs_precerts(chain[0]) else chain[0]
+            issuer_spki = final_issuer.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
             )
-            tbs = cert.tbs_certificate_bytes  # (the poison is left in: nothing checks it here)
-            signed = hashlib.sha256(issuer_spki).digest() + _vec(tbs, 3)
+            signed = hashlib.sha256(issuer_spki).digest() + _vec(_logged_tbs(cert, chain), 3)
         else:
             signed = _vec(self.cert_der, 3)
         self.timestamp = ts
@@ -461,3 +499,42 @@ def log_list(*logs: TestLog) -> dict[str, Any]:
             "tiled_logs": [log.list_entry() for log in logs if log.kind == "tiled"],
         }],
     }  # fmt: skip
+
+
+def message_for(
+    log: TestLog,
+    index: int,
+    issuance: Issuance | None = None,
+    *,
+    which: str = "precert",
+    variant: str | None = None,
+) -> dict[str, Any]:
+    """The certstream message for entry ``index`` of ``log``, as certstream-server-go sends
+    it (a tiled log's precert without DER); a filler certificate without ``issuance``."""
+    if issuance is None:
+        issuance, which = log._filler, "final"
+    variant = variant or ("go-tiled" if log.kind == "tiled" and which == "precert" else "go-full")
+    message = issuance.message(variant, which=which, log_url=log.source_url, index=index)
+    message["data"]["source"]["type"] = log.kind
+    message["data"]["source"]["name"] = f"Test '{log.name}' log"
+    if log.kind == "tiled":
+        message["data"]["cert_link"] = ""
+    return message
+
+
+def backfill_settings(
+    tmp_path: Path, feed: Any, receiver: Any, *logs: TestLog, **overrides: Any
+) -> Settings:
+    """Settings for a service with back-fill on, whose log list holds ``logs``."""
+    path = tmp_path / "log_list.json"
+    path.write_text(json.dumps(log_list(*logs)))
+    values: dict[str, Any] = {
+        "certstream_url": feed.url,
+        "webhook_url": receiver.url,
+        "ct_backfill": True,
+        "ct_log_list": str(path),
+        "ct_backfill_retry_period_s": 1.0,
+        "timing": BACKFILL,
+    }
+    values.update(overrides)
+    return make_settings(tmp_path, **values)

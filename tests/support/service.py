@@ -33,6 +33,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "api_host": "127.0.0.1",
         "api_port": 0,
         "suspicious_grace_s": 0.0,
+        "ct_backfill": False,  # tests that back-fill turn it on, with a log list of test logs
         "timing": FAST,
     }
     values.update(overrides)

@@ -10,7 +10,7 @@ import attrs
 
 from certwatch.settings import Timing
 
-__all__ = ["FAST", "OUTBOX", "PRODUCTION", "QUICK"]
+__all__ = ["BACKFILL", "FAST", "OUTBOX", "PRODUCTION", "QUICK"]
 
 PRODUCTION = Timing()
 """The production timings, for tests on trio's virtual clock (``autojump_clock``), where
@@ -43,3 +43,12 @@ QUICK = attrs.evolve(
 )
 """For fault tests: dead peers, idle and slow clients and held locks are given up on in
 well under a second."""
+
+BACKFILL = attrs.evolve(
+    FAST,
+    ct_request_timeout_s=5,
+    ct_backoff_initial_s=0.05,
+    ct_backoff_max_s=0.2,
+    ct_positions_save_s=0.1,
+)
+"""FAST, with CT log reads retried within a fraction of a second and positions saved often."""

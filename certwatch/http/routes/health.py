@@ -10,11 +10,14 @@ from quart import Blueprint, Response
 from quart_schema import document_response, hide
 
 from certwatch.http.auth import public
-from certwatch.http.context import context
+from certwatch.http.context import ApiContext, context
 from certwatch.http.responses import (
     AlertsHealth,
+    CoverageHealth,
     FeedHealth,
     HealthOut,
+    LogCoverageHealth,
+    LogListHealth,
     OutboxHealth,
     error_response,
     json_response,
@@ -74,9 +77,43 @@ async def healthz() -> Response:
         known_keys=ctx.views.inventory.key_count,
         alerts=AlertsHealth(held=ctx.alerter.held, dedupe_cache=ctx.alerter.remembered),
         webhook="observer mode" if ctx.sender is None else "enabled",
+        coverage=_coverage(ctx),
         outbox=outbox,
     )
     return json_response(health_now)
+
+
+def _coverage(ctx: ApiContext) -> CoverageHealth:
+    """Per log: how far it was processed, what is pending, what was given up."""
+    logs = [
+        LogCoverageHealth(
+            log=info.read_url,
+            kind=info.kind.value,
+            listed=info.listed,
+            verifiable=info.key is not None,
+            position=state.position,
+            pending=state.pending,
+            unrecovered=state.unrecovered,
+            backfilled=state.backfilled,
+            missed=state.missed,
+            last_error=state.last_error or None,
+        )
+        for info, state in ctx.pipeline.coverage
+    ]
+    logs.sort(key=lambda x: x.log)
+    log_list = None
+    if ctx.log_list is not None:
+        status = ctx.log_list.status()
+        log_list = LogListHealth(status.source, status.logs, status.loaded_at, status.error)
+    return CoverageHealth(
+        backfill=ctx.backfill is not None,
+        log_list=log_list,
+        pending=sum(x.pending for x in logs),
+        unrecovered=sum(x.unrecovered for x in logs),
+        untracked=ctx.pipeline.coverage.untracked,
+        lookups=0 if ctx.backfill is None else ctx.backfill.lookups,
+        logs=logs,
+    )
 
 
 @health.get("/metrics")

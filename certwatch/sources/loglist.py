@@ -1,0 +1,140 @@
+"""Loading the CT log list (``CT_LOG_LIST``): a file, or an http(s) URL.
+
+Loaded at start, then again every day; a load that fails keeps the list already loaded
+and is tried again sooner (backing off up to an hour). Without any list, back-fill still
+reads each log from the URL certstream names it by, unverified: that is said once, when
+the first load fails, not at every retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import NoReturn
+
+import attrs
+import httpx
+import trio
+
+from certwatch.core.backoff import Backoff
+from certwatch.core.loglist import parse_log_list
+from certwatch.errors import InvalidLogList
+from certwatch.metrics import Metrics
+from certwatch.pipeline.coverage import Coverage
+from certwatch.settings import Timing, redact_url
+from certwatch.version import USER_AGENT
+
+__all__ = ["MAX_LIST_BYTES", "LogListLoader", "LogListStatus"]
+
+log = logging.getLogger("certwatch.loglist")
+
+MAX_LIST_BYTES = 16 * 1024 * 1024
+"""Chrome's list is about 100 KiB; anything past this is not a log list."""
+
+
+@attrs.frozen
+class LogListStatus:
+    source: str
+    logs: int
+    loaded_at: float | None
+    error: str | None
+
+
+class LogListLoader:
+    """Keeps the coverage's log list loaded (see the module docstring)."""
+
+    def __init__(
+        self,
+        source: str,
+        coverage: Coverage,
+        metrics: Metrics,
+        timing: Timing,
+        *,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._source = source
+        self._coverage = coverage
+        self._metrics = metrics
+        self._timing = timing
+        self._clock = clock
+        self._transport = transport
+        self.attempted = trio.Event()
+        """Set once the first load has succeeded or failed."""
+        self.loaded_at: float | None = None
+        self.error: str | None = None
+
+    @property
+    def shown_source(self) -> str:
+        return redact_url(self._source) if "://" in self._source else self._source
+
+    def status(self) -> LogListStatus:
+        return LogListStatus(
+            self.shown_source, len(self._coverage.log_list), self.loaded_at, self.error
+        )
+
+    async def run(self) -> NoReturn:
+        backoff = Backoff(60.0, self._timing.ct_log_list_retry_s)
+        while True:
+            loaded = await self.load()
+            self.attempted.set()
+            if loaded:
+                backoff.reset()
+                wait = self._timing.ct_log_list_refresh_s
+            else:
+                wait = backoff.next()
+            await trio.sleep(wait)
+
+    async def load(self) -> bool:
+        """Load the list once; whether it worked (a failure keeps the current list)."""
+        try:
+            log_list = parse_log_list(await self._read())
+        except (InvalidLogList, OSError, httpx.HTTPError) as e:
+            problem = str(e) or type(e).__name__
+        else:
+            self._coverage.set_log_list(log_list)
+            self.loaded_at = self._clock()
+            self.error = None
+            self._metrics.ct_log_list_logs.set(len(log_list))
+            self._metrics.ct_log_list_loaded.set(self.loaded_at)
+            log.info(
+                "CT log list from %s: %d logs, %d with a key to verify them",
+                self.shown_source, len(log_list), sum(1 for x in log_list.logs if x.key),
+            )  # fmt: skip
+            for problem in log_list.problems[:20]:
+                log.warning("CT log list: %s", problem)
+            return True
+        first = self.error is None and self.loaded_at is None
+        self.error = problem[:300]
+        if first:
+            log.warning(
+                "cannot load the CT log list from %s (%s): back-fill reads each log from "
+                "the URL certstream gives, and cannot verify what it reads, until it loads",
+                self.shown_source, self.error,
+            )  # fmt: skip
+        else:
+            log.info("CT log list not reloaded from %s: %s", self.shown_source, self.error)
+        return False
+
+    async def _read(self) -> bytes:
+        if "://" not in self._source:
+            path = trio.Path(self._source)
+            if (await path.stat()).st_size > MAX_LIST_BYTES:
+                raise InvalidLogList(f"over {MAX_LIST_BYTES:,} bytes")
+            return await path.read_bytes()
+        timeout = httpx.Timeout(self._timing.ct_request_timeout_s)
+        async with (
+            httpx.AsyncClient(
+                timeout=timeout, transport=self._transport, headers={"user-agent": USER_AGENT}
+            ) as client,
+            client.stream("GET", self._source) as response,
+        ):
+            if response.status_code != 200:
+                raise InvalidLogList(f"HTTP {response.status_code}")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_LIST_BYTES:
+                    raise InvalidLogList(f"over {MAX_LIST_BYTES:,} bytes")
+            return bytes(body)

@@ -1,0 +1,426 @@
+"""Back-fill through the whole service: what certstream did not deliver, read from the log.
+
+Each test runs the real supervisor with a WebSocket feed, real CT logs on loopback (a real
+Merkle tree, real signatures, both read APIs), a webhook receiver and a SQLite file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from certwatch.version import __version__
+from tests.support.certs import CA, Issuance
+from tests.support.ctlog import TestLog, backfill_settings, message_for
+from tests.support.servers import FeedServer, Receiver
+from tests.support.service import RunningService, run_service, wait_until
+
+WATCHED = "victim.example"
+
+
+async def start_log(nursery: trio.Nursery, kind: str, **kwargs: Any) -> TestLog:
+    return await TestLog(kind, **kwargs).start(nursery)
+
+
+def hijack(ca: CA, name: str = f"login.{WATCHED}") -> Issuance:
+    return ca.issue([name])
+
+
+async def send_range(feed: FeedServer, log: TestLog, indexes: range) -> None:
+    for index in indexes:
+        await feed.send(message_for(log, index))
+
+
+async def coverage(service: RunningService) -> dict[str, Any]:
+    health = (await service.client.get("/healthz")).json()
+    return health["coverage"]  # type: ignore[no-any-return]
+
+
+async def log_health(service: RunningService, log: TestLog) -> dict[str, Any]:
+    for entry in (await coverage(service))["logs"]:
+        if entry["log"] == log.url:
+            return entry  # type: ignore[no-any-return]
+    raise AssertionError(f"{log.url} not in /healthz")
+
+
+async def settled(service: RunningService, log: TestLog, position: int) -> None:
+    """Wait until the log is processed up to ``position`` with nothing pending, and every
+    alert has reached the receiver."""
+
+    async def done() -> bool:
+        entry = await log_health(service, log)
+        outbox = (await service.client.get("/healthz")).json()["outbox"]
+        return (
+            entry["position"] == position
+            and entry["pending"] == 0
+            and (outbox is None or outbox["pending"] == 0)
+        )
+
+    await wait_until(done, within=30)
+
+
+async def errors(service: RunningService, log: TestLog, reason: str) -> float:
+    text = (await service.client.get("/metrics")).text
+    name = f'certwatch_ct_log_errors_total{{log="{log.url}",reason="{reason}"}}'
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.parametrize("kind", ["rfc6962", "tiled"])
+async def test_a_hijack_hidden_in_a_feed_gap_is_read_from_the_log(
+    tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA, kind: str
+) -> None:
+    """certstream skips entries 6-298; the log's entry 270 is a hijack: one suspicious
+    webhook, observed via the log, verified against its signed tree (partial tiles too)."""
+    log = await start_log(nursery, kind)
+    log.add_filler(270)
+    assert log.add_issuance(hijack(ca)) == 270
+    log.add_filler(29)  # 300 entries: a tiled log's last tile is partial (44)
+    log.gzip = "raw" if kind == "tiled" else None  # a compressed tile, without being asked
+    settings = backfill_settings(tmp_path, feed, receiver, log)
+    async with run_service(settings) as service:
+        await service.add_domain(WATCHED)
+        await send_range(feed, log, range(6))
+        await feed.send(message_for(log, 299))
+        [delivery] = await receiver.wait_for(1)
+        await settled(service, log, 299)
+        entry = await log_health(service, log)
+        backfilled = await service.metric(
+            f'certwatch_ct_backfilled_entries_total{{log="{log.url}"}}'
+        )
+    event = delivery.json()
+    assert event["severity"] == "suspicious"
+    assert event["matched_sans"] == [f"login.{WATCHED}"]
+    assert event["observed_via"] == "ct-log"
+    assert event["log_url"] == log.url
+    assert event["log_index"] == 270
+    assert event["log_verified"] is True
+    assert event["update_type"] == "PrecertLogEntry"
+    assert event["source_log"] == f"Test '{log.name}' log"
+    assert (entry["missed"], entry["backfilled"], entry["unrecovered"]) == (293, 293, 0)
+    assert backfilled == 293
+    assert len(receiver.deliveries) == 1
+    assert log.user_agents == {f"certwatch/{__version__}"}
+
+
+async def test_downtime_is_back_filled_after_a_restart(
+    tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
+) -> None:
+    """certwatch stopped while the log grew: the next start reads what it logged meanwhile
+    (from the saved position to the log's tree size) and alerts on the hijack in it."""
+    log = await start_log(nursery, "tiled")
+    log.add_filler(10)
+    settings = backfill_settings(tmp_path, feed, receiver, log)
+    async with run_service(settings) as service:
+        await service.add_domain(WATCHED)
+        await send_range(feed, log, range(10))
+        await settled(service, log, 9)
+    await service.stopped.wait()
+    log.add_filler(20)
+    assert log.add_issuance(hijack(ca)) == 30
+    log.add_filler(5)
+    async with run_service(settings) as service:
+        [delivery] = await receiver.wait_for(1)
+        await settled(service, log, 35)
+    event = delivery.json()
+    assert (event["severity"], event["log_index"], event["observed_via"]) == (
+        "suspicious", 30, "ct-log",
+    )  # fmt: skip
+
+
+async def test_an_issuance_seen_live_and_back_filled_gives_one_event(
+    tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
+) -> None:
+    """The precert back-filled from a gap and its final certificate delivered live are one
+    issuance: one event."""
+    log = await start_log(nursery, "rfc6962")
+    issuance = hijack(ca)
+    log.add_filler(15)
+    assert log.add_issuance(issuance, "precert") == 15
+    log.add_filler(4)
+    assert log.add_issuance(issuance, "final") == 20
+    settings = backfill_settings(tmp_path, feed, receiver, log)
+    async with run_service(settings) as service:
+        await service.add_domain(WATCHED)
+        await send_range(feed, log, range(10))
+        await feed.send(message_for(log, 20, issuance, which="final"))  # skips 10-19
+        await receiver.wait_for(1)
+        await settled(service, log, 20)
+        alerts = await service.alerts()
+    assert len(receiver.deliveries) == 1
+    assert len(alerts) == 1
+
+
+async def test_a_tiled_precert_without_der_is_recognised_by_its_registered_key(
+    tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
+) -> None:
+    """certstream-server-go shows a tiled log's precert without DER; its entry is read from
+    the log within the grace period, and the registered key recognises it: info."""
+    log = await start_log(nursery, "tiled")
+    issuance = ca.issue([f"api.{WATCHED}"])
+    log.add_filler(7)
+    assert log.add_issuance(issuance) == 7
+    settings = backfill_settings(tmp_path, feed, receiver, log, suspicious_grace_s=30.0)
+    async with run_service(settings) as service:
+        await service.add_domain(WATCHED)
+        response = await service.client.post(
+            "/keys", json={"pem": issuance.public_key_pem(), "names": [f"api.{WATCHED}"]}
+        )
+        assert response.status_code == 201, response.text
+        await send_range(feed, log, range(7))
+        await feed.send(message_for(log, 7, issuance))  # go-tiled: no as_der
+        [delivery] = await receiver.wait_for(1)
+        lookups = (await coverage(service))["lookups"]
+    event = delivery.json()
+    assert event["severity"] == "info"
+    assert event["recognised_by"]["evidence"] == "key"
+    assert event["observed_via"] == "certstream"
+    assert lookups == 1
+
+
+async def test_with_no_grace_a_der_less_precert_is_corrected_by_a_follow_up(
+    tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
+) -> None:
+    """SUSPICIOUS_GRACE_S=0: the DER-less precert is suspicious at once; the entry read from
+    the log then recognises it by its key, and a resolved follow-up corrects it."""
+    log = await start_log(nursery, "tiled")
+    issuance = ca.issue([f"api.{WATCHED}"])
+    assert log.add_issuance(issuance) == 0
+    settings = backfill_settings(tmp_path, feed, receiver, log, suspicious_grace_s=0.0)
+    async with run_service(settings) as service:
+        await service.add_domain(WATCHED)
+        await service.client.post(
+            "/keys", json={"pem": issuance.public_key_pem(), "names": [f"api.{WATCHED}"]}
+        )
+        await feed.send(message_for(log, 0, issuance))
+        first, second = await receiver.wait_for(2)
+    assert first.json()["severity"] == "suspicious"
+    assert (second.json()["event"], second.json()["severity"]) == ("resolved", "info")
+    assert second.json()["recognised_by"]["evidence"] == "key"
+
+
+async def test_with_backfill_off_no_request_reaches_the_log(
+    tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
+) -> None:
+    """CT_BACKFILL=0: a gap is only counted; the log is never asked anything."""
+    log = await start_log(nursery, "tiled")
+    log.add_filler(5)
+    log.add_issuance(hijack(ca))
+    log.add_filler(5)
+    issuance = ca.issue([f"other.{WATCHED}"])
+    settings = backfill_settings(tmp_path, feed, receiver, log, ct_backfill=False)
+    async with run_service(settings) as service:
+        await service.add_domain(WATCHED)
+        await send_range(feed, log, range(3))
+        await feed.send(message_for(log, 10))  # skips 3-9, the hijack among them
+        await feed.send(message_for(log, 11, issuance))  # DER-less: no lookup either
+        await receiver.wait_for(1)
+        cover = await coverage(service)
+        missed = await service.metric(
+            f'certwatch_ct_missed_entries_total{{log="{log.source_url}"}}'
+        )
+    assert log.requests == []
+    assert missed == 7
+    assert (cover["backfill"], cover["log_list"], cover["lookups"]) == (False, None, 0)
+    assert receiver.deliveries[0].json()["matched_sans"] == [f"other.{WATCHED}"]
+
+
+async def test_over_the_limit_the_oldest_entries_are_read_and_the_rest_counted(
+    tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
+) -> None:
+    """CT_BACKFILL_MAX_ENTRIES=20: of a gap of 99, the oldest 20 are read; 79 are counted
+    unrecovered, and shown in /healthz."""
+    log = await start_log(nursery, "rfc6962")
+    log.add_filler(5)
+    log.add_issuance(hijack(ca))  # 5: inside the part that is read
+    log.add_filler(94)
+    settings = backfill_settings(tmp_path, feed, receiver, log, ct_backfill_max_entries=20)
+    async with run_service(settings) as service:
+        await service.add_domain(WATCHED)
+        await feed.send(message_for(log, 0))
+        await feed.send(message_for(log, 100))
+        await receiver.wait_for(1)
+        await settled(service, log, 100)
+        entry = await log_health(service, log)
+        unrecovered = await service.metric(
+            f'certwatch_ct_unrecovered_entries_total{{log="{log.url}"}}'
+        )
+    assert (entry["backfilled"], entry["unrecovered"]) == (20, 79)
+    assert unrecovered == 79
+    assert receiver.deliveries[0].json()["log_index"] == 5
+
+
+class TestFaultyLogs:
+    """A log that misbehaves is counted by reason; certwatch keeps working."""
+
+    async def test_a_rate_limiting_log_is_waited_for(
+        self, tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
+    ) -> None:
+        """429 with Retry-After: counted rate_limited, retried, and the gap is filled."""
+        log = await start_log(nursery, "rfc6962")
+        log.add_filler(3)
+        log.add_issuance(hijack(ca))
+        log.add_filler(3)
+        log.rate_limit = 3
+        async with run_service(backfill_settings(tmp_path, feed, receiver, log)) as service:
+            await service.add_domain(WATCHED)
+            await feed.send(message_for(log, 0))
+            await feed.send(message_for(log, 6))
+            await receiver.wait_for(1)
+            await settled(service, log, 6)
+            assert await errors(service, log, "rate_limited") == 3
+
+    async def test_a_log_that_caps_get_entries_is_read_to_the_end(
+        self, tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
+    ) -> None:
+        """A log answering 3 entries per get-entries is asked again from the next one."""
+        log = await start_log(nursery, "rfc6962")
+        log.add_filler(40)
+        log.add_issuance(hijack(ca))
+        log.add_filler(9)
+        log.max_entries = 3
+        async with run_service(backfill_settings(tmp_path, feed, receiver, log)) as service:
+            await service.add_domain(WATCHED)
+            await feed.send(message_for(log, 0))
+            await feed.send(message_for(log, 50))
+            [delivery] = await receiver.wait_for(1)
+            await settled(service, log, 50)
+            entry = await log_health(service, log)
+        assert delivery.json()["log_index"] == 40
+        assert entry["backfilled"] == 49
+        gets = [r for r in log.requests if r.endswith("get-entries")]
+        assert len(gets) >= 17  # 49 entries, 3 at a time
+
+    @pytest.mark.parametrize("kind", ["rfc6962", "tiled"])
+    async def test_a_truncated_answer_is_malformed_and_asked_again(
+        self,
+        tmp_path: Path,
+        nursery: trio.Nursery,
+        feed: FeedServer,
+        receiver: Receiver,
+        ca: CA,
+        kind: str,
+    ) -> None:
+        """An answer cut short is counted malformed; the next attempt fills the gap."""
+        log = await start_log(nursery, kind)
+        log.add_filler(3)
+        log.add_issuance(hijack(ca))
+        log.add_filler(3)
+        log.truncate = 1
+        async with run_service(backfill_settings(tmp_path, feed, receiver, log)) as service:
+            await service.add_domain(WATCHED)
+            await feed.send(message_for(log, 0))
+            await feed.send(message_for(log, 6))
+            await receiver.wait_for(1)
+            await settled(service, log, 6)
+            assert await errors(service, log, "malformed") == 1
+
+    @pytest.mark.parametrize("kind", ["rfc6962", "tiled"])
+    async def test_an_entry_the_tree_does_not_hold_alerts_unverified(
+        self,
+        tmp_path: Path,
+        nursery: trio.Nursery,
+        feed: FeedServer,
+        receiver: Receiver,
+        ca: CA,
+        kind: str,
+    ) -> None:
+        """A log serving a matching certificate at an index its tree holds something else
+        for: the proof fails (bad_proof), and the alert still goes out, unverified."""
+        log = await start_log(nursery, kind)
+        log.add_filler(7)
+        log.serve_instead(4, hijack(ca))
+        async with run_service(backfill_settings(tmp_path, feed, receiver, log)) as service:
+            await service.add_domain(WATCHED)
+            await feed.send(message_for(log, 0))
+            await feed.send(message_for(log, 6))
+            [delivery] = await receiver.wait_for(1)
+            await settled(service, log, 6)
+            assert await errors(service, log, "bad_proof") == 1
+        event = delivery.json()
+        assert (event["severity"], event["log_index"], event["log_verified"]) == (
+            "suspicious", 4, False,
+        )  # fmt: skip
+
+    @pytest.mark.parametrize("kind", ["rfc6962", "tiled"])
+    async def test_a_bad_tree_head_signature_alerts_unverified(
+        self,
+        tmp_path: Path,
+        nursery: trio.Nursery,
+        feed: FeedServer,
+        receiver: Receiver,
+        ca: CA,
+        kind: str,
+    ) -> None:
+        """A tree head whose signature does not verify with the listed key is counted
+        (bad_signature); the alert goes out with log_verified false."""
+        log = await start_log(nursery, kind, key="rsa")
+        log.add_filler(3)
+        log.add_issuance(hijack(ca))
+        log.add_filler(3)
+        log.bad_signature = True
+        async with run_service(backfill_settings(tmp_path, feed, receiver, log)) as service:
+            await service.add_domain(WATCHED)
+            await feed.send(message_for(log, 0))
+            await feed.send(message_for(log, 6))
+            [delivery] = await receiver.wait_for(1)
+            await settled(service, log, 6)
+            assert await errors(service, log, "bad_signature") >= 1
+        assert delivery.json()["log_verified"] is False
+
+    async def test_a_log_that_stays_down_is_given_up_and_certwatch_goes_on(
+        self, tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
+    ) -> None:
+        """A log that refuses connections is retried for the retry period, then the gap is
+        counted unrecovered; live alerts keep flowing meanwhile and after."""
+        log = await start_log(nursery, "rfc6962")
+        log.add_filler(20)
+        await log.down()
+        live = ca.issue([f"live.{WATCHED}"])
+        async with run_service(backfill_settings(tmp_path, feed, receiver, log)) as service:
+            await service.add_domain(WATCHED)
+            await feed.send(message_for(log, 0))
+            await feed.send(message_for(log, 10))  # 1-9: a gap the log cannot fill
+            await feed.send(message_for(log, 11, live, which="final"))
+            await receiver.wait_for(1)
+
+            async def given_up() -> bool:
+                return bool((await log_health(service, log))["unrecovered"] == 9)
+
+            await wait_until(given_up, within=30)
+            entry = await log_health(service, log)
+            assert await errors(service, log, "unreachable") >= 2
+        assert (entry["pending"], entry["position"]) == (0, 11)
+        assert entry["last_error"].startswith("unreachable")
+        assert receiver.deliveries[0].json()["matched_sans"] == [f"live.{WATCHED}"]
+
+
+async def test_a_precert_from_a_precert_signing_certificate_keeps_its_issuance(
+    tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
+) -> None:
+    """A precert signed by a Precertificate Signing Certificate (read from the tiled log's
+    issuer/ endpoint) is the same issuance as the final certificate the LB pushed, by key id
+    and serial and by the TBS the log holds: info."""
+    log = await start_log(nursery, "tiled")
+    signer = ca.precert_signer()
+    issuance = ca.issue([f"www.{WATCHED}"], precert_signer=signer)
+    log.add_filler(1)
+    assert log.add(issuance.precert, precert=True, chain=[signer.cert, ca.cert]) == 1
+    log.add_filler(2)
+    async with run_service(backfill_settings(tmp_path, feed, receiver, log)) as service:
+        await service.add_domain(WATCHED)
+        response = await service.client.post("/certs", json={"pem": issuance.final_pem()})
+        assert response.status_code == 201, response.text
+        await feed.send(message_for(log, 0))
+        await feed.send(message_for(log, 3))
+        [delivery] = await receiver.wait_for(1)
+    event = delivery.json()
+    assert event["severity"] == "info"
+    assert event["recognised_by"]["evidence"] == "tbs"  # the logged TBS is the final's
+    assert event["issuance_id"].startswith(f"aki:{ca.key_id.hex()}:")
+    assert any(r.startswith(f"{log.name}/issuer/") for r in log.requests)
