@@ -105,7 +105,38 @@ async def test_a_hijack_hidden_in_a_feed_gap_is_read_from_the_log(
     assert (entry["missed"], entry["backfilled"], entry["unrecovered"]) == (293, 293, 0)
     assert backfilled == 293
     assert len(receiver.deliveries) == 1
+    read = sorted(set(log.answered))
+    if kind == "rfc6962":  # exactly the missing entries, in requests of at most 256
+        assert read == [(6, 261), (262, 298)]
+    else:  # the two tiles they are in: the first full, the second partial (44 of 300)
+        assert read == [(0, 255), (256, 299)]
     assert log.user_agents == {f"certwatch/{__version__}"}
+
+
+async def test_the_window_of_a_reconnect_is_back_filled(
+    tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
+) -> None:
+    """The log goes on while the feed connection is down: certstream's first index after the
+    reconnect opens a gap, and the hijack logged in between is read from the log."""
+    log = await start_log(nursery, "rfc6962")
+    log.add_filler(5)
+    settings = backfill_settings(tmp_path, feed, receiver, log)
+    async with run_service(settings) as service:
+        await service.add_domain(WATCHED)
+        await send_range(feed, log, range(5))
+        await settled(service, log, 4)
+        await feed.drop()
+        log.add_filler(3)
+        assert log.add_issuance(hijack(ca)) == 8
+        log.add_filler(4)
+        await feed.wait_for_connections(2)
+        await feed.send(message_for(log, 12))
+        [delivery] = await receiver.wait_for(1)
+        await settled(service, log, 12)
+        entry = await log_health(service, log)
+    assert delivery.json()["log_index"] == 8
+    assert (entry["missed"], entry["backfilled"]) == (0, 7)  # not missed: not connected
+    assert log.answered == [(5, 11)]
 
 
 async def test_downtime_is_back_filled_after_a_restart(
@@ -424,3 +455,36 @@ async def test_a_precert_from_a_precert_signing_certificate_keeps_its_issuance(
     assert event["recognised_by"]["evidence"] == "tbs"  # the logged TBS is the final's
     assert event["issuance_id"].startswith(f"aki:{ca.key_id.hex()}:")
     assert any(r.startswith(f"{log.name}/issuer/") for r in log.requests)
+
+
+async def test_without_a_log_list_logs_are_read_from_certstreams_url_unverified(
+    tmp_path: Path,
+    nursery: trio.Nursery,
+    feed: FeedServer,
+    receiver: Receiver,
+    ca: CA,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """CT_LOG_LIST unreadable: the gap is still filled from source.url and source.type,
+    the alert says log_verified false, and the missing list is said once."""
+    log = await start_log(nursery, "rfc6962")
+    log.add_filler(3)
+    log.add_issuance(hijack(ca))
+    log.add_filler(3)
+    settings = backfill_settings(
+        tmp_path, feed, receiver, log, ct_log_list=str(tmp_path / "missing.json")
+    )
+    async with run_service(settings) as service:
+        await service.add_domain(WATCHED)
+        await feed.send(message_for(log, 0))
+        await feed.send(message_for(log, 6))
+        [delivery] = await receiver.wait_for(1)
+        cover = await coverage(service)
+    event = delivery.json()
+    assert (event["log_url"], event["log_index"], event["log_verified"]) == (log.url, 3, False)
+    assert cover["log_list"]["logs"] == 0
+    assert "missing.json" in cover["log_list"]["error"]
+    [entry] = cover["logs"]
+    assert (entry["listed"], entry["verifiable"]) == (False, False)
+    said = [r for r in caplog.records if "cannot load the CT log list" in r.getMessage()]
+    assert len(said) == 1

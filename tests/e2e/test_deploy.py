@@ -52,7 +52,12 @@ async def test_dashboard_queries_name_exported_metrics(tmp_path: Path) -> None:
     assert used, "no queries"
     assert used <= await exported_metric_names(tmp_path)
     assert all(p["datasource"]["uid"] == "${DS_PROMETHEUS}" for p in dashboard["panels"])
-    assert {"certwatch_outbox_pending", "certwatch_ct_missed_entries_total"} <= used
+    assert {
+        "certwatch_outbox_pending",
+        "certwatch_ct_missed_entries_total",
+        "certwatch_ct_unrecovered_entries_total",
+        "certwatch_ct_backfill_pending_entries",
+    } <= used
 
 
 async def test_alert_rules_name_exported_metrics(tmp_path: Path) -> None:
@@ -69,6 +74,7 @@ async def test_alert_rules_name_exported_metrics(tmp_path: Path) -> None:
         "CertwatchWebhookFailures",
     }
     assert contract <= exprs.keys()
+    assert "certwatch_ct_unrecovered_entries_total" in exprs["CertwatchEntriesUnrecovered"]
 
 
 def test_compose_wires_certwatch_to_its_certstream() -> None:

@@ -175,6 +175,8 @@ class TestLog:
         """Answer 503 to everything."""
         # what was asked
         self.requests: list[str] = []
+        self.answered: list[tuple[int, int]] = []
+        """The entries each get-entries or data tile answer held (first, last)."""
         self.user_agents: set[str] = set()
         self.port = 0
         self._stop = trio.Event()
@@ -390,6 +392,7 @@ class TestLog:
             return Response("bad range", status=400)
         end = min(end, self.size - 1, start + self.max_entries - 1)
         entries = [self.entry_json(i) for i in range(start, end + 1)]
+        self.answered.append((start, end))
         if self.truncate:
             self.truncate -= 1
             body = json.dumps({"entries": entries}).encode()
@@ -466,6 +469,7 @@ class TestLog:
 
     def _data_tile(self, n: int, width: int) -> Response:
         body = self.data_tile(n, width)
+        self.answered.append((n * 256, n * 256 + width - 1))
         if self.truncate:
             self.truncate -= 1
             body = body[: len(body) - 7]
