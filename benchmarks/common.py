@@ -126,6 +126,7 @@ class Certwatch:
                 "DB_PATH": str(db),
                 "CERTSTREAM_URL": feed_url,
                 "LOG_LEVEL": "WARNING",
+                "CT_BACKFILL": "0",  # no benchmark but backfill.py reads CT logs
                 **env,
             },
             stderr=subprocess.DEVNULL,

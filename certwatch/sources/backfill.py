@@ -52,7 +52,7 @@ T = TypeVar("T")
 
 PREFETCH = 2
 """Reads of one log queued ahead of the one being processed."""
-YIELD_EVERY = 64
+YIELD_EVERY = 32
 """Entries processed between two looks at the live feed."""
 LIVE_FIRST_MAX_S = 0.05
 """The longest back-fill waits, each time, for the live feed's backlog to clear."""
