@@ -23,13 +23,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from benchmarks.common import CACHE
 from benchmarks.frames import RsaIssuer
-from tests.support.certs import build_leaf
 
 POOL = 2000
 
@@ -52,26 +50,10 @@ def pool(matched_domain: str) -> tuple[list[tuple[bytes, bytes]], list[tuple[byt
     path = CACHE / f"ctlog-pool-{POOL}-{matched_domain}.pickle"
     if path.exists():
         return pickle.loads(path.read_bytes())  # type: ignore[no-any-return]
-    import datetime
-
-    from cryptography.x509.oid import NameOID
-
     issuer = RsaIssuer(seed=5)
 
     def precert(names: list[str]) -> tuple[bytes, bytes]:
-        now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-        cert = build_leaf(
-            subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]),
-            issuer=issuer.name,
-            issuer_key=issuer.key,
-            public_key=issuer.leaf_key.public_key(),
-            serial=x509.random_serial_number(),
-            names=names,
-            not_before=now,
-            not_after=now + datetime.timedelta(days=90),
-            extra=x509.PrecertPoison(),
-            critical=True,
-        )
+        cert = issuer.precert(names)
         return cert.public_bytes(serialization.Encoding.DER), cert.tbs_certificate_bytes
 
     firehose = [precert(issuer.random_names()) for _ in range(POOL)]

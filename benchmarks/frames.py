@@ -80,9 +80,10 @@ class RsaIssuer:
             names.append(f"{label}.{domain}" if rng.random() < 0.8 else f"*.{label}.{domain}")
         return names
 
-    def message(self, names: list[str], *, index: int, log_url: str) -> dict[str, Any]:
+    def precert(self, names: list[str]) -> x509.Certificate:
+        """A precert for ``names``, valid from now for 90 days."""
         now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-        cert = build_leaf(
+        return build_leaf(
             subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]),
             issuer=self.name,
             issuer_key=self.key,
@@ -94,6 +95,9 @@ class RsaIssuer:
             extra=x509.PrecertPoison(),
             critical=True,
         )
+
+    def message(self, names: list[str], *, index: int, log_url: str) -> dict[str, Any]:
+        cert = self.precert(names)
         return leaf_message(
             cert,
             variant="go-full",
@@ -102,7 +106,7 @@ class RsaIssuer:
             log="Bench log",
             log_url=log_url,
             index=index,
-            seen=now.timestamp(),
+            seen=cert.not_valid_before_utc.timestamp(),
         )
 
 
