@@ -52,6 +52,9 @@ T = TypeVar("T")
 
 PREFETCH = 2
 """Reads of one log queued ahead of the one being processed."""
+LOGS_AT_ONCE = 4
+"""Logs back-filled at the same time; the others wait their turn. After a long downtime
+every log has a gap: this bounds the memory held (a few reads of about 0.5 MB per log)."""
 YIELD_EVERY = 32
 """Entries processed between two looks at the live feed."""
 LIVE_FIRST_MAX_S = 0.05
@@ -117,6 +120,7 @@ class Backfill:
         self._live_drained = live_drained
         self._clock = clock
         self._working: set[str] = set()
+        self._at_once = trio.CapacityLimiter(LOGS_AT_ONCE)
         self._heads: dict[str, VerifiedHead] = {}
         self._batch: dict[str, int] = {}
         self._lookups_send, self._lookups_receive = trio.open_memory_channel[tuple[LogInfo, int]](
@@ -160,8 +164,9 @@ class Backfill:
     async def _work(self, state: LogCoverage) -> None:
         """Fill one log's gaps, oldest first, until there are none."""
         try:
-            while (gap := state.next_gap()) is not None:
-                await self._fill(state, gap)
+            async with self._at_once:
+                while (gap := state.next_gap()) is not None:
+                    await self._fill(state, gap)
         finally:
             self._working.discard(state.key)
 

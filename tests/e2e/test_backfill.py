@@ -464,3 +464,22 @@ async def test_without_a_log_list_logs_are_read_from_certstreams_url_unverified(
     assert (entry["listed"], entry["verifiable"]) == (False, False)
     said = [r for r in caplog.records if "cannot load the CT log list" in r.getMessage()]
     assert len(said) == 1
+
+
+async def test_gaps_in_many_logs_are_all_filled(
+    tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
+) -> None:
+    """Six logs with a gap each (more than are filled at once) are all back-filled: a hijack
+    in each is alerted once."""
+    logs = [
+        await log_with_hijack(nursery, "tiled" if n % 2 else "rfc6962", ca, name=f"log{n}")
+        for n in range(6)
+    ]
+    async with watching(backfill_settings(tmp_path, feed, receiver, *logs)) as service:
+        for log in logs:
+            await skip(feed, log, 1, 5)
+        deliveries = await receiver.wait_for(6)
+        for log in logs:
+            await settled(service, log, 6)
+    assert sorted(d.json()["log_url"] for d in deliveries) == sorted(log.url for log in logs)
+    assert len(receiver.deliveries) == 6
