@@ -144,6 +144,15 @@ async def serve(
         ), body_timeout_s=settings.timing.api_body_timeout_s)  # fmt: skip
 
         async with reader, trio.open_nursery() as nursery:
+            stop_api, api_stopped = trio.Event(), trio.Event()
+
+            async def run_api(task_status: trio.TaskStatus[list[str]]) -> None:
+                try:
+                    await serve_api(app, settings, stop_api.wait, task_status=task_status)
+                finally:
+                    api_stopped.set()
+
+            binds = await nursery.start(run_api)  # /healthz answers from here on
             if log_list is not None and backfill is not None:
                 nursery.start_soon(log_list.run)
                 with trio.move_on_after(LOG_LIST_START_WAIT_S):
@@ -156,15 +165,6 @@ async def serve(
             nursery.start_soon(cleanup.run)
             if sender is not None:
                 nursery.start_soon(sender.run, outbox_receive)
-            stop_api, api_stopped = trio.Event(), trio.Event()
-
-            async def run_api(task_status: trio.TaskStatus[list[str]]) -> None:
-                try:
-                    await serve_api(app, settings, stop_api.wait, task_status=task_status)
-                finally:
-                    api_stopped.set()
-
-            binds = await nursery.start(run_api)
             log.info(
                 "certwatch ready: API on %s, feed %s, %d watch entries, %d inventory certs, "
                 "%s, back-fill %s",
@@ -195,4 +195,5 @@ async def _save_positions(coverage: Coverage, store: Store) -> None:
     except StoreError as e:
         log.error("CT log positions not saved (back-fill reads from the last save): %s", e)
     else:
-        log.info("saved the positions of %d CT logs", saved)
+        if saved:
+            log.info("saved the positions of %d CT logs", saved)
