@@ -204,6 +204,19 @@ class Metrics:
             ["log", "reason"],
             registry=r,
         )
+        self.leader = Gauge(
+            "certwatch_leader",
+            "1 while this replica holds the leader role (runs the hold timer, cleanup and "
+            "back-fill); always 1 on SQLite.",
+            registry=r,
+        )
+        self.views_lag = Histogram(
+            "certwatch_views_sync_lag_seconds",
+            "From a change to the watch list, inventory or keys (by the database's clock) to "
+            "this replica's views having it: NOTIFY and the change log's latency.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 60),
+            registry=r,
+        )
         self.ct_log_list_logs = Gauge(
             "certwatch_ct_log_list_logs",
             "Logs in the loaded CT log list (0: no list loaded; back-fill reads the logs "

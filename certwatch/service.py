@@ -10,22 +10,32 @@
                                                             │
                                                             └──HTTP──> n8n
 
+Every replica runs all of this but the leader's duties (the hold timer, cleanup, back-fill
+with its saved positions), which run on the one replica holding the leader role
+(:mod:`certwatch.pipeline.leadership`; on SQLite, the one process).
+
 Shutdown: the signal sets ``shutdown``; Hypercorn stops accepting and lets requests in
-flight finish (``shutdown_grace_s``); then the nursery is cancelled, and the CT log
-positions are saved. Undelivered alerts stay pending in the database for the next start,
-and what was not processed is back-filled after it. A crash of any task cancels the others and
-propagates, so the process exits non-zero and the container supervisor restarts it.
+flight finish (``shutdown_grace_s``); then the nursery is cancelled, and the leader saves
+the CT log positions as it gives up the role. Undelivered alerts stay pending in the
+database for the next start, and what was not processed is back-filled after it. A crash
+of any task cancels the others and propagates, so the process exits non-zero and the
+container supervisor restarts it.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 import trio
 
+from certwatch.core.backoff import Backoff
 from certwatch.core.messages import FeedItem
 from certwatch.core.names import public_suffix_kind
 from certwatch.delivery.webhook import WebhookSender
@@ -34,9 +44,10 @@ from certwatch.http.app import create_app
 from certwatch.http.context import ApiContext
 from certwatch.http.server import serve_api
 from certwatch.metrics import Metrics
-from certwatch.pipeline.alerter import Alerter
+from certwatch.pipeline.alerter import HOLDS_POLL_S, Alerter
 from certwatch.pipeline.cleanup import Cleanup
 from certwatch.pipeline.coverage import Coverage
+from certwatch.pipeline.leadership import Leadership
 from certwatch.pipeline.matching import Pipeline
 from certwatch.pipeline.views import Views
 from certwatch.settings import Settings, redact_url
@@ -59,6 +70,11 @@ LOG_LIST_START_WAIT_S = 10.0
 from its first message); the list goes on loading in the background after that."""
 
 
+def replica_name() -> str:
+    """This process among replicas (on its claims and in its logs)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 async def serve(
     settings: Settings,
     shutdown: trio.Event,
@@ -73,7 +89,7 @@ async def serve(
         metrics = Metrics()
         metrics.start_time.set(clock())
         public_suffix_kind("example.org")  # loads the Public Suffix List now, not in a request
-        views = await Views.load(store)
+        views = await Views.load(store, clock=clock)
         metrics.mirror(metrics.watch_entries, lambda: len(views.index))
         metrics.mirror(metrics.known_fingerprints, lambda: len(views.inventory))
         metrics.mirror(metrics.known_keys, lambda: views.inventory.key_count)
@@ -87,6 +103,7 @@ async def serve(
             retention_s=settings.alert_retention_s,
             outbox=None if observer else outbox_send,
             clock=clock,
+            fresh=views.wait_fresh,
         )  # fmt: skip
         await alerter.load()
         # What start-up loaded lives as long as the process: keep the cyclic garbage
@@ -99,7 +116,6 @@ async def serve(
             max_entries=settings.ct_backfill_max_entries,
             clock=clock,
         )
-        saved_logs = await coverage.load(store) if settings.ct_backfill else []
         feed = FeedConsumer(settings.certstream_url, settings.timing, metrics, connect=connect)
         reader = CTLogReader(metrics, timeout_s=settings.timing.ct_request_timeout_s, clock=clock)
         backfill = log_list = None
@@ -129,6 +145,7 @@ async def serve(
                 retry_period_s=settings.webhook_retry_period_s,
                 secret=settings.webhook_secret,
                 clock=clock,
+                claimer=replica_name(),
             )  # fmt: skip
             await sender.refresh_stats()  # right from the first scrape
         cleanup = Cleanup(
@@ -138,9 +155,20 @@ async def serve(
             alert_retention_s=settings.alert_retention_s,
             clock=clock,
         )  # fmt: skip
+
+        async def lead(nursery: trio.Nursery) -> None:
+            """The leader's duties (the one process, on SQLite)."""
+            adopt = HOLDS_POLL_S if store.shared else None
+            nursery.start_soon(functools.partial(alerter.run_holds, adopt_every_s=adopt))
+            nursery.start_soon(cleanup.run)
+            if backfill is not None:
+                nursery.start_soon(_lead_backfill, coverage, backfill, store, settings)
+
+        leadership = Leadership(store, metrics, lead, clock=clock)
         app = create_app(ApiContext(
             settings.api_token, store, views, alerter, feed, pipeline, metrics,
-            sender=sender, backfill=backfill, log_list=log_list, clock=clock,
+            sender=sender, backfill=backfill, log_list=log_list, leadership=leadership,
+            clock=clock,
         ), body_timeout_s=settings.timing.api_body_timeout_s)  # fmt: skip
 
         async with reader, trio.open_nursery() as nursery:
@@ -157,21 +185,21 @@ async def serve(
                 nursery.start_soon(log_list.run)
                 with trio.move_on_after(LOG_LIST_START_WAIT_S):
                     await log_list.attempted.wait()
-                nursery.start_soon(backfill.run, saved_logs)
-                nursery.start_soon(coverage.run_saver, store, settings.timing.ct_positions_save_s)
+                nursery.start_soon(backfill.serve_lookups)
+            nursery.start_soon(views.follow, metrics, alerter.reconcile)
             nursery.start_soon(feed.run, feed_send)
             nursery.start_soon(pipeline.run, feed_receive, alerter.on_match)
-            nursery.start_soon(alerter.run_holds)
-            nursery.start_soon(cleanup.run)
+            nursery.start_soon(leadership.run)
             if sender is not None:
                 nursery.start_soon(sender.run, outbox_receive)
             log.info(
                 "certwatch ready: API on %s, feed %s, %d watch entries, %d inventory certs, "
-                "%s, back-fill %s",
+                "%s, back-fill %s, %s database",
                 ", ".join(binds), redact_url(settings.certstream_url), len(views.index),
                 len(views.inventory),
                 "observer mode" if observer else "webhook enabled",
                 "on" if backfill else "off (CT_BACKFILL=0)",
+                store.backend,
             )  # fmt: skip
             task_status.started(binds)
 
@@ -181,19 +209,26 @@ async def serve(
             with trio.move_on_after(settings.timing.shutdown_grace_s + 1):
                 await api_stopped.wait()
             nursery.cancel_scope.cancel()
-        if settings.ct_backfill:
-            await _save_positions(coverage, store)
         log.info("stopped")
     finally:
         store.close()
 
 
-async def _save_positions(coverage: Coverage, store: Store) -> None:
-    """The last save of the CT log positions, at shutdown."""
-    try:
-        saved = await coverage.save(store)
-    except StoreError as e:
-        log.error("CT log positions not saved (back-fill reads from the last save): %s", e)
-    else:
-        if saved:
-            log.info("saved the positions of %d CT logs", saved)
+async def _lead_backfill(
+    coverage: Coverage, backfill: Backfill, store: Store, settings: Settings
+) -> NoReturn:
+    """Back-fill, as the leader: take in the saved positions (the previous leader's, or
+    this process's before a restart), then fill gaps and save positions."""
+    backoff = Backoff(1.0, 30.0)
+    while True:
+        try:
+            saved_logs = await coverage.adopt(store)
+            break
+        except StoreError as e:
+            wait = backoff.next()
+            log.warning("CT log positions not read (retrying in %.1f s): %s", wait, e)
+            await trio.sleep(wait)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(backfill.fill, saved_logs)
+        nursery.start_soon(coverage.run_saver, store, settings.timing.ct_positions_save_s)
+    raise AssertionError("back-fill ended")  # pragma: no cover

@@ -82,6 +82,8 @@ class Settings:
     api_token: str = attrs.field(repr=False)
     certstream_url: str = "ws://localhost:8080/full-stream"
     db_path: Path = DEFAULT_DB_PATH
+    database_url: str | None = attrs.field(default=None, repr=False)
+    """PostgreSQL (replicas); ``None``: the SQLite file at ``db_path``."""
     api_host: str = "127.0.0.1"
     api_port: int = 8765
     webhook_url: str | None = None
@@ -249,6 +251,7 @@ def _log_level(name: str, raw: str) -> str:
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "CERTSTREAM_URL": _url("ws", "wss"),
     "DB_PATH": _path,
+    "DATABASE_URL": _url("postgresql", "postgres"),
     "API_HOST": _host,
     "API_PORT": _port,
     "WEBHOOK_URL": _url("http", "https"),

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
 from tests.support.certs import CA
+from tests.support.postgres import PostgresCluster, cluster_or_skip
 from tests.support.servers import FeedServer, Receiver
 
 ROOT = Path(__file__).parent.parent
@@ -67,3 +68,16 @@ async def receiver(nursery: trio.Nursery) -> AsyncIterator[Receiver]:
     r = await Receiver().start(nursery)
     yield r
     r.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster for the session (or a skip saying why there is none)."""
+    with cluster_or_skip() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresCluster) -> str:
+    """A fresh database of its own for one test: its DATABASE_URL."""
+    return postgres.new_database()

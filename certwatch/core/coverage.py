@@ -68,6 +68,9 @@ class LogCoverage:
     track_gaps: bool = True
     last_live: int | None = None
     """The previous index of this log in the current connection."""
+    first: int | None = None
+    """The first index this process processed, for a log it started following itself (not
+    from a saved position): nothing below it is known to it."""
     missed: int = 0
     backfilled: int = 0
     unrecovered: int = 0
@@ -95,7 +98,7 @@ class LogCoverage:
         last, high = self.last_live, self.high
         self.last_live = index if last is None or index > last else last
         if high is None:
-            self.high = index  # a log never seen: tracking starts here
+            self.high = self.first = index  # a log never seen: tracking starts here
             self.dirty = True
             return NO_CHANGE
         missed = index - last - 1 if last is not None and index > last + 1 else 0
@@ -153,6 +156,28 @@ class LogCoverage:
         removed = self._remove(lost)
         self.unrecovered += removed
         return removed
+
+    def merge(self, high: int, gaps: list[Range]) -> None:
+        """Take in what another process saved (the previous leader): an entry processed by
+        either is processed. The gaps left are those of both, where they overlap."""
+        if self.high is None:
+            self.high, self.gaps = high, sorted(gaps)
+            self.dirty = True
+            return
+        mine = list(self.gaps)
+        if self.first is not None and self.first > 0:
+            mine.append((0, self.first - 1))  # before this process followed the log
+        mine.append((self.high + 1, high))  # after it: theirs, where theirs goes further
+        theirs = [*gaps, (high + 1, self.high)]
+        top = max(self.high, high)
+        merged = [
+            (max(a, c), min(b, d))
+            for a, b in sorted(mine)
+            for c, d in sorted(theirs)
+            if max(a, c) <= min(b, d) and max(a, c) <= top
+        ]
+        self.high, self.gaps, self.first = top, sorted(merged), None
+        self.dirty = True
 
     def _remove(self, cut: Range) -> int:
         lo, hi = cut

@@ -204,6 +204,9 @@ class WatchIndex:
     def __contains__(self, entry: object) -> bool:
         return entry in self._entries
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._entries))
+
     def add(self, entry: str) -> None:
         """Add a normalised entry (see :func:`normalise_entry`)."""
         if entry in self._entries:

@@ -223,6 +223,14 @@ class Inventory:
         if not by_names:
             self._by_serial.pop(serial, None)
 
+    def replace(self, other: Inventory) -> None:
+        """Take ``other``'s contents in place (every holder of this inventory sees them)."""
+        self._by_sha1 = other._by_sha1
+        self._by_issuance = other._by_issuance
+        self._by_serial = other._by_serial
+        self._keys = other._keys
+        self._sources = other._sources
+
     def add_key(self, key: KnownKey) -> None:
         self._keys[key.spki_sha256] = (key.name_set(), key.note)
 

@@ -14,6 +14,10 @@ same on every retry, so receivers can drop duplicates), ``webhook-timestamp`` an
 secret, ``webhook-signature`` (``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``).
 Redirects are not followed. Deliveries run concurrently (a bounded number), so one slow
 receiver response never holds up the feed, and a dead receiver never holds up shutdown.
+
+Replicas share the outbox: an alert is *claimed* before each attempt, for the attempt's
+timeout plus a margin (:data:`LEASE_MARGIN_S`), so one replica sends it at a time; a claim
+of a replica that died expires, and another replica delivers the alert.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import httpx
 import msgspec
 import trio
 
-from certwatch.core.alerts import Alert, Status, webhook_payload
+from certwatch.core.alerts import Alert, webhook_payload
 from certwatch.core.schedule import QUICK_ATTEMPTS, RetryPolicy, parse_retry_after
 from certwatch.errors import StoreError, StoreUnavailable
 from certwatch.metrics import Metrics
@@ -48,6 +52,8 @@ log = logging.getLogger("certwatch.delivery.webhook")
 
 CONCURRENCY = 4
 """Deliveries in flight at once."""
+LEASE_MARGIN_S = 30.0
+"""A claim lasts the attempt's timeout plus this: time to record the attempt."""
 _MAX_ERROR_BODY = 200
 """How much of an error response's body goes into ``last_error``."""
 MAX_ERROR = 300
@@ -105,8 +111,11 @@ class WebhookSender:
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
         transport: httpx.AsyncBaseTransport | None = None,
+        claimer: str = "certwatch",
     ) -> None:
         self._url = url
+        self._claimer = claimer
+        """This replica's name on its claims."""
         self._store = store
         self._metrics = metrics
         self._timing = timing
@@ -148,13 +157,27 @@ class WebhookSender:
                     self._poke.set()
         raise AssertionError("the outbox channel closed")  # pragma: no cover
 
-    def _start(self, nursery: trio.Nursery, client: httpx.AsyncClient, alert_id: int) -> None:
+    def _start(
+        self,
+        nursery: trio.Nursery,
+        client: httpx.AsyncClient,
+        alert_id: int,
+        claimed: Alert | None = None,
+    ) -> None:
         # The poller's query runs in a thread while the channel may start the same alert: the
-        # in-flight set, checked here in the event loop, is what keeps one delivery per alert.
+        # in-flight set, checked here in the event loop, is what keeps one delivery per alert
+        # in this replica (claims keep one across replicas).
         if alert_id in self._in_flight:
             return
         self._in_flight.add(alert_id)
-        nursery.start_soon(self._deliver, client, alert_id)
+        nursery.start_soon(self._deliver, client, alert_id, claimed)
+
+    def _lease(self, now: float) -> float:
+        return now + self._timeout_s + LEASE_MARGIN_S
+
+    async def _claim(self, alert_id: int) -> Alert | None:
+        now = self._clock()
+        return await self._store.claim(alert_id, now, claimer=self._claimer, until=self._lease(now))
 
     async def _poll(self, nursery: trio.Nursery, client: httpx.AsyncClient) -> NoReturn:
         """Start due deliveries from the table."""
@@ -163,11 +186,14 @@ class WebhookSender:
             try:
                 free = CONCURRENCY - len(self._in_flight)
                 if free > 0:
-                    due = await self._store.due_alerts(self._clock(), free, self._in_flight)
+                    now = self._clock()
+                    due = await self._store.claim_due(
+                        now, free, claimer=self._claimer, until=self._lease(now)
+                    )
                     for alert in due:
                         assert alert.id is not None
-                        self._start(nursery, client, alert.id)
-                next_due = await self._store.next_due_at(self._in_flight)
+                        self._start(nursery, client, alert.id, alert)
+                next_due = await self._store.next_due_at()
             except StoreUnavailable as e:
                 log.warning("outbox unavailable, retrying in %g s: %s", wait, e)
                 next_due = None
@@ -196,11 +222,14 @@ class WebhookSender:
         oldest = stats.oldest_pending_at
         m.outbox_oldest_pending_age.set(0 if oldest is None else max(0.0, self._clock() - oldest))
 
-    async def _deliver(self, client: httpx.AsyncClient, alert_id: int) -> None:
-        alert = None
+    async def _deliver(
+        self, client: httpx.AsyncClient, alert_id: int, claimed: Alert | None
+    ) -> None:
+        alert = claimed
         try:
-            alert = await self._store.get_alert(alert_id)
-            if alert is not None and alert.status is Status.PENDING:
+            if alert is None:
+                alert = await self._claim(alert_id)  # None: another replica has it, or done
+            if alert is not None:
                 await self._attempts(client, alert)
         except StoreUnavailable as e:
             # The row stays pending as it was: the poller tries again (at least once).
@@ -292,6 +321,8 @@ class WebhookSender:
             if not plan.quick:
                 return  # the poller picks it up when it is due
             await trio.sleep(plan.delay_s)
+            if await self._claim(alert.id) is None:
+                return  # another replica took it over meanwhile
 
     async def _attempt(self, client: httpx.AsyncClient, alert: Alert, body: bytes) -> _Outcome:
         timestamp = int(self._clock())

@@ -14,6 +14,7 @@ from quart import current_app
 from certwatch.delivery.webhook import WebhookSender
 from certwatch.metrics import Metrics
 from certwatch.pipeline.alerter import Alerter
+from certwatch.pipeline.leadership import Leadership
 from certwatch.pipeline.matching import Pipeline
 from certwatch.pipeline.views import Views
 from certwatch.sources.backfill import Backfill
@@ -45,6 +46,7 @@ class ApiContext:
     backfill: Backfill | None = None
     """``None`` with back-fill off (``CT_BACKFILL=0``)."""
     log_list: LogListLoader | None = None
+    leadership: Leadership | None = None
     clock: Callable[[], float] = time.time
     started_at: float = attrs.field(factory=time.time)
     _parsing: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(2))

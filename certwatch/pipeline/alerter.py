@@ -9,6 +9,13 @@ channel only a fast path).
 Three tasks call the alerter: the pipeline (new matches), its own hold timer, and API
 requests (after a registration). Its operations are serialised by one lock, so a decision
 always sees the holds and the issuances the previous one left, whatever the interleaving.
+
+Replicas on one database: the database keeps one alert per issuance (a replica that loses
+the race gets the stored alert and treats its certificate as another copy), and every
+verdict is a conditional update (a held alert is decided once, a suspicious one resolved
+once), so any replica may decide. The hold timer runs on the leader only
+(:attr:`Alerter.leading`), which takes up every alert held in the database, its own or
+not; a decision waits for views no older than 2 s (``fresh``).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import NoReturn, TypeVar
 
 import trio
 
-from certwatch.core.alerts import Alert, Kind, Severity, Status
+from certwatch.core.alerts import Alert, Kind, Severity, Status, decided
 from certwatch.core.backoff import Backoff
 from certwatch.core.decision import DedupeCache, Holds, KnownIssuance, decide, follow_up
 from certwatch.core.names import Match
@@ -43,6 +50,12 @@ STORE_RETRY_INITIAL_S = 0.5
 STORE_RETRY_MAX_S = 30.0
 """Writing alert state through a database fault: retried from half a second, up to every
 30 s, for as long as it takes."""
+HOLDS_POLL_S = 1.0
+"""On a shared database, the leader looks for alerts held by other replicas this often."""
+
+
+async def _always_fresh() -> None:
+    """Views that nothing else changes are always fresh."""
 
 
 class Alerter:
@@ -62,8 +75,12 @@ class Alerter:
         retention_s: float,
         outbox: trio.MemorySendChannel[int] | None,
         clock: Callable[[], float] = time.time,
+        fresh: Callable[[], Awaitable[None]] = _always_fresh,
     ) -> None:
         self._store = store
+        self._fresh = fresh
+        self.leading = True
+        """This replica runs the hold timer (always, on SQLite)."""
         self._inventory = inventory
         self._metrics = metrics
         self._grace_s = grace_s
@@ -104,6 +121,7 @@ class Alerter:
     async def on_match(self, observation: Observation, match: Match) -> None:
         """Handle a certificate that matched the watch list."""
         async with self._lock:
+            await self._fresh()
             decision = decide(
                 observation,
                 match,
@@ -120,9 +138,16 @@ class Alerter:
             alert = await self._retry(lambda: self._store.insert_alert(decision.alert))
             assert alert.id is not None
             self._dedupe.add(alert.issuance, alert.id, alert.created_at)
+            if alert.event_id != decision.alert.event_id:
+                # Another replica stored this issuance first: this is another copy of it.
+                recognition = self._inventory.recognise(observation.facts)
+                await self._on_copy(KnownIssuance(alert.id, observation.facts, recognition))
+                return
             if alert.status is not Status.HELD:
                 self._announce(alert)
                 return
+            if not self.leading:
+                return  # the leader's hold timer takes it up from the database
             log.info(
                 "holding unrecognised certificate for %s (issuance %s) for %g s",
                 ",".join(alert.matched_sans),
@@ -142,26 +167,67 @@ class Alerter:
         if copy.recognition is None:
             return
         alert = await self._retry(lambda: self._store.get_alert(copy.alert_id))
-        if alert is not None:
+        if alert is None:
+            return
+        if alert.status is Status.HELD:  # held by another replica's timer
+            await self._decide_held(alert, copy.recognition)
+        else:
             await self._resolve(alert, copy.recognition)
+
+    async def _decide_held(self, alert: Alert, recognition: Recognition) -> None:
+        """Decide a held alert this replica does not hold in memory: ``info``, now."""
+        verdict = decided(alert, recognition, observer=self._observer, now=self._clock())
+        stored = await self._retry(lambda: self._store.decide(verdict))
+        if stored is not None:
+            self._announce(stored)
 
     # --- holds ------------------------------------------------------------------------------
 
-    async def run_holds(self) -> NoReturn:
-        """Decide held alerts when their grace period ends."""
-        while True:
-            for alert_id in self._holds.due(self._clock()):
-                async with self._lock:
-                    await self._settle(alert_id)
-            deadline = self._holds.next_deadline()
-            wait = math.inf if deadline is None else deadline - self._clock()
-            self._holds_changed = trio.Event()
-            with trio.move_on_after(wait):
-                await self._holds_changed.wait()
+    async def run_holds(self, *, adopt_every_s: float | None = None) -> NoReturn:
+        """Decide held alerts when their grace period ends (the leader's duty).
+
+        With ``adopt_every_s`` (a shared database), also take up every alert held in the
+        database that often: those other replicas stored, and those a dead leader held.
+        """
+        try:
+            self.leading = True
+            while True:
+                if adopt_every_s is not None:
+                    await self._adopt_holds()
+                for alert_id in self._holds.due(self._clock()):
+                    async with self._lock:
+                        await self._settle(alert_id)
+                deadline = self._holds.next_deadline()
+                wait = math.inf if deadline is None else deadline - self._clock()
+                if adopt_every_s is not None:
+                    wait = min(wait, adopt_every_s)
+                self._holds_changed = trio.Event()
+                with trio.move_on_after(wait):
+                    await self._holds_changed.wait()
+        finally:
+            if adopt_every_s is not None:  # no longer the leader: another takes them up
+                self.leading = False
+                for alert_id in self._holds.ids():
+                    self._holds.release(alert_id)
+
+    async def _adopt_holds(self) -> None:
+        """Hold what the database holds, and let go of what it no longer does."""
+        held = await self._retry(self._store.held_alerts)
+        async with self._lock:
+            ids = set()
+            for alert in held:
+                assert alert.id is not None
+                ids.add(alert.id)
+                if alert.id not in self._holds:
+                    self._holds.hold(alert)
+            for alert_id in self._holds.ids():
+                if alert_id not in ids:
+                    self._holds.release(alert_id)
 
     async def _settle(self, alert_id: int, *, only_if_recognised: bool = False) -> None:
         """Decide a held alert now, with everything known at this moment (see
         :meth:`Holds.verdict`). Called with the lock held."""
+        await self._fresh()
         verdict = self._holds.verdict(
             alert_id,
             self._inventory,
@@ -187,6 +253,13 @@ class Alerter:
         async with self._lock:
             for alert_id in self._holds.ids():
                 await self._settle(alert_id, only_if_recognised=True)
+            if self._store.shared:  # alerts held by the leader's timer, elsewhere
+                for alert in await self._retry(self._store.held_alerts):
+                    if alert.id in self._holds:
+                        continue
+                    recognition = self._inventory.recognise(alert.facts)
+                    if recognition is not None:
+                        await self._decide_held(alert, recognition)
             since = self._clock() - self._retention_s
             for alert in await self._retry(lambda: self._store.unresolved_suspicious(since)):
                 await self._resolve(alert, self._inventory.recognise(alert.facts))

@@ -210,20 +210,23 @@ class Coverage:
 
     # --- persistence ------------------------------------------------------------------------
 
-    async def load(self, store: Store) -> list[str]:
-        """Restore the saved positions and gaps (at start, back-fill on); the logs'."""
+    async def adopt(self, store: Store) -> list[str]:
+        """Take in the saved positions and gaps (at start, or on becoming the leader: what
+        the previous leader processed counts as processed here too); the logs they name."""
         saved_logs = await store.log_positions()
         for saved in saved_logs:
-            state = LogCoverage(
-                saved.log,
-                kind=saved.kind,
-                high=saved.high,
-                gaps=[tuple(g) for g in saved.gaps],  # type: ignore[misc]
-                max_entries=self.max_entries,
-                track_gaps=self.backfill,
-            )
-            self._logs[saved.log] = state
-            self._infos[saved.log] = self._describe(saved.log, saved.kind)
+            gaps: list[Range] = [(a, b) for a, b in saved.gaps]
+            state = self._logs.get(saved.log)
+            if state is None:
+                state = LogCoverage(
+                    saved.log,
+                    kind=saved.kind,
+                    max_entries=self.max_entries,
+                    track_gaps=self.backfill,
+                )
+                self._logs[saved.log] = state
+                self._infos[saved.log] = self._describe(saved.log, saved.kind)
+            state.merge(saved.high, gaps)
         return [saved.log for saved in saved_logs]
 
     async def save(self, store: Store) -> int:
@@ -256,12 +259,24 @@ class Coverage:
         return len(rows)
 
     async def run_saver(self, store: Store, interval_s: float) -> None:
-        """Save changed positions every ``interval_s`` (a batch, not per message)."""
-        while True:
-            await trio.sleep(interval_s)
-            try:
-                await self.save(store)
-                continue
-            except StoreError as e:
-                problem = str(e)
-            log.error("cannot save CT log positions (will retry): %s", problem)
+        """Save changed positions every ``interval_s`` (a batch, not per message), and once
+        more when stopped (shutdown, or the leader role lost)."""
+        try:
+            while True:
+                await trio.sleep(interval_s)
+                try:
+                    await self.save(store)
+                    continue
+                except StoreError as e:
+                    problem = str(e)
+                log.error("cannot save CT log positions (will retry): %s", problem)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                try:
+                    saved = await self.save(store)
+                except StoreError as e:
+                    log.error("CT log positions not saved (back-fill reads from the last "
+                              "save): %s", e)  # fmt: skip
+                else:
+                    if saved:
+                        log.info("saved the positions of %d CT logs", saved)

@@ -5,42 +5,78 @@ holds the same rows. Every change to them goes through :class:`Views`: the row i
 and committed first, then the view follows, under one lock held by the views themselves
 and shielded from cancellation. So a cancelled request never leaves one changed without
 the other, two changes never interleave, and no caller can bring the wrong lock.
+
+Changes made elsewhere (another replica, another system writing the tables, an operator's
+shell) reach the views through the database's log of changes (written by triggers):
+:meth:`Views.follow` reads it as soon as PostgreSQL notifies a change, and at least every
+second, so a change anywhere is in every replica's views within 2 s. Every hour, and after
+an outage too long for the log, the views are read again whole. On a shared database a
+decision waits for views that recent (:meth:`Views.wait_fresh`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import NoReturn
 
 import trio
 
+from certwatch.core.backoff import Backoff
 from certwatch.core.names import WatchIndex
 from certwatch.core.recognition import Inventory, InventoryCert, KnownKey
-from certwatch.store import PRUNE_BATCH, Store
+from certwatch.errors import StoreError
+from certwatch.metrics import Metrics
+from certwatch.store import PRUNE_BATCH, Change, Store
+from certwatch.store.rows import cert_rows
 
-__all__ = ["Views"]
+__all__ = ["CHANGES_RETENTION_S", "FOLLOW_INTERVAL_S", "MAX_VIEW_AGE_S", "Views"]
+
+log = logging.getLogger("certwatch.views")
+
+FOLLOW_INTERVAL_S = 1.0
+"""The change log is read at least this often (PostgreSQL's notifications: at once)."""
+MAX_VIEW_AGE_S = 2.0
+"""On a shared database, a decision waits for views read from the database this recently."""
+RELOAD_S = 3600.0
+"""The views are read again whole this often, whatever the change log says."""
+CHANGES_RETENTION_S = 7 * 86400.0
+"""Cleanup keeps this much of the change log; a replica away longer reads the views whole."""
 
 
 class Views:
     """The watch index and the inventory (certificates and keys), kept equal to the store."""
 
-    def __init__(self, store: Store, index: WatchIndex, inventory: Inventory) -> None:
+    def __init__(
+        self,
+        store: Store,
+        index: WatchIndex,
+        inventory: Inventory,
+        *,
+        cursor: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
         self._lock = trio.Lock()
         self.index = index
         """Read it freely; change it only through these methods."""
         self.inventory = inventory
         """Read it freely; change it only through these methods."""
+        self._clock = clock
+        self.cursor = cursor
+        """The last change in the database's log that the views include."""
+        self.synced_at = clock()
+        """When the views were last brought up to the database."""
+        self._synced = trio.Event()
 
     @classmethod
-    async def load(cls, store: Store) -> Views:
-        """The views of what ``store`` holds (the inventory read in batches: 100,000 rows
-        read whole would churn far more memory than the views keep)."""
-        index = WatchIndex(await store.domain_values())
-        inventory = Inventory(keys=await store.list_keys())
-        async for batch in store.cert_batches():
-            inventory.add_certs(batch)
-        return cls(store, index, inventory)
+    async def load(cls, store: Store, *, clock: Callable[[], float] = time.time) -> Views:
+        """The views of what ``store`` holds."""
+        cursor = await store.last_change()  # first: later changes are read again, harmlessly
+        index, inventory = await _read_all(store)
+        return cls(store, index, inventory, cursor=cursor, clock=clock)
 
     @asynccontextmanager
     async def _change(self) -> AsyncIterator[None]:
@@ -112,3 +148,112 @@ class Views:
             if deleted:
                 self.inventory.remove_key(spki_sha256)
         return deleted
+
+    # --- changes made elsewhere -------------------------------------------------------------
+
+    async def wait_fresh(self) -> None:
+        """Return once the views are at most :data:`MAX_VIEW_AGE_S` old (at once on a
+        database no other process writes)."""
+        if not self._store.shared:
+            return
+        while self._clock() - self.synced_at > MAX_VIEW_AGE_S:
+            await self._synced.wait()
+
+    async def follow(
+        self,
+        metrics: Metrics,
+        on_change: Callable[[], Awaitable[None]] | None = None,
+        *,
+        interval_s: float = FOLLOW_INTERVAL_S,
+    ) -> NoReturn:
+        """Keep the views equal to the tables, whoever changes them; ``on_change`` after
+        changes made elsewhere were applied (the alerter re-checks held alerts)."""
+        backoff = Backoff(interval_s, 30.0)
+        reloaded_at = self._clock()
+        while True:
+            try:
+                now = self._clock()
+                if now - self.synced_at > CHANGES_RETENTION_S / 2 or now - reloaded_at > RELOAD_S:
+                    await self.reload()
+                    reloaded_at = now
+                    changed = True
+                else:
+                    changed = await self._catch_up(metrics)
+                self.synced_at = now
+                self._synced.set()
+                self._synced = trio.Event()
+                backoff.reset()
+                if changed and on_change is not None:
+                    await on_change()
+                await self._store.wait_for_changes(interval_s)
+            except StoreError as e:
+                wait = backoff.next()
+                log.warning("views not refreshed from the database (retrying in %.1f s): %s",
+                            wait, e)  # fmt: skip
+                await trio.sleep(wait)
+
+    async def _catch_up(self, metrics: Metrics) -> bool:
+        """Apply the changes logged since :attr:`cursor`; whether there were any."""
+        any_change = False
+        while changes := await self._store.changes_since(self.cursor):
+            async with self._lock:  # not shielded: a cancelled read leaves the views as they were
+                await self._apply(changes)
+                self.cursor = changes[-1].id
+            now = self._clock()
+            for change in changes:
+                metrics.views_lag.observe(max(0.0, now - change.at))
+            any_change = True
+        return any_change
+
+    async def _apply(self, changes: Sequence[Change]) -> None:
+        """Bring the rows these changes touched into the views, as the tables hold them now."""
+        domains = sorted({c.key for c in changes if c.kind == "domain"})
+        if domains:
+            present = set(await self._store.domains_in(domains))
+            for value in domains:
+                if value in present:
+                    self.index.add(value)
+                else:
+                    self.index.discard(value)
+        certs = [c for c in changes if c.kind == "cert"]
+        if certs:
+            rows = await self._store.certs_in(sorted({c.key for c in certs}))
+            for change in certs:
+                if change.old is not None:
+                    self.inventory.remove_cert(cert_rows().load(change.old))
+            for row in rows:
+                self.inventory.remove_cert(row)
+                self.inventory.add_cert(row)
+        keys = sorted({c.key for c in changes if c.kind == "key"})
+        if keys:
+            found = await self._store.keys_in(keys)
+            for spki in keys:
+                self.inventory.remove_key(spki)
+            for key in found:
+                self.inventory.add_key(key)
+
+    async def reload(self) -> None:
+        """Read the views whole again, and take them in place."""
+        cursor = await self._store.last_change()
+        index, inventory = await _read_all(self._store)
+        async with self._lock:
+            current = set(self.index)
+            wanted = set(index)
+            for value in current - wanted:
+                self.index.discard(value)
+            for value in wanted - current:
+                self.index.add(value)
+            self.inventory.replace(inventory)
+            self.cursor = max(self.cursor, cursor)
+        log.info("views read again whole: %d watch entries, %d inventory certs, %d keys",
+                 len(self.index), len(self.inventory), self.inventory.key_count)  # fmt: skip
+
+
+async def _read_all(store: Store) -> tuple[WatchIndex, Inventory]:
+    """Everything the views hold, from ``store`` (the inventory read in batches: 100,000
+    rows read whole would churn far more memory than the views keep)."""
+    index = WatchIndex(await store.domain_values())
+    inventory = Inventory(keys=await store.list_keys())
+    async for batch in store.cert_batches():
+        inventory.add_certs(batch)
+    return index, inventory

@@ -131,11 +131,11 @@ class Backfill:
 
     # --- supervision ------------------------------------------------------------------------
 
-    async def run(self, catch_up: list[str]) -> NoReturn:
-        """Fill gaps as they appear; first read the tree size of each log in ``catch_up``
-        (logs with a saved position: what they logged while certwatch was down)."""
+    async def fill(self, catch_up: list[str]) -> NoReturn:
+        """Fill gaps as they appear (the leader's duty); first read the tree size of each log
+        in ``catch_up`` (logs with a saved position: what they logged while no certwatch
+        was following them)."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._serve_lookups)
             for key in catch_up:
                 nursery.start_soon(self._catch_up, key)
             while True:
@@ -364,11 +364,13 @@ class Backfill:
             self.lookups_dropped += 1
             log.warning("%s: too many lookups waiting: entry %d not read", info.read_url, index)
 
-    async def _serve_lookups(self) -> None:
+    async def serve_lookups(self) -> NoReturn:
+        """Read the entries of matched certificates without DER (every replica)."""
         limiter = trio.CapacityLimiter(LOOKUP_CONCURRENCY)
         async with trio.open_nursery() as nursery:
             async for info, index in self._lookups_receive:
                 nursery.start_soon(self._lookup, info, index, limiter)
+        raise AssertionError("the lookup channel closed")  # pragma: no cover
 
     async def _lookup(self, info: LogInfo, index: int, limiter: trio.CapacityLimiter) -> None:
         async with limiter:

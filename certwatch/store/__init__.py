@@ -1,18 +1,20 @@
 """The database: watch entries, the inventory, registered keys and the alert outbox.
 
-:class:`Store` (:mod:`.interface`) is what the rest of certwatch needs of it;
-:mod:`.sqlite` implements it on one SQLite file, and :func:`open_store` opens the one the
-settings name. :mod:`.rows` maps the core's values to rows.
+:class:`Store` (:mod:`.interface`) is what the rest of certwatch needs of it; :mod:`.sql`
+implements it once, :mod:`.sqlite` on one SQLite file and :mod:`.postgres` on a
+PostgreSQL database shared by replicas; :func:`open_store` opens the one the settings
+name. :mod:`.rows` maps the core's values to rows.
 """
 
 from __future__ import annotations
 
 from certwatch.settings import Settings
-from certwatch.store.interface import PRUNE_BATCH, Domain, OutboxStats, SavedPosition, Store
+from certwatch.store.interface import PRUNE_BATCH, Change, Domain, OutboxStats, SavedPosition, Store
 from certwatch.store.sqlite import SQLiteStore
 
 __all__ = [
     "PRUNE_BATCH",
+    "Change",
     "Domain",
     "OutboxStats",
     "SQLiteStore",
@@ -23,6 +25,11 @@ __all__ = [
 
 
 async def open_store(settings: Settings) -> Store:
-    """The database the settings name (``DB_PATH``), opened and migrated."""
+    """The database the settings name, opened and migrated: PostgreSQL at ``DATABASE_URL``
+    (never SQLite instead, if it cannot be reached), else the SQLite file at ``DB_PATH``."""
+    if settings.database_url is not None:
+        from certwatch.store.postgres import PostgresStore  # psycopg only when it is used
+
+        return await PostgresStore.open(settings.database_url)
     busy_timeout_ms = int(settings.timing.db_busy_timeout_s * 1000)
     return await SQLiteStore.open(settings.db_path, busy_timeout_ms=busy_timeout_ms)

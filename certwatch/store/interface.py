@@ -5,21 +5,22 @@ raises. A transient fault (a lock held elsewhere, a read-only or full disk, a lo
 connection) raises :class:`~certwatch.errors.StoreUnavailable`, which callers retry or
 answer with a 503; :class:`~certwatch.errors.StoreError` is anything worse.
 
-The methods are grouped by who calls them. :mod:`.sqlite` is the implementation on one
-SQLite file.
+The methods are grouped by who calls them. :mod:`.sql` holds the queries both
+implementations run: :mod:`.sqlite` on one SQLite file (one process), :mod:`.postgres` on
+a PostgreSQL database shared by several replicas.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from typing import Protocol
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, Protocol
 
 import attrs
 
 from certwatch.core.alerts import Alert
 from certwatch.core.recognition import InventoryCert, KnownKey
 
-__all__ = ["PRUNE_BATCH", "Domain", "OutboxStats", "SavedPosition", "Store"]
+__all__ = ["PRUNE_BATCH", "Change", "Domain", "OutboxStats", "SavedPosition", "Store"]
 
 PRUNE_BATCH = 500
 """The most rows one ``prune_*`` call deletes: cleanup stays a series of short transactions."""
@@ -55,10 +56,47 @@ class SavedPosition:
     updated_at: float
 
 
+@attrs.frozen
+class Change:
+    """One change to a table the views mirror (``domains``, ``certs``, ``keys``), written by
+    the database itself (a trigger), whoever made it: this replica, another one, or another
+    system writing the tables."""
+
+    id: int
+    kind: str
+    """``domain``, ``cert`` or ``key``."""
+    key: str
+    """The row's key (the value, the SHA-1, the SPKI SHA-256)."""
+    old: dict[str, Any] | None
+    """The row before the change (columns as stored), ``None`` for an insert."""
+    at: float
+    """When it was made, by the database's clock."""
+
+
 class Store(Protocol):
     """The database (see the module docstring)."""
 
+    backend: str
+    """``sqlite`` or ``postgresql``."""
+    shared: bool
+    """Other certwatch processes (replicas) use this database too."""
+
     def close(self) -> None: ...
+    async def ping(self) -> float:
+        """One round trip to the database, in seconds."""
+        ...
+
+    # --- roles among replicas: one leader runs the hold timer, cleanup and back-fill -------
+
+    async def try_lead(self) -> bool:
+        """Take the leader role if no live replica holds it; whether this one does now."""
+        ...
+
+    async def still_leading(self) -> bool:
+        """Whether this replica still holds the role (its session is alive)."""
+        ...
+
+    async def stop_leading(self) -> None: ...
 
     # --- the views (pipeline.views): watch entries, inventory, keys; loaded at start -------
 
@@ -68,6 +106,10 @@ class Store(Protocol):
         ...
 
     async def delete_domain(self, value: str) -> bool: ...
+    async def domains_in(self, values: Sequence[str]) -> list[str]:
+        """Which of ``values`` are watched entries."""
+        ...
+
     def cert_batches(self, size: int = 5000) -> AsyncIterator[list[InventoryCert]]:
         """Every inventory row, a batch at a time, with the columns the views use."""
         ...
@@ -77,6 +119,10 @@ class Store(Protocol):
         ...
 
     async def delete_cert(self, sha1: str) -> InventoryCert | None: ...
+    async def certs_in(self, sha1s: Sequence[str]) -> list[InventoryCert]:
+        """The inventory rows of these fingerprints that exist."""
+        ...
+
     async def prune_certs(self, expired_before: float) -> list[InventoryCert]:
         """Delete at most :data:`PRUNE_BATCH` rows with ``not_after < expired_before``."""
         ...
@@ -87,11 +133,28 @@ class Store(Protocol):
         ...
 
     async def delete_key(self, spki_sha256: str) -> bool: ...
+    async def keys_in(self, spki_sha256s: Sequence[str]) -> list[KnownKey]: ...
+
+    # --- keeping the views in step with the tables (pipeline.views) -------------------------
+
+    async def changes_since(self, cursor: int, limit: int = 1000) -> list[Change]:
+        """Changes to the views' tables after change ``cursor``, in order."""
+        ...
+
+    async def last_change(self) -> int:
+        """The id of the newest change (where a fresh view starts following)."""
+        ...
+
+    async def wait_for_changes(self, at_most_s: float) -> None:
+        """Return when a change may have been made (a notification), or after ``at_most_s``."""
+        ...
 
     # --- the alerter (pipeline.alerter) ----------------------------------------------------
 
     async def insert_alert(self, alert: Alert) -> Alert:
-        """Store a new alert; it comes back with its id."""
+        """Store a new alert; it comes back with its id. An issuance has one alert in the
+        database: if another replica stored one for it first, that alert comes back instead
+        (its ``event_id`` is not this one's)."""
         ...
 
     async def get_alert(self, alert_id: int) -> Alert | None: ...
@@ -115,11 +178,19 @@ class Store(Protocol):
 
     # --- the webhook sender (delivery.webhook): the outbox ---------------------------------
 
-    async def due_alerts(self, now: float, limit: int, exclude: Iterable[int] = ()) -> list[Alert]:
-        """Pending alerts whose next attempt is due, oldest first, but those in ``exclude``."""
+    async def claim_due(self, now: float, limit: int, *, claimer: str, until: float) -> list[Alert]:
+        """Claim pending alerts that are due and unclaimed (or whose claim expired) for
+        ``claimer`` until ``until``, oldest first: one replica delivers an alert at a time."""
         ...
 
-    async def next_due_at(self, exclude: Iterable[int] = ()) -> float | None: ...
+    async def claim(self, alert_id: int, now: float, *, claimer: str, until: float) -> Alert | None:
+        """Claim one pending alert, unless another replica holds an unexpired claim on it."""
+        ...
+
+    async def next_due_at(self) -> float | None:
+        """When the next pending alert can be claimed."""
+        ...
+
     async def record_attempt(
         self,
         alert_id: int,
@@ -130,7 +201,8 @@ class Store(Protocol):
         next_attempt_at: float | None,
         give_up: bool = False,
     ) -> None:
-        """Record one delivery attempt and the alert's next state (of a pending alert)."""
+        """Record one delivery attempt and the alert's next state (of a pending alert), and
+        release its claim."""
         ...
 
     async def outbox_stats(self) -> OutboxStats: ...
@@ -163,6 +235,10 @@ class Store(Protocol):
         ...
 
     # --- cleanup (pipeline.cleanup) ---------------------------------------------------------
+
+    async def prune_changes(self, before: float) -> int:
+        """Delete at most :data:`PRUNE_BATCH` changes made before ``before``."""
+        ...
 
     async def prune_alerts(self, created_before: float) -> int:
         """Delete at most :data:`PRUNE_BATCH` settled alerts stored before ``created_before``

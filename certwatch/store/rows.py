@@ -14,6 +14,7 @@ import enum
 import functools
 import types
 import typing
+from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -33,7 +34,7 @@ T = TypeVar("T")
 class _Row(typing.Protocol):
     """A database row: a mapping from column names (``sqlite3.Row`` is one)."""
 
-    def keys(self) -> list[str]: ...
+    def keys(self) -> Iterable[str]: ...
 
     def __getitem__(self, key: str) -> Any: ...
 

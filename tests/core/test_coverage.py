@@ -90,3 +90,35 @@ class TestLogCoverage:
         log.live(1)
         change = log.live(4)
         assert (change.missed, change.gap, log.gaps) == (2, None, [])
+
+    def test_merging_a_saved_state_keeps_only_what_neither_processed(self) -> None:
+        """A replica that followed a log from entry 50 takes in what the previous leader
+        saved (up to 80, a gap 60-65): the gaps left are those of both."""
+        mine = LogCoverage("l")
+        for index in (50, 51, 52, 70, 71):  # its own gap: 53-69
+            mine.live(index)
+        mine.merge(80, [(60, 65)])
+        assert (mine.high, mine.gaps, mine.position) == (80, [(60, 65)], 59)
+
+    def test_merging_keeps_own_gaps_beyond_the_saved_head(self) -> None:
+        """Entries past what was saved are this process's: its gaps there stay."""
+        mine = LogCoverage("l")
+        for index in (10, 20, 30):
+            mine.live(index)
+        mine.merge(15, [])
+        assert mine.gaps == [(16, 19), (21, 29)]
+        assert mine.high == 30
+
+    def test_merging_into_a_log_not_followed_adopts_the_saved_state(self) -> None:
+        """A log this process never saw takes the saved position and gaps as they are."""
+        mine = LogCoverage("l")
+        mine.merge(99, [(3, 4)])
+        assert (mine.high, mine.gaps, mine.position) == (99, [(3, 4)], 2)
+
+    def test_merging_does_not_reach_before_either_start(self) -> None:
+        """What the previous leader never tracked stays untracked: no gap below its saved
+        entries, even where this process started later."""
+        mine = LogCoverage("l")
+        mine.live(500)
+        mine.merge(400, [])
+        assert mine.gaps == [(401, 499)]

@@ -176,7 +176,7 @@ class TestPersistence:
             assert await coverage.save(store) == 1
 
             restarted = Coverage(Metrics(), backfill=True)
-            assert sorted(await restarted.load(store)) == [LOG_A, LOG_B]
+            assert sorted(await restarted.adopt(store)) == [LOG_A, LOG_B]
             a = restarted.state(LOG_A)
             assert (a.position, a.high, a.gaps, a.kind) == (101, 150, [(102, 149)], "rfc6962")
             assert restarted.state(LOG_B).position == 8

@@ -1,19 +1,17 @@
-"""The SQLite store on real files: schema versions, transactions, faults."""
+"""What only the SQLite store does, on real files: schema versions, locks, old rows.
+
+(What both stores do is in test_store.py.)"""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
-import attrs
 import pytest
 
-from certwatch.core.alerts import Severity
-from certwatch.core.identity import CertFacts
 from certwatch.core.recognition import Evidence, InventoryCert, Recognition
 from certwatch.errors import StoreError, StoreUnavailable
 from certwatch.store.sqlite import MIGRATIONS, SQLiteStore
-from tests.support.alerts import pending_alert
 
 
 def cert(n: int, not_after: int = 2_000_000_000) -> InventoryCert:
@@ -69,26 +67,6 @@ class TestSchema:
 
 
 class TestTransactions:
-    async def test_upsert_returns_the_replaced_row(self, tmp_path: Path) -> None:
-        """Replacing a cert returns the previous row, so memory can drop its old keys."""
-        store = await SQLiteStore.open(tmp_path / "cw.db")
-        assert await store.upsert_cert(cert(1)) is None
-        replaced = await store.upsert_cert(cert(1, not_after=2_100_000_000))
-        assert replaced == cert(1)
-        store.close()
-
-    async def test_prune_returns_deleted_rows_in_bounded_batches(self, tmp_path: Path) -> None:
-        """prune_certs deletes at most one batch per call and returns what it deleted."""
-        store = await SQLiteStore.open(tmp_path / "cw.db")
-        for n in range(600):
-            await store.upsert_cert(cert(n, not_after=100))
-        await store.upsert_cert(cert(9999))
-        first = await store.prune_certs(1000)
-        second = await store.prune_certs(1000)
-        assert (len(first), len(second)) == (500, 100)
-        assert [c.fingerprint_sha1 for c in await store.list_certs(1000, 0)] == [f"{9999:040x}"]
-        store.close()
-
     async def test_a_held_write_lock_is_store_unavailable(self, tmp_path: Path) -> None:
         """Another process holding the write lock past the busy timeout: StoreUnavailable."""
         store = await SQLiteStore.open(tmp_path / "cw.db", busy_timeout_ms=50)
@@ -104,34 +82,6 @@ class TestTransactions:
 
 
 class TestRows:
-    async def test_an_alert_comes_back_as_it_was_stored(self, tmp_path: Path) -> None:
-        """Every field of an alert, typed values included, survives the database."""
-        store = await SQLiteStore.open(tmp_path / "cw.db")
-        recognition = Recognition(Evidence.TBS, "lb:a", "ab" * 20)
-        alert = attrs.evolve(
-            pending_alert(7, 1_800_000_000.0),
-            facts=CertFacts(
-                names=frozenset({"a.example.org", "*.example.org"}),
-                subject_cn="a.example.org",
-                sha1="cd" * 20,
-                authority_key_id="ef" * 20,
-                serial=2**159 + 5,
-                issuer="/C=US/CN=ETS R1",
-                tbs_sha256="01" * 32,
-            ),
-            recognised_by=recognition,
-            resolved_by=recognition,
-            resolved_at=1_800_000_100.0,
-            last_error="HTTP 503",
-        )
-        stored = await store.insert_alert(alert)
-        loaded = await store.get_alert(stored.id or 0)
-        store.close()
-        assert loaded == stored
-        assert loaded is not None
-        assert loaded.severity is Severity.SUSPICIOUS
-        assert loaded.facts.serial == 2**159 + 5
-
     async def test_rows_written_by_the_previous_release_still_load(self, tmp_path: Path) -> None:
         """An alert row in the JSON certwatch 0.1 wrote (dicts, hex serial) loads typed."""
         store = await SQLiteStore.open(tmp_path / "cw.db")
@@ -165,3 +115,31 @@ class TestRows:
         assert alert.cert.cert_index == 5
         assert alert.recognised_by == Recognition(Evidence.ISSUANCE, "lb:a", "aa")
         assert (alert.kind, alert.status, alert.severity) == ("alert", "delivered", "info")
+
+    async def test_version_4_keeps_older_duplicate_issuances(self, tmp_path: Path) -> None:
+        """A file from before one-alert-per-issuance, holding two alerts of one issuance
+        (possible past retention), upgrades: both rows kept, the newer one keeping the
+        issuance, and the change log and claims in place."""
+        path = tmp_path / "cw.db"
+        conn = sqlite3.connect(path, isolation_level=None)
+        for script in MIGRATIONS[:3]:
+            conn.executescript(script)
+        conn.execute("PRAGMA user_version = 3")
+        for n in (1, 2):
+            conn.execute(
+                "INSERT INTO alerts (id, event_id, kind, issuance, status, fingerprint, "
+                "matched_entries, matched_sans, cert, facts, seen_at, created_at) "
+                "VALUES (?, ?, 'alert', 'aki:ab:01', 'delivered', '', '[]', '[]', '{}', "
+                "'{\"names\": []}', 1.0, 1.0)",
+                (n, f"evt-{n}"),
+            )
+        conn.close()
+        store = await SQLiteStore.open(path)
+        await store.upsert_domain("example.org", "", 1.0)
+        changes = await store.changes_since(0)
+        store.close()
+        conn = sqlite3.connect(path)
+        rows = conn.execute("SELECT id, issuance FROM alerts ORDER BY id").fetchall()
+        conn.close()
+        assert rows == [(1, "aki:ab:01#1"), (2, "aki:ab:01")]
+        assert [(c.kind, c.key) for c in changes] == [("domain", "example.org")]
