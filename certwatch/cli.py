@@ -23,6 +23,7 @@ import trio
 
 from certwatch.errors import ConfigError, ListenError, StoreError, leaves
 from certwatch.logs import configure_logging
+from certwatch.migrate import migrate_db
 from certwatch.replay import load_views, replay
 from certwatch.service import serve
 from certwatch.settings import Settings
@@ -107,6 +108,14 @@ def _parser() -> argparse.ArgumentParser:
         "webhook payload as a JSON line on stdout and a summary on stderr.",
     )
     replay.add_argument("file", help="the capture, one message per line; - for stdin")
+    commands.add_parser(
+        "migrate-db",
+        help="copy the SQLite database at DB_PATH into the PostgreSQL at DATABASE_URL",
+        description="Copy watch entries, inventory, keys, alerts (with their delivery state) "
+        "and CT log positions from the SQLite file at DB_PATH into the PostgreSQL database at "
+        "DATABASE_URL. Rows already there are left alone: running it again is harmless. "
+        "Stop certwatch first.",
+    )
     replay.add_argument(
         "--grace",
         type=float,
@@ -120,7 +129,7 @@ def _replay(file: str, grace_s: float | None) -> NoReturn:
     try:
         db_path = read_setting("DB_PATH")
         grace = read_setting("SUSPICIOUS_GRACE_S") if grace_s is None else grace_s
-        index, inventory = load_views(db_path)
+        index, inventory = load_views(db_path, read_setting("DATABASE_URL"))
     except (ConfigError, StoreError) as e:
         print(f"certwatch: {e}", file=sys.stderr)
         sys.exit(2 if isinstance(e, ConfigError) else 1)
@@ -137,10 +146,35 @@ def _replay(file: str, grace_s: float | None) -> NoReturn:
     sys.exit(0)
 
 
+def _migrate_db() -> NoReturn:
+    try:
+        db_path: Path = read_setting("DB_PATH")
+        database_url: str | None = read_setting("DATABASE_URL")
+    except ConfigError as e:
+        print(f"certwatch: {e}", file=sys.stderr)
+        sys.exit(2)
+    if database_url is None:
+        print("certwatch: DATABASE_URL: required, the PostgreSQL database to copy into",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(2)
+    if not db_path.exists():
+        print(f"certwatch: no database at {str(db_path)!r} (set DB_PATH)", file=sys.stderr)
+        sys.exit(1)
+    configure_logging("WARNING")
+    try:
+        trio.run(migrate_db, db_path, database_url, sys.stdout)
+    except StoreError as e:
+        print(f"certwatch: {e}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = _parser().parse_args(argv)
     if args.command == "replay":
         _replay(args.file, args.grace)
+    if args.command == "migrate-db":
+        _migrate_db()
     try:
         settings = Settings.from_env()
     except ConfigError as e:

@@ -204,6 +204,26 @@ class Metrics:
             ["log", "reason"],
             registry=r,
         )
+        self.db_connections = Gauge(
+            "certwatch_db_connections",
+            "Database connections for transactions: the pool's size (state=size), those in "
+            "use, and transactions waiting for one.",
+            ["state"],
+            registry=r,
+        )
+        self.db_round_trip = Gauge(
+            "certwatch_db_round_trip_seconds",
+            "One round trip to the database, measured at the last scrape (or /healthz).",
+            registry=r,
+        )
+        self.outbox_claims = Counter(
+            "certwatch_outbox_claims",
+            "Deliveries claimed by this replica (won) or found claimed by another (lost).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("won", "lost"):
+            self.outbox_claims.labels(result)
         self.leader = Gauge(
             "certwatch_leader",
             "1 while this replica holds the leader role (runs the hold timer, cleanup and "
@@ -306,6 +326,15 @@ class Metrics:
     def serve_coverage(self, read: Callable[[], Mapping[str, LogSample]]) -> None:
         """Serve the per-log coverage metrics from ``read`` (the coverage state)."""
         self._coverage = read
+
+    def watch_store(self, usage: Callable[[], tuple[int, int, int]]) -> None:
+        """Serve ``certwatch_db_connections`` from the store's usage at every scrape."""
+
+        def reader(index: int) -> Callable[[], float]:
+            return lambda: float(usage()[index])
+
+        for index, state in enumerate(("size", "in_use", "waiting")):
+            self.db_connections.labels(state).set_function(reader(index))
 
     def count_log_error(self, log: str, error: CTLogError) -> None:
         self.ct_log_errors.labels(log, error.reason).inc()

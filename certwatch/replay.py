@@ -32,7 +32,7 @@ from certwatch.errors import StoreError
 from certwatch.metrics import Metrics
 from certwatch.pipeline.matching import Pipeline
 from certwatch.pipeline.views import Views
-from certwatch.store import SQLiteStore
+from certwatch.store import SQLiteStore, Store
 
 __all__ = ["ReplayReport", "load_views", "replay"]
 
@@ -57,8 +57,14 @@ class ReplayReport:
         )
 
 
-async def _load(db_path: Path) -> tuple[WatchIndex, Inventory]:
-    store = await SQLiteStore.open(db_path)
+async def _load(db_path: Path, database_url: str | None) -> tuple[WatchIndex, Inventory]:
+    store: Store
+    if database_url is not None:
+        from certwatch.store.postgres import PostgresStore
+
+        store = await PostgresStore.open(database_url)
+    else:
+        store = await SQLiteStore.open(db_path)
     try:
         views = await Views.load(store)
     finally:
@@ -66,11 +72,12 @@ async def _load(db_path: Path) -> tuple[WatchIndex, Inventory]:
     return views.index, views.inventory
 
 
-def load_views(db_path: Path) -> tuple[WatchIndex, Inventory]:
-    """The watch list and inventory of an existing database."""
-    if not db_path.exists():
+def load_views(db_path: Path, database_url: str | None = None) -> tuple[WatchIndex, Inventory]:
+    """The watch list and inventory of an existing database (PostgreSQL at
+    ``database_url`` if given, else the SQLite file)."""
+    if database_url is None and not db_path.exists():
         raise StoreError(f"no database at {str(db_path)!r} (set DB_PATH)")
-    return trio.run(_load, db_path)
+    return trio.run(_load, db_path, database_url)
 
 
 def replay(

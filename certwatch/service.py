@@ -88,6 +88,7 @@ async def serve(
     try:
         metrics = Metrics()
         metrics.start_time.set(clock())
+        metrics.watch_store(store.usage)
         public_suffix_kind("example.org")  # loads the Public Suffix List now, not in a request
         views = await Views.load(store, clock=clock)
         metrics.mirror(metrics.watch_entries, lambda: len(views.index))

@@ -171,6 +171,21 @@ def _url(*schemes: str) -> Callable[[str, str], str]:
     return parse
 
 
+def _database_url(name: str, raw: str) -> str:
+    """A libpq URL: ``postgresql://user:password@host:port/database?options``. The host
+    may be left out (a Unix socket: ``?host=/run/postgresql``)."""
+    try:
+        parts = urlsplit(raw)
+        _ = parts.port
+    except ValueError as e:
+        raise ConfigError(name, f"not a valid URL ({e})") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(name, f"must start with postgresql://, got {redact_url(raw)!r}")
+    if not parts.path.strip("/") and "dbname=" not in parts.query:
+        raise ConfigError(name, f"names no database: {redact_url(raw)!r}")
+    return raw
+
+
 def _path(name: str, raw: str) -> Path:
     if "\x00" in raw:
         raise ConfigError(name, "contains a NUL byte")
@@ -251,7 +266,7 @@ def _log_level(name: str, raw: str) -> str:
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "CERTSTREAM_URL": _url("ws", "wss"),
     "DB_PATH": _path,
-    "DATABASE_URL": _url("postgresql", "postgres"),
+    "DATABASE_URL": _database_url,
     "API_HOST": _host,
     "API_PORT": _port,
     "WEBHOOK_URL": _url("http", "https"),

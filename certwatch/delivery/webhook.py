@@ -190,6 +190,7 @@ class WebhookSender:
                     due = await self._store.claim_due(
                         now, free, claimer=self._claimer, until=self._lease(now)
                     )
+                    self._metrics.outbox_claims.labels("won").inc(len(due))
                     for alert in due:
                         assert alert.id is not None
                         self._start(nursery, client, alert.id, alert)

@@ -267,6 +267,19 @@ class CoverageHealth:
 
 
 @attrs.frozen
+class DatabaseHealth:
+    backend: str
+    """``sqlite`` or ``postgresql``."""
+    ok: bool
+    round_trip_ms: float | None
+    """One ``SELECT 1``, in milliseconds; ``None`` when the database did not answer."""
+    leader: bool
+    """This replica holds the leader role (always, on SQLite)."""
+    leader_since: float | None
+    error: str | None
+
+
+@attrs.frozen
 class HealthOut:
     status: str
     version: str
@@ -278,6 +291,7 @@ class HealthOut:
     alerts: AlertsHealth
     webhook: str
     coverage: CoverageHealth
+    database: DatabaseHealth
     outbox: OutboxHealth | None = None
 
 

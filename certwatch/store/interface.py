@@ -82,6 +82,10 @@ class Store(Protocol):
     """Other certwatch processes (replicas) use this database too."""
 
     def close(self) -> None: ...
+    def usage(self) -> tuple[int, int, int]:
+        """(connections, in use, transactions waiting for one)."""
+        ...
+
     async def ping(self) -> float:
         """One round trip to the database, in seconds."""
         ...

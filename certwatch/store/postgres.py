@@ -203,6 +203,7 @@ class PostgresStore(SQLStore):
         self._pool = pool
         self._url = url
         self.shown_url = redact_url(url)
+        self.size = size
         self._limiter = trio.CapacityLimiter(size)
         self._listener: psycopg.Connection[Any] | None = None
         self._listening = trio.CapacityLimiter(1)
@@ -249,10 +250,6 @@ class PostgresStore(SQLStore):
                 conn.close()
         self._pool.close()
 
-    def pool_stats(self) -> dict[str, int]:
-        """The pool's figures (``pool_size``, ``pool_available``, ``requests_waiting``...)."""
-        return self._pool.get_stats()
-
     def _in_list(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
         return f"{column} = ANY(?)", list(values)
 
@@ -268,8 +265,13 @@ class PostgresStore(SQLStore):
             raise _translate(e) from e
 
     async def ping(self) -> float:
+        """One round trip; abandoned (the thread finishing on its own) when cancelled, so a
+        health check waiting on a dead server can give up."""
         started = time.perf_counter()
-        await self._run(lambda conn: conn.execute("SELECT 1 AS one").fetchone(), write=False)
+        call = functools.partial(
+            self._transaction, lambda conn: conn.execute("SELECT 1 AS one").fetchone(), ()
+        )
+        await trio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
         return time.perf_counter() - started
 
     # --- dedicated connections --------------------------------------------------------------
@@ -344,3 +346,14 @@ class PostgresStore(SQLStore):
 
         if self._leader is not None:
             await self._on(self._leading, "_leader", unlock)
+
+    async def follow_imported_ids(self) -> None:
+        """After alerts were imported with their ids: new alerts number after them."""
+
+        def q(conn: _Connection) -> None:
+            conn.execute(
+                "SELECT setval(pg_get_serial_sequence('alerts', 'id'), "
+                "GREATEST((SELECT MAX(id) FROM alerts), 1))"
+            )
+
+        await self._run(q)

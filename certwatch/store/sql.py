@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 import msgspec
+import trio
 
 from certwatch.core.alerts import Alert, Status
 from certwatch.core.recognition import InventoryCert, KnownKey
@@ -72,6 +73,11 @@ def _upsert(conn: Connection, table: str, key: str, mapping: RowMapping[T], item
     )
 
 
+def _as_dict(row: Row) -> dict[str, Any]:
+    columns = list(row.keys())
+    return {name: row[name] for name in columns}
+
+
 def _alert_row(alert: Alert) -> dict[str, Any]:
     row = alert_rows().values(alert)
     row["fingerprint"] = alert.cert.fingerprint_sha1
@@ -110,6 +116,14 @@ class SQLStore(abc.ABC):
     """Other certwatch processes may change this database (replicas)."""
     _lock_rows = ""
     """What claims rows for one reader at a time in a subquery (``FOR UPDATE SKIP LOCKED``)."""
+    size: int
+    """Connections the backend uses at most (transactions at once)."""
+    _limiter: trio.CapacityLimiter
+
+    def usage(self) -> tuple[int, int, int]:
+        """(connections, in use, transactions waiting for one)."""
+        stats = self._limiter.statistics()
+        return self.size, stats.borrowed_tokens, stats.tasks_waiting
 
     @abc.abstractmethod
     async def _run(self, fn: Callable[..., T], *args: Any, write: bool = True) -> T:
@@ -593,3 +607,43 @@ class SQLStore(abc.ABC):
                 )
 
         await self._run(q)
+
+    # --- moving a deployment (certwatch migrate-db) -----------------------------------------
+
+    async def export_rows(
+        self, table: str, key: str, batch: int = 1000
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every row of ``table`` as stored, in batches ordered by ``key``."""
+        after: Any = None
+        while True:
+
+            def q(conn: Connection, after: Any = after) -> list[dict[str, Any]]:
+                where = "" if after is None else f"WHERE {key} > ?"
+                rows = conn.execute(
+                    f"SELECT * FROM {table} {where} ORDER BY {key} LIMIT ?",  # noqa: S608
+                    (*(() if after is None else (after,)), batch),
+                ).fetchall()
+                return [_as_dict(r) for r in rows]
+
+            rows = await self._run(q, write=False)
+            if not rows:
+                return
+            yield rows
+            after = rows[-1][key]
+
+    async def import_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert ``rows`` (as :meth:`export_rows` gives them) where none of their unique
+        values is taken yet, in one transaction; how many were new."""
+
+        def q(conn: Connection) -> int:
+            inserted = 0
+            for row in rows:
+                columns = list(row.keys())
+                cur = conn.execute(
+                    _insert_sql(table, columns, "ON CONFLICT DO NOTHING"),
+                    tuple(row[c] for c in columns),
+                )
+                inserted += cur.rowcount
+            return inserted
+
+        return await self._run(q)

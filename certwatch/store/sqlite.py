@@ -242,6 +242,7 @@ class SQLiteStore(SQLStore):
         self._conn.row_factory = sqlite3.Row
         self.path = path
         self._threaded = threaded
+        self.size = 1
         self._limiter = trio.CapacityLimiter(1)
 
     @classmethod

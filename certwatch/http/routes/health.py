@@ -9,11 +9,13 @@ import trio
 from quart import Blueprint, Response
 from quart_schema import document_response, hide
 
+from certwatch.errors import StoreError
 from certwatch.http.auth import public
 from certwatch.http.context import ApiContext, context
 from certwatch.http.responses import (
     AlertsHealth,
     CoverageHealth,
+    DatabaseHealth,
     FeedHealth,
     HealthOut,
     LogCoverageHealth,
@@ -46,9 +48,13 @@ def _swagger_ui_static() -> Path:
 @health.get("/healthz")
 @public
 @document_response(HealthOut, 200)
+@document_response(HealthOut, 503)
 async def healthz() -> Response:
-    """The container's health check: the feed, the views in memory, the outbox."""
+    """The container's health check: the feed, the views in memory, the outbox, the
+    database. 503 when a shared database (PostgreSQL) does not answer: such a replica can
+    do nothing useful, and says so."""
     ctx = context()
+    database = await _database(ctx)
     feed = ctx.feed.statistics()
     outbox = None
     if ctx.sender is not None:
@@ -78,9 +84,36 @@ async def healthz() -> Response:
         alerts=AlertsHealth(held=ctx.alerter.held, dedupe_cache=ctx.alerter.remembered),
         webhook="observer mode" if ctx.sender is None else "enabled",
         coverage=_coverage(ctx),
+        database=database,
         outbox=outbox,
     )
-    return json_response(health_now)
+    unhealthy = ctx.store.shared and not database.ok
+    return json_response(health_now, status=503 if unhealthy else 200)
+
+
+DB_PING_TIMEOUT_S = 2.0
+
+
+async def _database(ctx: ApiContext) -> DatabaseHealth:
+    round_trip, error = None, None
+    with trio.move_on_after(DB_PING_TIMEOUT_S) as timed:
+        try:
+            seconds = await ctx.store.ping()
+            ctx.metrics.db_round_trip.set(seconds)
+            round_trip = round(seconds * 1000, 3)
+        except StoreError as e:
+            error = str(e)[:300]
+    if timed.cancelled_caught:
+        error = f"no answer within {DB_PING_TIMEOUT_S:g} s"
+    leadership = ctx.leadership
+    return DatabaseHealth(
+        backend=ctx.store.backend,
+        ok=error is None,
+        round_trip_ms=round_trip,
+        leader=leadership is None or leadership.leading,
+        leader_since=None if leadership is None else leadership.since,
+        error=error,
+    )
 
 
 def _coverage(ctx: ApiContext) -> CoverageHealth:
@@ -123,6 +156,7 @@ async def metrics() -> Response:
     ctx = context()
     if ctx.sender is not None:
         await ctx.sender.refresh_stats()  # the outbox gauges, as the table is now
+    await _database(ctx)  # the round trip, now
     return Response(ctx.metrics.exposition(), content_type=CONTENT_TYPE)
 
 
