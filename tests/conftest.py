@@ -43,6 +43,22 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     os.environ["CT_BACKFILL"] = "0"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test states the behaviour it checks in a one-line docstring."""
+    undocumented = sorted(
+        {
+            item.nodeid.split("[")[0]
+            for item in items
+            if isinstance(item, pytest.Function)
+            and (not item.function.__doc__ or "\n" in item.function.__doc__.strip())
+        }
+    )
+    if undocumented:
+        raise pytest.UsageError(
+            "tests without a one-line docstring:\n  " + "\n  ".join(undocumented)
+        )
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The suite leaves the checkout as it found it: nothing written, nothing changed."""
     before, after = session.config.stash.get(_CHECKOUT, None), _checkout_state()

@@ -14,8 +14,7 @@ class TestLogCoverage:
         assert (log.position, log.gaps) == (5_000, [])
 
     def test_a_jump_is_missed_and_a_gap(self) -> None:
-        """Within a connection, a jump counts as missed and becomes a gap; the position stays
-        below the gap while the head moves on."""
+        """A jump within a connection is missed and a gap; the position stays below the gap."""
         log = LogCoverage("l")
         log.live(10)
         change = log.live(15)
@@ -38,8 +37,7 @@ class TestLogCoverage:
         assert (log.position, log.pending, log.backfilled) == (10, 0, 6)
 
     def test_a_gap_over_the_limit_keeps_its_oldest_entries(self) -> None:
-        """Over max_entries, the oldest entries of a gap are kept and the rest is
-        unrecovered at once."""
+        """Over max_entries, a gap's oldest entries are kept and the rest is unrecovered at once."""
         log = LogCoverage("l", max_entries=100)
         log.live(0)
         log.new_connection()
@@ -65,8 +63,8 @@ class TestLogCoverage:
         assert (log.gaps, log.unrecovered, log.position) == ([(1, 50)], 50, 0)
 
     def test_the_tree_size_at_start_opens_the_downtime_gap(self) -> None:
-        """A restored log's tree size beyond its head is a gap; not once certstream sends the
-        log (its first index made that gap)."""
+        """A restored tree size beyond the head is a gap, unless certstream already sent the log."""
+        # Once certstream sends the log, its first index made that gap.
         log = LogCoverage("l", high=100)
         assert log.extend_to(150).gap == (101, 149)
         restored = LogCoverage("l", high=100)
@@ -92,8 +90,8 @@ class TestLogCoverage:
         assert (change.missed, change.gap, log.gaps) == (2, None, [])
 
     def test_merging_a_saved_state_keeps_only_what_neither_processed(self) -> None:
-        """A replica that followed a log from entry 50 takes in what the previous leader
-        saved (up to 80, a gap 60-65): the gaps left are those of both."""
+        """Merging a previous leader's saved coverage keeps the gaps of both."""
+        # This replica followed from entry 50; the previous leader saved up to 80 with a gap 60-65.
         mine = LogCoverage("l")
         for index in (50, 51, 52, 70, 71):  # its own gap: 53-69
             mine.live(index)
@@ -116,8 +114,8 @@ class TestLogCoverage:
         assert (mine.high, mine.gaps, mine.position) == (99, [(3, 4)], 2)
 
     def test_merging_does_not_reach_before_either_start(self) -> None:
-        """What the previous leader never tracked stays untracked: no gap below its saved
-        entries, even where this process started later."""
+        """What the previous leader never tracked stays untracked: no gap below its entries."""
+        # Even where this process started later.
         mine = LogCoverage("l")
         mine.live(500)
         mine.merge(400, [])

@@ -69,8 +69,7 @@ def rfc_log() -> TestLog:
 
 class TestMerkle:
     def test_audit_paths_from_subtrees_match_the_rfc_definition(self, rfc_log: TestLog) -> None:
-        """The audit path built from complete subtrees is RFC 6962's PATH, for every leaf
-        of every tree size up to 40, and it verifies."""
+        """The audit path from complete subtrees is RFC 6962's PATH and verifies, up to size 40."""
         for size in range(1, 41):
             root = rfc_log.root(size)
             for index in range(size):
@@ -102,8 +101,8 @@ class TestMerkle:
 
     @pytest.mark.parametrize("size", [1, 255, 256, 257, 513, 70_000])
     def test_proofs_computed_from_hash_tiles_verify(self, size: int) -> None:
-        """An audit path computed from hash tiles (full and partial, several levels) proves
-        entries near both ends and in the middle of a tree."""
+        """An audit path from hash tiles (full, partial, several levels) proves any entry."""
+        # Entries near both ends and in the middle of a tree.
         rng = random.Random(size)
         leaves = [rng.randbytes(32) for _ in range(size)]
         tiles = reference_tiles(leaves)
@@ -122,8 +121,8 @@ class TestMerkle:
             assert ctlog.verify_inclusion(index, size, leaves[index], path, root)
 
     def test_tile_widths_follow_the_spec_example(self) -> None:
-        """A tree of 70,000: 273 full level-0 tiles and one of 112; level 1: one full and
-        one of 17; level 2: one of 1."""
+        """A tree of 70,000 has 273 full level-0 tiles and one of 112, and so up the levels."""
+        # Level 1: one full and one of 17; level 2: one of 1.
         size = 70_000
         assert ctlog.tile_width(0, 272, size) == 256
         assert ctlog.tile_width(0, 273, size) == 112
@@ -136,8 +135,7 @@ class TestMerkle:
 
 class TestTilePaths:
     def test_indexes_are_written_in_three_digit_groups(self) -> None:
-        """Tile indexes are 3-digit groups, all but the last prefixed x; partial tiles get
-        .p/<width>."""
+        """Tile indexes are 3-digit groups, all but the last x-prefixed; partials get .p/<w>."""
         assert ctlog.data_tile_path(1234067) == "tile/data/x001/x234/067"
         assert ctlog.data_tile_path(5) == "tile/data/005"
         assert ctlog.data_tile_path(1000) == "tile/data/x001/000"
@@ -148,8 +146,8 @@ class TestTilePaths:
 
 class TestEntries:
     def test_get_entries_yield_certificates_chains_and_leaf_hashes(self, rfc_log: TestLog) -> None:
-        """get-entries items give the logged certificate (the submitted precertificate for
-        a precert), its chain, its type, and the leaf hash the tree holds."""
+        """get-entries items give the logged certificate, its chain, its type and its leaf hash."""
+        # For a precert, the logged certificate is the submitted precertificate.
         response = {"entries": [rfc_log.entry_json(i) for i in range(2, 6)]}
         entries = ctlog.parse_get_entries(response, 2)
         assert [e.index for e in entries] == [2, 3, 4, 5]
@@ -164,8 +162,8 @@ class TestEntries:
         assert entries[0].entry_type is EntryType.X509
 
     def test_data_tiles_yield_entries_whose_hashes_are_the_level_0_tile(self) -> None:
-        """A data tile's entries hash to its level-0 hash tile, precerts carry the submitted
-        precertificate, and the chain comes as SHA-256 fingerprints."""
+        """A data tile's entries hash to its level-0 tile; precerts and chains are read right."""
+        # Precerts carry the submitted precertificate; the chain comes as SHA-256 fingerprints.
         log = TestLog("tiled")
         ca = CA()
         for n in range(300):
@@ -235,8 +233,8 @@ class TestTreeHeads:
         assert not ctlog.verify_tree_head(TreeHead(5, 1, head.root_hash, b"\x04\x03\x00"), key)
 
     def test_a_checkpoint_is_read_from_the_logs_signature_line(self) -> None:
-        """A checkpoint gives size, root and the log's own signature (a witness's line is
-        ignored), which verifies with the log's key."""
+        """A checkpoint gives size, root and the log's own signature, which verifies."""
+        # A witness's line is ignored.
         log = TestLog("tiled")
         log.port = 4321
         log.add_filler(300)
@@ -245,8 +243,7 @@ class TestTreeHeads:
         assert ctlog.verify_tree_head(head, log.key.public_key())
 
     def test_a_checkpoint_of_another_origin_or_unsigned_is_told_apart(self) -> None:
-        """Another origin is malformed; without a line from the log's key id the tree head
-        comes back unsigned; with no log id it is read unsigned."""
+        """Another origin is malformed; a missing log signature or log id reads unsigned."""
         log = TestLog("tiled")
         log.port = 4321
         log.add_filler(3)

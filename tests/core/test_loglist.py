@@ -18,8 +18,7 @@ def parsed(document: object) -> object:
 
 class TestLogList:
     def test_both_kinds_of_log_are_read_with_their_keys(self) -> None:
-        """RFC 6962 logs are read at url, tiled logs at monitoring_url, both with their key
-        and, for a tiled log, its checkpoint origin."""
+        """RFC 6962 logs read at url, tiled logs at monitoring_url, each with its key and origin."""
         rfc, tiled = TestLog("rfc6962", key="rsa"), TestLog("tiled", name="willow")
         rfc.port = tiled.port = 8443
         logs = parse_log_list(json.dumps(log_list(rfc, tiled)).encode())
@@ -34,8 +33,8 @@ class TestLogList:
         assert logs.find("HTTP://127.0.0.1:8443/willow/") is b
 
     def test_entries_that_cannot_be_used_are_left_out_or_unverified(self) -> None:
-        """An entry without a URL is left out; one whose key does not parse, or whose log_id
-        is not its key's hash, is kept without a key; each is reported."""
+        """A log without URL is left out, one with a bad key kept keyless; each is reported."""
+        # A bad key: it does not parse, or the log_id is not its hash.
         good = TestLog("rfc6962", name="good")
         good.port = 1
         document = log_list(good)

@@ -92,8 +92,7 @@ class TestPeek:
 
 class TestReadUpdate:
     def test_go_full_precert(self) -> None:
-        """The full Go message gives every payload field, normalised identity facts and the
-        DER."""
+        """The full Go message gives every payload field, normalised identity facts and the DER."""
         seen = read_update(sample("go-full-precert.json"))
         summary, facts = seen.summary, seen.facts
         assert summary.update_type == "PrecertLogEntry"

@@ -181,8 +181,8 @@ class TestDelivery:
     async def test_a_retry_after_of_3000_years_is_capped_by_the_schedule_and_the_period(
         self, tmp_path: Path, autojump_clock: trio.testing.MockClock
     ) -> None:
-        """Retry-After: 99999999999 waits at most an hour per attempt, and the alert fails
-        when the retry period is over instead of being parked."""
+        """A huge Retry-After waits at most an hour, and the alert fails when the period is over."""
+        # Retry-After: 99999999999; the alert is not parked.
         parked = httpx.Response(503, headers={"Retry-After": "99999999999"})
         hook = Hook(default=lambda: parked)
         async with sending(tmp_path, hook, retry_period=3 * 3600) as (store, _, _metrics):

@@ -147,8 +147,8 @@ class TestDomains:
         assert (await service.client.get("/domains")).json() == []
 
     async def test_public_suffixes(self, service: RunningService) -> None:
-        """A registry's suffix is refused; a company's needs allow_private_suffix; domains
-        registered under either are fine."""
+        """A registry's suffix is refused, a company's needs allow_private_suffix."""
+        # Domains registered under either are fine.
         refused = await service.client.post("/domains", json={"value": "co.uk"})
         assert "ICANN section" in fields(refused)["value"]
         unconfirmed = await service.client.post("/domains", json={"value": "github.io"})

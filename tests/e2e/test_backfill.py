@@ -101,8 +101,9 @@ async def errors(service: RunningService, log: TestLog, reason: str) -> float:
 async def test_a_hijack_hidden_in_a_feed_gap_is_read_from_the_log(
     tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA, kind: str
 ) -> None:
-    """certstream skips entries 6-298; the log's entry 270 is a hijack: one suspicious
-    webhook, observed via the log, verified against its signed tree (partial tiles too)."""
+    """A hijack in entries certstream skipped is back-filled, verified and alerted once."""
+    # certstream skips entries 6-298; entry 270 is the hijack, verified against the signed tree
+    # (partial tiles too) and observed via the log.
     log = await start_log(nursery, kind)
     log.add_filler(270)
     assert log.add_issuance(hijack(ca)) == 270
@@ -141,8 +142,8 @@ async def test_a_hijack_hidden_in_a_feed_gap_is_read_from_the_log(
 async def test_the_window_of_a_reconnect_is_back_filled(
     tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
 ) -> None:
-    """The log goes on while the feed connection is down: certstream's first index after the
-    reconnect opens a gap, and the hijack logged in between is read from the log."""
+    """A hijack logged while the feed connection was down is read from the log."""
+    # certstream's first index after the reconnect opens the gap.
     log = await start_log(nursery, "rfc6962")
     log.add_filler(5)
     settings = backfill_settings(tmp_path, feed, receiver, log)
@@ -166,8 +167,8 @@ async def test_the_window_of_a_reconnect_is_back_filled(
 async def test_downtime_is_back_filled_after_a_restart(
     tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
 ) -> None:
-    """certwatch stopped while the log grew: the next start reads what it logged meanwhile
-    (from the saved position to the log's tree size) and alerts on the hijack in it."""
+    """After a restart, what the log grew meanwhile is read and its hijack alerted."""
+    # From the saved position to the log's tree size.
     log = await start_log(nursery, "tiled")
     log.add_filler(10)
     settings = backfill_settings(tmp_path, feed, receiver, log)
@@ -190,8 +191,7 @@ async def test_downtime_is_back_filled_after_a_restart(
 async def test_an_issuance_seen_live_and_back_filled_gives_one_event(
     tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
 ) -> None:
-    """The precert back-filled from a gap and its final certificate delivered live are one
-    issuance: one event."""
+    """A back-filled precert and its final certificate delivered live are one event."""
     log = await start_log(nursery, "rfc6962")
     issuance = hijack(ca)
     log.add_filler(15)
@@ -212,8 +212,8 @@ async def test_an_issuance_seen_live_and_back_filled_gives_one_event(
 async def test_a_tiled_precert_without_der_is_recognised_by_its_registered_key(
     tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
 ) -> None:
-    """certstream-server-go shows a tiled log's precert without DER; its entry is read from
-    the log within the grace period, and the registered key recognises it: info."""
+    """A DER-less tiled precert read from the log in the grace period is info by its key."""
+    # certstream-server-go shows a tiled log's precert without DER.
     log = await start_log(nursery, "tiled")
     issuance = ca.issue([f"api.{WATCHED}"])
     log.add_filler(7)
@@ -238,8 +238,8 @@ async def test_a_tiled_precert_without_der_is_recognised_by_its_registered_key(
 async def test_with_no_grace_a_der_less_precert_is_corrected_by_a_follow_up(
     tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
 ) -> None:
-    """SUSPICIOUS_GRACE_S=0: the DER-less precert is suspicious at once; the entry read from
-    the log then recognises it by its key, and a resolved follow-up corrects it."""
+    """With no grace, a DER-less precert is suspicious, then resolved once read from the log."""
+    # SUSPICIOUS_GRACE_S=0: the entry read from the log recognises it by its registered key.
     log = await start_log(nursery, "tiled")
     issuance = ca.issue([f"api.{WATCHED}"])
     assert log.add_issuance(issuance) == 0
@@ -286,8 +286,8 @@ async def test_with_backfill_off_no_request_reaches_the_log(
 async def test_over_the_limit_the_oldest_entries_are_read_and_the_rest_counted(
     tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
 ) -> None:
-    """CT_BACKFILL_MAX_ENTRIES=20: of a gap of 99, the oldest 20 are read; 79 are counted
-    unrecovered, and shown in /healthz."""
+    """CT_BACKFILL_MAX_ENTRIES=20: of a gap of 99, 20 are read and 79 counted unrecovered."""
+    # The oldest 20; the unrecovered count is shown in /healthz.
     log = await start_log(nursery, "rfc6962")
     log.add_filler(5)
     log.add_issuance(hijack(ca))  # 5: inside the part that is read
@@ -352,9 +352,8 @@ class TestFaultyLogs:
         count: int | None,
         verified: bool,
     ) -> None:
-        """A log that rate-limits, cuts an answer short or signs badly is counted by
-        reason, asked again, and the gap filled: the hijack alerts (verified only when the
-        tree head's signature is good)."""
+        """A rate-limiting, truncating or badly signing log is retried and the gap filled."""
+        # Each fault is counted by reason; the alert is verified only with a good STH signature.
         log = await log_with_hijack(nursery, kind, ca, key="rsa")
         setattr(log, fault, count or True)
         async with watching(backfill_settings(tmp_path, feed, receiver, log)) as service:
@@ -375,8 +374,8 @@ class TestFaultyLogs:
         ca: CA,
         kind: str,
     ) -> None:
-        """A log serving a matching certificate at an index its tree holds something else
-        for: the proof fails (bad_proof), and the alert still goes out, unverified."""
+        """An entry that does not prove against the tree is bad_proof, still alerted, unverified."""
+        # The log serves a matching certificate at an index its tree holds something else for.
         log = await start_log(nursery, kind)
         log.add_filler(7)
         log.serve_instead(4, hijack(ca))
@@ -393,8 +392,8 @@ class TestFaultyLogs:
     async def test_a_log_that_stays_down_is_given_up_and_certwatch_goes_on(
         self, tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
     ) -> None:
-        """A log that refuses connections is retried for the retry period, then the gap is
-        counted unrecovered; live alerts keep flowing meanwhile and after."""
+        """A log refusing connections leaves its gap unrecovered; live alerts keep flowing."""
+        # It is retried for the retry period first; live alerts flow meanwhile and after.
         log = await start_log(nursery, "rfc6962")
         log.add_filler(20)
         await log.down()
@@ -419,9 +418,9 @@ class TestFaultyLogs:
 async def test_a_precert_from_a_precert_signing_certificate_keeps_its_issuance(
     tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
 ) -> None:
-    """A precert signed by a Precertificate Signing Certificate (read from the tiled log's
-    issuer/ endpoint) is the same issuance as the final certificate the LB pushed, by key id
-    and serial and by the TBS the log holds: info."""
+    """A precert signed by a precert signing certificate matches the LB's final cert: info."""
+    # The signing certificate is read from the tiled log's issuer/ endpoint; the match is by key
+    # id and serial and by the TBS the log holds.
     log = await start_log(nursery, "tiled")
     signer = ca.precert_signer()
     issuance = ca.issue([f"www.{WATCHED}"], precert_signer=signer)
@@ -449,8 +448,8 @@ async def test_without_a_log_list_logs_are_read_from_certstreams_url_unverified(
     ca: CA,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """CT_LOG_LIST unreadable: the gap is still filled from source.url and source.type,
-    the alert says log_verified false, and the missing list is said once."""
+    """Without the log list, gaps fill from the feed's source, alerts unverified, said once."""
+    # CT_LOG_LIST unreadable: source.url and source.type are used; log_verified is false.
     log = await log_with_hijack(nursery, "rfc6962", ca)
     settings = backfill_settings(
         tmp_path, feed, receiver, log, ct_log_list=str(tmp_path / "missing.json")
@@ -472,8 +471,7 @@ async def test_without_a_log_list_logs_are_read_from_certstreams_url_unverified(
 async def test_gaps_in_many_logs_are_all_filled(
     tmp_path: Path, nursery: trio.Nursery, feed: FeedServer, receiver: Receiver, ca: CA
 ) -> None:
-    """Six logs with a gap each (more than are filled at once) are all back-filled: a hijack
-    in each is alerted once."""
+    """Six logs with a gap each (more than fill at once) are back-filled, one alert each."""
     logs = [
         await log_with_hijack(nursery, "tiled" if n % 2 else "rfc6962", ca, name=f"log{n}")
         for n in range(6)

@@ -182,8 +182,9 @@ class TestFeedFaults:
     async def test_a_matching_certificate_with_wrong_typed_fields_still_alerts(
         self, tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
     ) -> None:
-        """source.url null, a null name, cert_index "123", serial and fingerprint null,
-        seen "x", extensions []: stored and delivered, each coerced field counted."""
+        """Odd but usable fields are coerced and counted; the alert is stored and delivered."""
+        # source.url null, a null name, cert_index "123", serial and fingerprint null, seen "x",
+        # extensions [].
         message = ca.issue(["evil.example.org"]).message("go-full")
         data, leaf = message["data"], message["data"]["leaf_cert"]
         data["source"]["url"] = None
@@ -319,8 +320,8 @@ class TestHostileCertificates:
     async def test_a_matching_unparsable_certificate_still_alerts(
         self, tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA, forge: str
     ) -> None:
-        """A hijack in a certificate nobody can parse is stored and delivered, named from the
-        message; the next certificate is processed as usual."""
+        """A hijack in an unparseable certificate is delivered, named from the message."""
+        # The next certificate is processed as usual.
         issuance = ca.issue(["evil.example.org"])
         if forge == "unknown key algorithm":
             der = with_unknown_key_algorithm(issuance.precert)
@@ -385,10 +386,8 @@ class TestHostileCertificates:
     async def test_a_push_with_36000_extensions_is_refused_without_parsing_it(
         self, tmp_path: Path, ca: CA
     ) -> None:
-        """A ~950 KiB PEM of 36,000 extensions is refused by its size; the API stays responsive.
-
-        (How long the event loop is held is measured in benchmarks/hostile_push.py.)
-        """
+        """A ~950 KiB PEM of 36,000 extensions is refused by size; the API stays responsive."""
+        # How long the event loop is held is measured in benchmarks/hostile_push.py.
         big = pem(with_extensions(ca, ["a.example.org"], 36_000))
         assert 800_000 < len(big) < 1024 * 1024
         async with run_service(make_settings(tmp_path, timing=QUICK)) as service:

@@ -49,8 +49,8 @@ async def a_deployment(path: Path) -> None:
 async def test_a_sqlite_deployment_moves_to_postgresql_and_twice_is_harmless(
     tmp_path: Path, pg_url: str
 ) -> None:
-    """Every table is copied (alerts with their state, a pending one unclaimed); a second
-    run copies nothing; new alerts number after the copied ones."""
+    """migrate-db copies every table with its state, once; new alerts number after them."""
+    # A pending alert arrives unclaimed; a second run copies nothing.
     path = tmp_path / "cw.db"
     await a_deployment(path)
     env = {**os.environ, "DB_PATH": str(path), "DATABASE_URL": pg_url}

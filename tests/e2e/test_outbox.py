@@ -124,11 +124,9 @@ async def test_failed_alerts_can_be_requeued(
 async def test_a_big_backlog_with_a_slow_receiver_keeps_memory_bounded(
     tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
 ) -> None:
-    """1,000 pending alerts and a receiver taking 2 s: the feed keeps flowing, nothing dropped.
-
-    The backlog stays in the database: at most 4 deliveries are in flight and nothing
-    queues in memory (rates and memory are measured in benchmarks/outbox_backlog.py).
-    """
+    """1,000 pending alerts and a 2 s receiver: the feed flows, nothing is dropped."""
+    # The backlog stays in the database: at most 4 deliveries in flight, nothing queued in
+    # memory (rates and memory are measured in benchmarks/outbox_backlog.py).
     receiver.delay = 2.0
     settings = wired(tmp_path, feed, receiver, timing=OUTBOX)
     store = await SQLiteStore.open(settings.db_path)

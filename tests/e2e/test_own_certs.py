@@ -428,8 +428,8 @@ async def test_the_environment_wins_over_the_hook_config_file(tmp_path: Path, ca
 
 
 def test_certbot_runs_the_hook_on_every_issuance() -> None:
-    """The shipped cli.ini lines name the hook as certbot's deploy-hook (certonly and renew),
-    at the path its own install line puts it."""
+    """The shipped cli.ini names the hook as certbot's deploy-hook, where it is installed."""
+    # For certonly and renew, at the path its own install line puts it.
     text = (HOOKS / "cli.ini.example").read_text()
     settings = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert settings == ["deploy-hook = /usr/local/lib/certwatch/certwatch-deploy-hook"]

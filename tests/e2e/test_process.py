@@ -74,11 +74,9 @@ class TestSignals:
         assert "stopped" in rest
 
     def test_repeated_signals_until_exit_still_exit_zero(self, tmp_path: Path) -> None:
-        """A SIGTERM, then more every millisecond until the process is gone: exit 0, 5 times.
-
-        What `uv run` does (it forwards each SIGTERM, so `kill` of the process group sends
-        two); one in three of such exits used to end with status 143.
-        """
+        """A SIGTERM then more every millisecond: exit 0, five times."""
+        # What `uv run` does: it forwards each SIGTERM, so `kill` of the process group sends two;
+        # one in three of such exits used to end with status 143.
         for run in range(5):
             with running(environment(tmp_path)) as proc:
                 proc.send_signal(signal.SIGTERM)

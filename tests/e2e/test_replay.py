@@ -74,8 +74,7 @@ def run_replay(capture: Path, db: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_shipped_capture_replays_as_the_readme_says(tmp_path: Path) -> None:
-    """contrib/replay: one suspicious issuance in every server variant; info once the
-    deployed certificate is registered."""
+    """contrib/replay: suspicious in every server variant; info once the cert is registered."""
     capture = CONTRIB / "replay" / "sample-capture.jsonl"
     samples = SAMPLES
     db = tmp_path / "cw.db"
@@ -109,9 +108,8 @@ def test_the_shipped_capture_replays_as_the_readme_says(tmp_path: Path) -> None:
 
 
 def test_replay_simulates_the_grace_period(tmp_path: Path, ca: CA) -> None:
-    """A copy that recognises the issuance within the grace period makes it `info`; after it,
-    or with no grace, the alert is `suspicious` and a `resolved` follow-up comes, as in the
-    service."""
+    """replay follows the service's grace: info within it, suspicious then resolved after."""
+    # With no grace, the alert is suspicious at once and a resolved follow-up comes.
     ours = ca.issue(["www.example.org"])
     db = tmp_path / "cw.db"
 

@@ -326,8 +326,8 @@ class TestCleanup:
     async def test_only_settled_alerts_expire_counting_from_when_they_were_stored(
         self, tmp_path: Path, autojump_clock: trio.testing.MockClock
     ) -> None:
-        """Delivered and observed alerts past retention go; held, pending and failed never do;
-        and a fresh alert whose feed says `seen` 40 days ago stays."""
+        """Only delivered and observed alerts past retention go, counted from when stored."""
+        # Held, pending and failed never do; a fresh alert whose feed says `seen` 40 days ago stays.
         now = virtual_wall_clock()
         day = 86400.0
         async with world(tmp_path / "db", grace=0) as w:

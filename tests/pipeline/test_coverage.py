@@ -49,8 +49,8 @@ class TestCounting:
         assert coverage.state(LOG_A).position == 12
 
     def test_a_reconnect_window_is_a_gap_but_not_missed(self) -> None:
-        """After a new connection, a log's first index beyond the last is a gap to back-fill
-        (certstream did not skip it: certwatch was not connected), not a missed count."""
+        """After a reconnect, a log's first index beyond the last is a gap, not a missed count."""
+        # certstream did not skip it: certwatch was not connected.
         coverage = Coverage(Metrics(), backfill=True)
         coverage.observe(LOG_A, "", 10)
         coverage.new_connection()
@@ -69,8 +69,8 @@ class TestCounting:
         assert coverage.state(LOG_A).gaps == []
 
     def test_a_log_series_exists_from_its_first_message(self) -> None:
-        """Every per-log coverage series is exported at 0 from the log's first message, so
-        that Prometheus' increase() sees the first gap."""
+        """Per-log coverage series start at 0 with the log's first message."""
+        # So that Prometheus' increase() sees the first gap.
         metrics = Metrics()
         coverage = Coverage(metrics, backfill=True)
         assert sample(metrics, "certwatch_ct_missed_entries_total", LOG_A) is None
@@ -97,9 +97,8 @@ class TestCounting:
 
 class TestLogs:
     def test_a_message_is_matched_to_its_log_by_any_url(self) -> None:
-        """certstream's source.url finds the listed log by url, submission_url or
-        monitoring_url, ignoring the scheme's case and a trailing slash; the log is named
-        by its read URL."""
+        """source.url finds the listed log by any of its URLs; the log is named by its read URL."""
+        # url, submission_url or monitoring_url, ignoring the scheme's case and a trailing slash.
         metrics = Metrics()
         coverage = Coverage(metrics, backfill=True)
         coverage.set_log_list(LogList((
@@ -113,8 +112,7 @@ class TestLogs:
         assert coverage.missed == 0
 
     def test_an_unlisted_log_is_read_from_its_own_url_and_type(self) -> None:
-        """A log not in the list is followed under certstream's URL (normalised), of the
-        type certstream says, and cannot be verified."""
+        """An unlisted log is followed under certstream's URL and type, and cannot be verified."""
         coverage = Coverage(Metrics(), backfill=True)
         info = coverage.resolve("https://Other.example/log/", "tiled")
         assert info is not None
@@ -135,8 +133,8 @@ class TestLogs:
         assert coverage.label("https://sub.example/willow") == "https://mon.example/willow"
 
     def test_unlisted_logs_are_bounded_in_number_and_url_length(self) -> None:
-        """Past MAX_UNLISTED_LOGS logs not in the list, or with a URL over MAX_LOG_URL, a log
-        is not followed (nor ever read): 300 distinct 1 MB URLs no longer cost 300 MB."""
+        """Unlisted logs are bounded in number and URL length: 300 huge URLs cost nothing."""
+        # Past MAX_UNLISTED_LOGS, or with a URL over MAX_LOG_URL, a log is not followed nor read.
         metrics = Metrics()
         coverage = Coverage(metrics, backfill=True)
         for n in range(MAX_UNLISTED_LOGS + 88):
@@ -162,8 +160,7 @@ class TestLogs:
 
 class TestPersistence:
     async def test_positions_and_gaps_survive_a_restart(self, tmp_path: Path) -> None:
-        """Saved positions and pending gaps are restored by the next start, and only logs
-        that changed are saved again."""
+        """Saved positions and gaps are restored on start; only changed logs are saved again."""
         store = await SQLiteStore.open(tmp_path / "cw.db")
         try:
             coverage = Coverage(Metrics(), backfill=True)

@@ -131,8 +131,7 @@ class TestLogList:
     async def test_an_unreadable_list_is_said_once_and_retried_sooner(
         self, autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """A list that cannot be read is reported once (a warning), retried after a minute
-        doubling to an hour, and the list loaded before is kept."""
+        """An unreadable log list is said once and retried (1 min to 1 h); the old one is kept."""
         metrics = Metrics()
         coverage = Coverage(metrics, backfill=True)
         loader = MemoryList(coverage, metrics, [b""])

@@ -52,8 +52,7 @@ class TestSchema:
 
 class TestLeader:
     async def test_one_replica_leads_and_another_takes_over_when_it_dies(self, pg_url: str) -> None:
-        """The leader role is one replica's at a time; when its connection ends (the
-        process died), another takes it."""
+        """The leader role is one replica's; when its connection ends, another takes it."""
         first, second = await PostgresStore.open(pg_url), await PostgresStore.open(pg_url)
         try:
             assert await first.try_lead() is True
@@ -107,8 +106,8 @@ class TestFaults:
     async def test_a_restarted_server_is_unavailable_then_used_again(
         self, postgres: PostgresCluster, pg_url: str
     ) -> None:
-        """The server restarts: calls fail as StoreUnavailable (retried by callers) at most
-        once, then work again on new connections; the leader's lock was lost with it."""
+        """A restarted server fails calls as StoreUnavailable at most once, then works again."""
+        # On new connections; the leader's lock was lost with the old ones.
         store = await PostgresStore.open(pg_url)
         try:
             await store.upsert_domain("a.example", "", 1.0)

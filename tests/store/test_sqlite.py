@@ -117,9 +117,8 @@ class TestRows:
         assert (alert.kind, alert.status, alert.severity) == ("alert", "delivered", "info")
 
     async def test_version_4_keeps_older_duplicate_issuances(self, tmp_path: Path) -> None:
-        """A file from before one-alert-per-issuance, holding two alerts of one issuance
-        (possible past retention), upgrades: both rows kept, the newer one keeping the
-        issuance, and the change log and claims in place."""
+        """A version 3 file with two alerts of one issuance upgrades, keeping both rows."""
+        # Possible past retention: the newer keeps the issuance; the change log and claims exist.
         path = tmp_path / "cw.db"
         conn = sqlite3.connect(path, isolation_level=None)
         for script in MIGRATIONS[:3]:

@@ -103,8 +103,8 @@ class TestAlerts:
         assert loaded.facts.serial == 2**159 + 5
 
     async def test_an_issuance_has_one_alert(self, store: Store) -> None:
-        """A second alert of one issuance gets the stored one back (another replica won the
-        race); a follow-up of the issuance is stored beside it."""
+        """A second alert of one issuance gets the stored one back; a follow-up is stored beside."""
+        # Another replica won the race.
         first = await store.insert_alert(pending_alert(1, 1.0))
         rival = attrs.evolve(pending_alert(1, 2.0), event_id="rival")
         again = await store.insert_alert(rival)
@@ -118,8 +118,8 @@ class TestAlerts:
         assert await store.resolve(attrs.evolve(follow_up, event_id="again")) is None
 
     async def test_claims_give_an_alert_to_one_replica_at_a_time(self, store: Store) -> None:
-        """A claimed alert is not claimed by another until its claim expires or the attempt
-        is recorded; the claimer may renew its own claim."""
+        """A claimed alert is not claimed again until it expires or the attempt is recorded."""
+        # The claimer may renew its own claim.
         stored = await store.insert_alert(pending_alert(1, 100.0))
         assert stored.id is not None
         [mine] = await store.claim_due(100.0, 10, claimer="a", until=130.0)
@@ -166,8 +166,7 @@ class TestAlerts:
 
 class TestChanges:
     async def test_every_change_to_the_views_tables_is_logged(self, store: Store) -> None:
-        """Inserts, updates and deletes of entries, certs and keys are in the change log,
-        in order, with the row as it was before."""
+        """Changes to entries, certs and keys are logged in order, with the row as it was before."""
         start = await store.last_change()
         await store.upsert_domain("example.org", "", 1.0)
         await store.upsert_cert(cert(1))
