@@ -52,7 +52,7 @@ log = logging.getLogger("certwatch.delivery.webhook")
 
 CONCURRENCY = 4
 """Deliveries in flight at once."""
-LEASE_MARGIN_S = 30.0
+LEASE_MARGIN_S = 10.0
 """A claim lasts the attempt's timeout plus this: time to record the attempt."""
 _MAX_ERROR_BODY = 200
 """How much of an error response's body goes into ``last_error``."""

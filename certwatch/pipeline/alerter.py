@@ -198,7 +198,7 @@ class Alerter:
                     async with self._lock:
                         await self._settle(alert_id)
                 deadline = self._holds.next_deadline()
-                wait = math.inf if deadline is None else deadline - self._clock()
+                wait = math.inf if deadline is None else max(0.0, deadline - self._clock())
                 if adopt_every_s is not None:
                     wait = min(wait, adopt_every_s)
                 self._holds_changed = trio.Event()

@@ -1,0 +1,111 @@
+"""certwatch replicas as real processes on one PostgreSQL database, each with a feed of
+its own (the same messages sent to every feed), for end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from tests.support.servers import FeedServer
+from tests.support.service import TOKEN
+
+__all__ = ["Fleet", "Replica"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Replica:
+    """One ``python -m certwatch`` process (started, killed, started again)."""
+
+    def __init__(self, name: str, feed: FeedServer, env: dict[str, str], logs: Path) -> None:
+        self.name = name
+        self.feed = feed
+        self.port = free_port()
+        self.env = {
+            **env,
+            "API_PORT": str(self.port),
+            "CERTSTREAM_URL": feed.url,
+        }
+        self.log = logs / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{self.port}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+        )
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "certwatch"], env=self.env, stdout=log, stderr=log
+            )
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no last save, connections cut."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    async def health(self) -> dict[str, Any]:
+        response = await self.client.get("/healthz")
+        return response.json()  # type: ignore[no-any-return]
+
+    async def wait_ready(self) -> None:
+        """Until the API answers and the feed is connected (checked every 50 ms: the
+        process gives no other sign)."""
+        with trio.fail_after(60):
+            while True:
+                with contextlib.suppress(httpx.TransportError, json.JSONDecodeError):
+                    health = await self.health()
+                    if health["feed"]["connected"]:
+                        return
+                await trio.sleep(0.05)
+
+
+class Fleet:
+    """Replicas on one database, a feed each, the same messages to every feed."""
+
+    def __init__(self, replicas: list[Replica]) -> None:
+        self.replicas = replicas
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """One message to every feed (each replica reads its own)."""
+        for replica in self.replicas:
+            if replica.feed.connections:
+                await replica.feed.send(message)
+
+    async def leader(self) -> Replica:
+        """The replica holding the leader role (waiting for one to take it)."""
+        with trio.fail_after(30):
+            while True:
+                for replica in self.replicas:
+                    if replica.proc is None:
+                        continue
+                    with contextlib.suppress(httpx.TransportError, json.JSONDecodeError):
+                        if (await replica.health())["database"]["leader"]:
+                            return replica
+                await trio.sleep(0.05)
