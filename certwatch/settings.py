@@ -14,7 +14,7 @@ import attrs
 
 from certwatch.errors import ConfigError
 
-__all__ = ["Settings", "Timing", "read", "redact_url"]
+__all__ = ["Settings", "Timing", "names", "read", "redact_url"]
 
 T = TypeVar("T")
 
@@ -60,7 +60,8 @@ class Timing:
     api_body_timeout_s: float = 30.0
     """A request body not complete after this long gets a 408 (slow bodies)."""
     db_busy_timeout_s: float = 5.0
-    """How long a write waits for another process's lock before a 503 / a retry."""
+    """How long a write waits for another process's lock (SQLite), or for a connection to
+    the database (PostgreSQL, reconnecting), before a 503 / a retry."""
     ct_request_timeout_s: float = 15.0
     """A CT log request without progress for this long fails (the whole answer: 3 times)."""
     ct_backoff_initial_s: float = 1.0
@@ -119,6 +120,11 @@ class Settings:
             )
 
         return cls(api_token=token, **{name.lower(): read(name, env) for name in _PARSERS})
+
+
+def names() -> list[str]:
+    """Every environment variable certwatch reads."""
+    return ["API_TOKEN", *_PARSERS]
 
 
 def read(name: str, environ: Mapping[str, str] | None = None) -> Any:

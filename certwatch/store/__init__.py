@@ -30,6 +30,8 @@ async def open_store(settings: Settings) -> Store:
     if settings.database_url is not None:
         from certwatch.store.postgres import PostgresStore  # psycopg only when it is used
 
-        return await PostgresStore.open(settings.database_url)
+        return await PostgresStore.open(
+            settings.database_url, wait_s=settings.timing.db_busy_timeout_s
+        )
     busy_timeout_ms = int(settings.timing.db_busy_timeout_s * 1000)
     return await SQLiteStore.open(settings.db_path, busy_timeout_ms=busy_timeout_ms)

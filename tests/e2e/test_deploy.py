@@ -20,7 +20,10 @@ import trio
 import yaml
 
 from certwatch.delivery.webhook import sign
+from certwatch.settings import names as settings_names
+from certwatch.store.postgres import PostgresStore
 from tests.support import CONTRIB, ROOT
+from tests.support.postgres import PostgresCluster, find_binaries
 from tests.support.service import make_settings, run_service
 
 METRIC = re.compile(r"\bcertwatch_[a-z_]+")
@@ -77,20 +80,91 @@ async def test_alert_rules_name_exported_metrics(tmp_path: Path) -> None:
     assert "certwatch_ct_unrecovered_entries_total" in exprs["CertwatchEntriesUnrecovered"]
 
 
+async def test_the_readme_documents_every_setting_and_metric(tmp_path: Path) -> None:
+    """Every environment variable certwatch reads and every metric it exports is in the README."""
+    readme = (ROOT / "README.md").read_text()
+    undocumented = [name for name in settings_names() if f"| `{name}` |" not in readme]
+    assert not undocumented, f"settings not in the README's table: {undocumented}"
+    families = {
+        re.sub(r"_(bucket|sum|count)$", "", name) if "_seconds_" in name else name
+        for name in await exported_metric_names(tmp_path)
+        if not name.startswith(("certwatch_python", "certwatch_process"))
+    }
+    missing = sorted(name for name in families if f"| `{name}` |" not in readme)
+    assert not missing, f"metrics not in the README's table: {missing}"
+
+
 def test_compose_wires_certwatch_to_its_certstream() -> None:
     """The compose file points certwatch at the certstream service's full stream, with /data."""
     compose = yaml.safe_load((CONTRIB / "docker-compose.yml").read_text())
     config = yaml.safe_load((CONTRIB / "certstream" / "config.yaml").read_text())
-    certwatch = compose["services"]["certwatch"]
     web = config["webserver"]
-    assert certwatch["environment"]["CERTSTREAM_URL"] == (
-        f"ws://certstream:{web['listen_port']}{web['full_url']}"
-    )
+    certwatch = compose["services"]["certwatch"]
+    for name in ("certwatch", "certwatch-a", "certwatch-b"):
+        assert compose["services"][name]["environment"]["CERTSTREAM_URL"] == (
+            f"ws://certstream:{web['listen_port']}{web['full_url']}"
+        )
     assert certwatch["environment"]["DB_PATH"].startswith("/data/")
     assert "certwatch-data:/data" in certwatch["volumes"]
+
+
+def test_compose_documents_every_variable_it_sets() -> None:
+    """Every variable the compose file gives a certwatch service is in the README."""
+    compose = yaml.safe_load((CONTRIB / "docker-compose.yml").read_text())
     readme = (ROOT / "README.md").read_text()
-    for variable in certwatch["environment"]:
-        assert f"`{variable}`" in readme, f"{variable} is not documented"
+    for name, service in compose["services"].items():
+        if name.startswith("certwatch"):
+            for variable in service["environment"]:
+                assert f"`{variable}`" in readme, f"{variable} is not documented"
+
+
+def test_compose_replicas_share_the_database_its_init_script_makes() -> None:
+    """The replicas profile: two replicas on one DATABASE_URL, the role init-certwatch makes."""
+    compose = yaml.safe_load((CONTRIB / "docker-compose.yml").read_text())
+    services = compose["services"]
+    a, b, postgres = services["certwatch-a"], services["certwatch-b"], services["postgres"]
+    assert a["profiles"] == b["profiles"] == postgres["profiles"] == ["replicas"]
+    assert a["environment"]["DATABASE_URL"] == b["environment"]["DATABASE_URL"]
+    assert a["environment"]["DATABASE_URL"].startswith(
+        "postgresql://certwatch:${CERTWATCH_DB_PASSWORD:-}@postgres:5432/certwatch"
+    )
+    assert a["ports"] != b["ports"]
+    assert b["depends_on"]["postgres"]["condition"] == "service_healthy"
+    init = "./postgres/init-certwatch.sh:/docker-entrypoint-initdb.d/init-certwatch.sh:ro"
+    assert init in postgres["volumes"]
+
+
+async def test_the_init_script_makes_a_role_enough_for_certwatch(postgres: PostgresCluster) -> None:
+    """contrib/postgres/init-certwatch.sh makes an ordinary role that certwatch runs as."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "PGHOST": str(postgres.socket),
+        "PGPORT": str(postgres.port),
+        "POSTGRES_USER": "postgres",
+        "CERTWATCH_DB_USER": "compose_role",
+        "CERTWATCH_DB_NAME": "compose_db",
+        "CERTWATCH_DB_PASSWORD": "s3cret'; DROP ROLE x; --",
+    }
+    binaries = find_binaries()
+    assert binaries is not None
+    env["PATH"] = f"{binaries}:{env['PATH']}"
+    await trio.run_process(
+        [str(CONTRIB / "postgres" / "init-certwatch.sh")], env=env, capture_stdout=True
+    )
+    url = f"postgresql://compose_role@/compose_db?host={postgres.socket}&port={postgres.port}"
+    store = await PostgresStore.open(url)  # migrates: creates its tables as that role
+    try:
+        assert await store.upsert_domain("example.org", "", 1.0)
+        assert await store.domain_values() == ["example.org"]
+        assert await store.try_lead()
+    finally:
+        store.close()
+    with postgres.admin() as conn:
+        role = conn.execute(
+            "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = %s",
+            ("compose_role",),
+        ).fetchone()
+    assert role == (False, False, False)
 
 
 def _healthcheck_program() -> str:

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from certwatch.errors import StoreError, StoreUnavailable
-from certwatch.store.postgres import MIGRATIONS, PostgresStore
+from certwatch.store.postgres import MIGRATIONS, PostgresStore, connection_options
 from tests.support.postgres import PASSWORD, PostgresCluster
 
 
@@ -51,6 +51,15 @@ class TestSchema:
 
 
 class TestLeader:
+    def test_connections_detect_a_vanished_host_unless_the_url_says_otherwise(self) -> None:
+        """Connections get TCP keepalives (a dead host noticed in ~25 s); the URL's own win."""
+        ours = connection_options("postgresql://u@db.internal/certwatch")
+        assert ours["keepalives_idle"] == 10
+        assert ours["tcp_user_timeout"] == 30_000
+        theirs = connection_options("postgresql://u@db/certwatch?keepalives_idle=60")
+        assert "keepalives_idle" not in theirs
+        assert theirs["keepalives_count"] == 3
+
     async def test_one_replica_leads_and_another_takes_over_when_it_dies(self, pg_url: str) -> None:
         """The leader role is one replica's; when its connection ends, another takes it."""
         first, second = await PostgresStore.open(pg_url), await PostgresStore.open(pg_url)

@@ -61,8 +61,9 @@ async def healthz() -> Response:
         await ctx.sender.refresh_stats()
         stats = ctx.sender.stats
         outbox = OutboxHealth(stats.pending, stats.failed, stats.oldest_pending_at)
+    unhealthy = ctx.store.shared and not database.ok
     health_now = HealthOut(
-        status="ok",
+        status="database unavailable" if unhealthy else "ok",
         version=__version__,
         uptime_s=round(ctx.clock() - ctx.started_at, 3),
         feed=FeedHealth(
@@ -87,7 +88,6 @@ async def healthz() -> Response:
         database=database,
         outbox=outbox,
     )
-    unhealthy = ctx.store.shared and not database.ok
     return json_response(health_now, status=503 if unhealthy else 200)
 
 
