@@ -7,7 +7,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import httpx
 import trio
 
 from certwatch.store.sqlite import SQLiteStore
+from tests.support.servers import free_port
 
 HERE = Path(__file__).parent
 CACHE = HERE / ".cache"
@@ -45,12 +45,6 @@ def capture(count: int = 3000) -> Path:
         CACHE.mkdir(exist_ok=True)
         path.write_text("".join(build_frames(count)))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

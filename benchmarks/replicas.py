@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import os
 import random
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +42,9 @@ from benchmarks.common import Certwatch, capture, feed_server, machine, prepare_
 from certwatch.migrate import migrate_db
 from certwatch.pipeline.leadership import CHECK_S
 from tests.support.certs import CA
-from tests.support.postgres import PostgresCluster, find_binaries
-from tests.support.replicas import Fleet, Replica
-from tests.support.servers import FeedServer, Receiver
+from tests.support.postgres import NOT_INSTALLED, PostgresCluster, find_binaries, running_cluster
+from tests.support.replicas import Replica, open_fleet
+from tests.support.servers import Receiver
 from tests.support.service import TOKEN
 
 WATCHED = "bench-fleet.example"
@@ -65,23 +63,11 @@ class TimedReceiver(Receiver):
     async def _hook(self) -> Response:
         response = await super()._hook()
         if self.deliveries:
+            # the hook appends this request's delivery and returns without a checkpoint
             delivery = self.deliveries[-1]
-            serial = str(delivery.json()["serial"]).lower().lstrip("0")
-            self.first.setdefault(serial, time.perf_counter())
-            self.events[serial].add(delivery.headers["webhook-id"])
+            self.first.setdefault(delivery.serial, time.perf_counter())
+            self.events[delivery.serial].add(delivery.headers["webhook-id"])
         return response
-
-
-@contextlib.contextmanager
-def postgres() -> Iterator[PostgresCluster]:
-    binaries = find_binaries()
-    if binaries is None:
-        raise SystemExit("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    cluster = PostgresCluster(binaries).start()
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
 
 
 def feed_rate(url: str, count: int, db: Path, database_url: str | None) -> float:
@@ -126,28 +112,6 @@ def fleet_env(database_url: str, receiver: Receiver, grace_s: float) -> dict[str
     }
 
 
-@contextlib.asynccontextmanager
-async def running_fleet(
-    nursery: trio.Nursery, database_url: str, receiver: Receiver, grace_s: float, logs: Path
-) -> Any:
-    replicas = []
-    for name in ("a", "b", "c"):
-        feed = await FeedServer().start(nursery)
-        replicas.append(Replica(name, feed, fleet_env(database_url, receiver, grace_s), logs))
-    try:
-        for replica in replicas:
-            replica.start()
-        for replica in replicas:
-            await replica.wait_ready()
-        response = await replicas[0].client.post("/domains", json={"value": WATCHED})
-        assert response.status_code == 201, response.text
-        yield Fleet(replicas)
-    finally:
-        for replica in replicas:
-            replica.stop()
-            await replica.client.aclose()
-
-
 async def until_delivered(receiver: TimedReceiver, serials: set[str], limit_s: float) -> None:
     with trio.fail_after(limit_s):
         while not serials <= receiver.first.keys():
@@ -172,7 +136,8 @@ async def alerts(cluster: PostgresCluster, count: int, tmp: Path) -> dict[str, A
     async with trio.open_nursery() as nursery:
         receiver = TimedReceiver()
         await receiver.start(nursery)
-        async with running_fleet(nursery, cluster.new_database(), receiver, 0, tmp) as fleet:
+        env = fleet_env(cluster.new_database(), receiver, 0)
+        async with open_fleet(nursery, env, tmp, watch=WATCHED) as fleet:
             started = time.perf_counter()
             for message in messages:
                 await fleet.send(message)
@@ -196,8 +161,8 @@ async def failover(cluster: PostgresCluster, kills: int, grace_s: float, tmp: Pa
     async with trio.open_nursery() as nursery:
         receiver = TimedReceiver()
         await receiver.start(nursery)
-        database_url = cluster.new_database()
-        async with running_fleet(nursery, database_url, receiver, grace_s, tmp) as fleet:
+        env = fleet_env(cluster.new_database(), receiver, grace_s)
+        async with open_fleet(nursery, env, tmp, watch=WATCHED) as fleet:
             phase = random.Random(13)
             for n in range(kills):
                 # the replicas retry the lock once a second: kill anywhere in that cycle
@@ -248,7 +213,10 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    with tempfile.TemporaryDirectory() as tmp, postgres() as cluster:
+    binaries = find_binaries()
+    if binaries is None:
+        raise SystemExit(NOT_INSTALLED)
+    with tempfile.TemporaryDirectory() as tmp, running_cluster(binaries) as cluster:
         work = Path(tmp)
         rates = throughput(cluster, args.messages, args.runs, work)
         sqlite, pg = statistics.median(rates["sqlite"]), statistics.median(rates["postgresql"])

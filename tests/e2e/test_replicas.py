@@ -21,8 +21,8 @@ import trio
 from certwatch.store.postgres import PostgresStore
 from tests.support.certs import CA, Issuance
 from tests.support.postgres import PostgresCluster
-from tests.support.replicas import Fleet, Replica
-from tests.support.servers import FeedServer, Receiver
+from tests.support.replicas import Fleet, open_fleet
+from tests.support.servers import Receiver
 from tests.support.service import TOKEN
 
 pytestmark = pytest.mark.slow
@@ -45,22 +45,8 @@ async def fleet(
         "CT_BACKFILL": "0",
         "LOG_LEVEL": "INFO",
     }
-    replicas = []
-    for name in ("a", "b", "c"):
-        feed = await FeedServer().start(nursery)
-        replicas.append(Replica(name, feed, env, tmp_path))
-    fleet = Fleet(replicas)
-    try:
-        for replica in replicas:
-            replica.start()
-        for replica in replicas:
-            await replica.wait_ready()
-        await replicas[0].client.post("/domains", json={"value": WATCHED})
+    async with open_fleet(nursery, env, tmp_path, watch=WATCHED) as fleet:
         yield fleet
-    finally:
-        for replica in replicas:
-            replica.stop()
-            await replica.client.aclose()
 
 
 async def delivered(receiver: Receiver, issuances: list[Issuance]) -> dict[str, set[str]]:
@@ -70,10 +56,8 @@ async def delivered(receiver: Receiver, issuances: list[Issuance]) -> dict[str, 
         while True:
             events: dict[str, set[str]] = collections.defaultdict(set)
             for delivery in receiver.deliveries:
-                events[delivery.json()["serial"].lower().lstrip("0")].add(
-                    delivery.headers["webhook-id"]
-                )
-            if wanted <= {serial.lstrip("0") for serial in events}:
+                events[delivery.serial].add(delivery.headers["webhook-id"])
+            if wanted <= events.keys():
                 return events
             await receiver.wait_for(len(receiver.deliveries) + 1)
 

@@ -46,6 +46,9 @@ def find_binaries() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
+NOT_INSTALLED = "PostgreSQL is not installed (Debian: apt-get install postgresql)"
+
+
 class PostgresCluster:
     """initdb + pg_ctl in a temporary directory; a database per test."""
 
@@ -112,18 +115,23 @@ class PostgresCluster:
 
 
 @contextlib.contextmanager
+def running_cluster(binaries: Path) -> Iterator[PostgresCluster]:
+    """A cluster started with ``binaries``, destroyed (with its directory) at the end."""
+    cluster = PostgresCluster(binaries)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.destroy()
+
+
+@contextlib.contextmanager
 def cluster_or_skip() -> Iterator[PostgresCluster]:
     """A running cluster for the session, or a skip saying why there is none."""
     binaries = find_binaries()
     if binaries is None:
-        reason = (
-            "PostgreSQL is not installed (Debian: apt-get install postgresql); .ci/run installs it"
-        )
+        reason = f"{NOT_INSTALLED}; .ci/run installs it"
         if os.environ.get("CERTWATCH_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"CERTWATCH_REQUIRE_POSTGRES=1 but {reason}")
         pytest.skip(reason)
-    cluster = PostgresCluster(binaries).start()
-    try:
+    with running_cluster(binaries) as cluster:
         yield cluster
-    finally:
-        cluster.destroy()

@@ -6,25 +6,19 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 
-from tests.support.servers import FeedServer
+from tests.support.servers import FeedServer, free_port
 from tests.support.service import TOKEN
 
-__all__ = ["Fleet", "Replica"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["Fleet", "Replica", "open_fleet"]
 
 
 class Replica:
@@ -109,3 +103,27 @@ class Fleet:
                         if (await replica.health())["database"]["leader"]:
                             return replica
                 await trio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def open_fleet(
+    nursery: trio.Nursery, env: dict[str, str], logs: Path, *, watch: str
+) -> AsyncIterator[Fleet]:
+    """Three replicas (``a``, ``b``, ``c``) with ``env``, a feed each, started and ready,
+    watching ``watch``; stopped at the end."""
+    replicas = []
+    for name in ("a", "b", "c"):
+        feed = await FeedServer().start(nursery)
+        replicas.append(Replica(name, feed, env, logs))
+    try:
+        for replica in replicas:
+            replica.start()
+        for replica in replicas:
+            await replica.wait_ready()
+        response = await replicas[0].client.post("/domains", json={"value": watch})
+        assert response.status_code == 201, response.text
+        yield Fleet(replicas)
+    finally:
+        for replica in replicas:
+            replica.stop()
+            await replica.client.aclose()

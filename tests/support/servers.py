@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import socket
 from typing import Any
 
 import attrs
@@ -83,6 +84,13 @@ class FeedServer:
             await conn.aclose(code=1001, reason="going away")
 
 
+def free_port() -> int:
+    """A loopback TCP port free now, for a server in another process (which must bind it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @attrs.define
 class Delivery:
     headers: dict[str, str]
@@ -90,6 +98,11 @@ class Delivery:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    @property
+    def serial(self) -> str:
+        """The payload's serial as lower-case hex without leading zeros (``f"{n:x}"``)."""
+        return str(self.json()["serial"]).lower().lstrip("0")
 
 
 class Receiver:
