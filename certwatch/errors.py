@@ -12,6 +12,7 @@
     ├── FeedConnectError        connecting to the feed failed (counted by reason, retried)
     ├── CTLogError              reading a CT log failed (counted by reason, retried)
     ├── InvalidLogList          a CT log list that does not parse
+    ├── BodyError               an HTTP body over its limit, or in an encoding it cannot have
     └── StoreError              the SQLite database cannot be used
         └── StoreUnavailable    a transient fault (locked, read-only, disk full): HTTP 503
 
@@ -21,6 +22,7 @@ Each carries what the caller needs to report it: the variable, the field, the re
 from __future__ import annotations
 
 __all__ = [
+    "BodyError",
     "CTLogError",
     "CertwatchError",
     "ConfigError",
@@ -162,6 +164,17 @@ class CTLogError(CertwatchError):
         self.detail = detail
         self.retry_after = retry_after
         """Seconds the log asked us to wait (``Retry-After``), if it said."""
+
+
+class BodyError(CertwatchError):
+    """An HTTP body that cannot be read within its bound; ``reason`` is ``too_large`` or
+    ``bad_encoding``."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        assert reason in ("too_large", "bad_encoding"), reason
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
 
 
 class InvalidLogList(CertwatchError):

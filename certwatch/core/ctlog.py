@@ -21,7 +21,6 @@ import binascii
 import enum
 import hashlib
 import struct
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -30,7 +29,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from certwatch.errors import CTLogError
+from certwatch.core.bodies import inflate
+from certwatch.errors import BodyError, CTLogError
 
 __all__ = [
     "HASH_SIZE",
@@ -69,8 +69,6 @@ HASH_SIZE = 32
 """SHA-256."""
 MAX_TREE_SIZE = 1 << 40
 """static-ct-api indexes are 40-bit; no real log is anywhere near."""
-MAX_DECOMPRESSED = 64 * 1024 * 1024
-"""A gzip body that inflates past this is refused (a full data tile is a few MiB)."""
 
 _SHA256 = 4
 _SIG_RSA = 1
@@ -387,25 +385,19 @@ def tile_width(level: int, n: int, tree_size: int) -> int:
     return max(0, min(TILE_WIDTH, count - n * TILE_WIDTH))
 
 
-def gunzip(data: bytes) -> bytes:
-    """``data`` inflated if it is gzip (logs may compress tiles without being asked),
-    refusing bombs; otherwise ``data`` as it is.
+def gunzip(data: bytes, limit: int) -> bytes:
+    """``data`` inflated if it is gzip (logs may compress tiles without being asked), to at
+    most ``limit`` bytes; otherwise ``data`` as it is.
 
     A tile entry starts with a 64-bit millisecond timestamp, whose first byte is 0 for the
     next few million years, so the gzip magic ``1f 8b`` cannot begin an uncompressed tile.
     """
     if data[:2] != b"\x1f\x8b":
         return data
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
-        out = inflater.decompress(data, MAX_DECOMPRESSED)
-    except zlib.error as e:
-        raise malformed(f"a gzip body that does not inflate ({e})") from None
-    if inflater.unconsumed_tail:
-        raise malformed(f"a gzip body that inflates past {MAX_DECOMPRESSED:,} bytes")
-    if not inflater.eof:
-        raise malformed("a gzip body cut short")
-    return out
+        return inflate(data, limit)
+    except BodyError as e:
+        raise malformed(f"a gzip tile: {e}") from None
 
 
 _HEAD = struct.Struct(">QH")  # TimestampedEntry: timestamp, entry type

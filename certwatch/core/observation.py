@@ -7,39 +7,50 @@ recognition and the alert alike, works on these values and never on a message.
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from certwatch.core.certificates import parse_certificate
 from certwatch.core.identity import CertFacts, serial_number
 from certwatch.core.names import normalise_names, normalise_san
+from certwatch.core.text import storable, storable_names, storable_or_none
 from certwatch.errors import InvalidCertificate
 
 __all__ = ["CertSummary", "Observation", "certificate_facts"]
 
 
+def _text(default: str = "") -> Any:
+    return attrs.field(default=default, converter=storable)
+
+
 @attrs.frozen
 class CertSummary:
-    """What the source said about the certificate: the fields an alert reports."""
+    """What the source said about the certificate: the fields an alert reports.
 
-    fingerprint_sha1: str = ""
+    Its text is stored as it came but for NUL characters (:func:`~certwatch.core.text.storable`):
+    a hostile value is stored the same on every database.
+    """
+
+    fingerprint_sha1: str = _text()
     """Lowercase hex without colons, as reported (may be the blank SHA-1)."""
-    all_sans: tuple[str, ...] = ()
-    issuer: str = ""
+    all_sans: tuple[str, ...] = attrs.field(default=(), converter=storable_names)
+    issuer: str = _text()
     """The issuer in certstream's ``aggregated`` form."""
-    issuer_o: str | None = None
-    issuer_cn: str | None = None
+    issuer_o: str | None = attrs.field(default=None, converter=storable_or_none)
+    issuer_cn: str | None = attrs.field(default=None, converter=storable_or_none)
     not_before: int | None = None
     not_after: int | None = None
-    source_log: str = ""
-    source_url: str = ""
-    cert_link: str = ""
+    source_log: str = _text()
+    source_url: str = _text()
+    cert_link: str = _text()
     cert_index: int | None = None
-    serial: str = ""
+    serial: str = _text()
     """The serial as the source gave it."""
-    update_type: str = ""
+    update_type: str = _text()
     observed_via: str = "certstream"
     """``certstream``, or ``ct-log`` for an entry back-filled from the log itself."""
-    log_url: str = ""
+    log_url: str = _text()
     """The log's read URL as the log list writes it, without the trailing slash."""
     log_verified: bool = False
     """The entry was proven included in a tree head signed by the log's listed key."""

@@ -40,11 +40,12 @@ import trio
 
 from certwatch.core.alerts import Alert, webhook_payload
 from certwatch.core.schedule import QUICK_ATTEMPTS, RetryPolicy, parse_retry_after
-from certwatch.errors import StoreError, StoreUnavailable
+from certwatch.core.text import storable_or_none
+from certwatch.errors import BodyError, StoreError, StoreUnavailable
+from certwatch.httpclient import new_client, read_bounded
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
 from certwatch.store import OutboxStats, Store
-from certwatch.version import USER_AGENT
 
 __all__ = ["CONCURRENCY", "WebhookSender", "sign"]
 
@@ -59,7 +60,7 @@ _MAX_ERROR_BODY = 200
 MAX_ERROR = 300
 """``last_error`` is cut to this many characters (a receiver's redirect Location was 60 KB)."""
 _READ_ERROR_BODY = 4096
-"""Error bodies are read only up to this announced size."""
+"""Error bodies are read only up to this announced size, and up to this size decoded."""
 
 
 def _queued_at(alert: Alert) -> float:
@@ -91,7 +92,8 @@ def _secret_bytes(secret: str) -> bytes:
 @attrs.frozen
 class _Outcome:
     delivered: bool
-    error: str | None = None
+    error: str | None = attrs.field(default=None, converter=storable_or_none)
+    """What went wrong, as the receiver or the connection said it (storable on any database)."""
     retry_after: float | None = None
 
 
@@ -139,14 +141,8 @@ class WebhookSender:
         self._poke.set()
 
     async def run(self, receive: trio.MemoryReceiveChannel[int]) -> NoReturn:
-        timeout = httpx.Timeout(self._timeout_s)
         async with (
-            httpx.AsyncClient(
-                timeout=timeout,
-                follow_redirects=False,
-                transport=self._transport,
-                headers={"user-agent": USER_AGENT},
-            ) as client,
+            new_client(self._timeout_s, transport=self._transport) as client,
             trio.open_nursery() as nursery,
         ):
             nursery.start_soon(self._poll, nursery, client)
@@ -361,7 +357,10 @@ class WebhookSender:
         text = ""
         length = response.headers.get("content-length", "")
         if length.isdigit() and int(length) <= _READ_ERROR_BODY:
-            body = await response.aread()
+            try:
+                body = await read_bounded(response, _READ_ERROR_BODY)
+            except BodyError as e:
+                body = f"(an error body that was not read: {e})".encode()
             text = " ".join(body[:_MAX_ERROR_BODY].decode("utf-8", "replace").split())
         error = f"HTTP {status}" + (f": {text}" if text else "")
         if 300 <= status < 400:

@@ -32,18 +32,22 @@ from certwatch.core import ctlog
 from certwatch.core.ctlog import LogEntry, TreeHead
 from certwatch.core.loglist import LogInfo, LogKind
 from certwatch.core.schedule import parse_retry_after
-from certwatch.errors import CTLogError
+from certwatch.errors import BodyError, CTLogError
+from certwatch.httpclient import new_client, read_bounded
 from certwatch.metrics import Metrics
-from certwatch.version import USER_AGENT
 
-__all__ = ["PER_LOG_CONCURRENCY", "CTLogReader", "VerifiedHead"]
+__all__ = ["MAX_ANSWER_BYTES", "PER_LOG_CONCURRENCY", "CTLogReader", "VerifiedHead"]
 
 log = logging.getLogger("certwatch.ctlog")
 
 PER_LOG_CONCURRENCY = 2
 """Requests in flight to one log at most: logs rate-limit readers that ask for more."""
-MAX_RESPONSE_BYTES = 32 * 1024 * 1024
-"""An answer longer than this is refused (a full data tile is a few MiB)."""
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+"""An answer over this, raw or decoded at any step, is refused. A full data tile of real
+entries is about 1.5 MB and a get-entries answer of 256 about 2 MB: a log's back-fill holds
+at most three answers (:data:`~certwatch.sources.backfill.PREFETCH` + 1) at a time."""
+MAX_ISSUER_BYTES = 64 * 1024
+"""An issuer certificate over this is refused (real CA certificates are 1-2 KB)."""
 GET_ENTRIES_BATCH = 256
 """Entries asked per ``get-entries`` (logs cap it, often at 256, and say so by answering
 fewer)."""
@@ -75,11 +79,9 @@ class CTLogReader:
         self._timeout_s = timeout_s
         self._clock = clock
         self._label = label
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s),
-            follow_redirects=False,
+        self._client = new_client(
+            timeout_s,
             transport=transport,
-            headers={"user-agent": USER_AGENT, "accept-encoding": "gzip, identity"},
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         )
         self._limiters: dict[str, trio.CapacityLimiter] = {}
@@ -131,20 +133,14 @@ class CTLogReader:
                     )
                 if status not in (200, 404):
                     raise CTLogError("http", f"{url}: HTTP {status}")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_RESPONSE_BYTES:
-                        raise CTLogError(
-                            "malformed", f"{url}: an answer over {MAX_RESPONSE_BYTES:,} bytes"
-                        )
-                return status, bytes(body)
+                try:
+                    return status, await read_bounded(response, MAX_ANSWER_BYTES)
+                except BodyError as e:
+                    raise CTLogError("malformed", f"{url}: {e}") from None
         except httpx.TimeoutException:
             raise CTLogError("timeout", f"{url}: timed out") from None
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
             raise CTLogError("unreachable", f"{url}: cannot connect ({e})") from None
-        except httpx.DecodingError as e:
-            raise CTLogError("malformed", f"{url}: an answer that does not decode ({e})") from None
         except (httpx.TransportError, httpx.InvalidURL) as e:
             # A connection cut mid-answer, a protocol error: the answer was cut short.
             raise CTLogError("unreachable", f"{url}: {type(e).__name__} ({e})") from None
@@ -217,7 +213,7 @@ class CTLogReader:
         body, served = await self._tile(info, ctlog.data_tile_path, n, width)
         first = n * ctlog.TILE_WIDTH
         entries = self._parsed(
-            info, lambda: ctlog.parse_data_tile(ctlog.gunzip(body), first, served)
+            info, lambda: ctlog.parse_data_tile(ctlog.gunzip(body, MAX_ANSWER_BYTES), first, served)
         )
         return entries[:width]  # type: ignore[no-any-return]
 
@@ -249,6 +245,8 @@ class CTLogReader:
             self._issuers.move_to_end(fingerprint)
             return cached
         status, body = await self._get(info, f"issuer/{fingerprint.hex()}")
+        if status == 200 and len(body) > MAX_ISSUER_BYTES:
+            raise self.fail(info, ctlog.malformed(f"an issuer over {MAX_ISSUER_BYTES:,} bytes"))
         if status != 200:
             raise self.fail(info, CTLogError("http", f"issuer/{fingerprint.hex()}: 404"))
         if hashlib.sha256(body).digest() != fingerprint:

@@ -4,11 +4,19 @@ Loaded at start, then again every day; a load that fails keeps the list already 
 and is tried again sooner (backing off up to an hour). Without any list, back-fill still
 reads each log from the URL certstream names it by, unverified: that is said once, when
 the first load fails, not at every retry.
+
+A load is bounded whatever is at the other end: only a regular file is read (a FIFO or a
+device such as ``/dev/zero`` is refused before it is opened for reading), at most
+:data:`MAX_LIST_BYTES`, raw or decoded; a URL has :data:`LOAD_DEADLINE_FACTOR` times the
+request timeout for the whole answer (a server dripping a byte at a time is cut off); and
+the list is parsed in a worker thread, its size checked before any key is loaded.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import time
 from collections.abc import Callable
 from typing import NoReturn
@@ -19,18 +27,20 @@ import trio
 
 from certwatch.core.backoff import Backoff
 from certwatch.core.loglist import parse_log_list
-from certwatch.errors import InvalidLogList
+from certwatch.errors import BodyError, InvalidLogList
+from certwatch.httpclient import new_client, read_bounded
 from certwatch.metrics import Metrics
 from certwatch.pipeline.coverage import Coverage
 from certwatch.settings import Timing, redact_url
-from certwatch.version import USER_AGENT
 
-__all__ = ["MAX_LIST_BYTES", "LogListLoader", "LogListStatus"]
+__all__ = ["LOAD_DEADLINE_FACTOR", "MAX_LIST_BYTES", "LogListLoader", "LogListStatus"]
 
 log = logging.getLogger("certwatch.loglist")
 
-MAX_LIST_BYTES = 16 * 1024 * 1024
+MAX_LIST_BYTES = 4 * 1024 * 1024
 """Chrome's list is about 100 KiB; anything past this is not a log list."""
+LOAD_DEADLINE_FACTOR = 3
+"""A load from a URL must be complete within this many request timeouts."""
 
 
 @attrs.frozen
@@ -89,9 +99,13 @@ class LogListLoader:
     async def load(self) -> bool:
         """Load the list once; whether it worked (a failure keeps the current list)."""
         try:
-            log_list = parse_log_list(await self._read())
-        except (InvalidLogList, OSError, httpx.HTTPError) as e:
+            data = await self._read()
+            log_list = await trio.to_thread.run_sync(parse_log_list, data)
+        except (InvalidLogList, BodyError, OSError, httpx.HTTPError) as e:
             problem = str(e) or type(e).__name__
+        except trio.TooSlowError:
+            deadline = LOAD_DEADLINE_FACTOR * self._timing.ct_request_timeout_s
+            problem = f"not loaded within {deadline:g} s"
         else:
             self._coverage.set_log_list(log_list)
             self.loaded_at = self._clock()
@@ -119,22 +133,29 @@ class LogListLoader:
 
     async def _read(self) -> bytes:
         if "://" not in self._source:
-            path = trio.Path(self._source)
-            if (await path.stat()).st_size > MAX_LIST_BYTES:
-                raise InvalidLogList(f"over {MAX_LIST_BYTES:,} bytes")
-            return await path.read_bytes()
-        timeout = httpx.Timeout(self._timing.ct_request_timeout_s)
-        async with (
-            httpx.AsyncClient(
-                timeout=timeout, transport=self._transport, headers={"user-agent": USER_AGENT}
-            ) as client,
-            client.stream("GET", self._source) as response,
-        ):
-            if response.status_code != 200:
-                raise InvalidLogList(f"HTTP {response.status_code}")
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_LIST_BYTES:
-                    raise InvalidLogList(f"over {MAX_LIST_BYTES:,} bytes")
-            return bytes(body)
+            return await trio.to_thread.run_sync(_read_file, self._source)
+        timeout = self._timing.ct_request_timeout_s
+        with trio.fail_after(LOAD_DEADLINE_FACTOR * timeout):
+            async with (
+                new_client(timeout, transport=self._transport) as client,
+                client.stream("GET", self._source) as response,
+            ):
+                if response.status_code != 200:
+                    raise InvalidLogList(f"HTTP {response.status_code}")
+                return await read_bounded(response, MAX_LIST_BYTES)
+
+
+def _read_file(path: str) -> bytes:
+    """A log list file, if it is a regular file of at most :data:`MAX_LIST_BYTES`.
+
+    Opened without blocking, then checked: opening a FIFO for reading would wait for a
+    writer, and a device never ends.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidLogList("not a regular file")
+        data = f.read(MAX_LIST_BYTES + 1)
+    if len(data) > MAX_LIST_BYTES:
+        raise InvalidLogList(f"over {MAX_LIST_BYTES:,} bytes")
+    return data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gzip
 import json
 import socket
 from typing import Any
@@ -275,3 +276,91 @@ async def _until_closed(stream: trio.SocketStream) -> None:
     with contextlib.suppress(trio.BrokenResourceError):
         while await stream.receive_some(65536):
             pass
+
+
+def gzip_bomb(size: int, layers: int = 2) -> bytes:
+    """``size`` zero bytes gzip-compressed ``layers`` times over: a few hundred bytes that
+    a client decoding ``Content-Encoding: gzip, gzip`` inflates to ``size``."""
+    data = bytes(size)
+    for _ in range(layers):
+        data = gzip.compress(data, compresslevel=9)
+    return data
+
+
+class HttpPeer:
+    """A scripted HTTP server on loopback (Quart-Trio on Hypercorn): each path answers the
+    status, headers and body set in ``routes`` (404 otherwise), byte for byte as set, so a
+    test can serve what a hostile or broken peer would. Requests are recorded."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        """(method, path with query, headers) of every request."""
+        self.port = 0
+        self._stop = trio.Event()
+        self._changed = trio.Event()
+        self.app = QuartTrio("peer")
+        self.app.add_url_rule("/<path:path>", "any", self._route, methods=["GET", "POST"])
+
+    def url(self, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    async def _route(self, path: str) -> Response:
+        await request.get_data(as_text=False)
+        full = request.full_path.rstrip("?")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.requests.append((request.method, full, headers))
+        self._changed.set()
+        self._changed = trio.Event()
+        status, answer_headers, body = self.routes.get(path, (404, {}, b"not found"))
+        response = Response(body, status=status, headers=answer_headers)
+        # Hypercorn must send the body as given: no re-encoding, the length as it is.
+        response.headers["Content-Length"] = str(len(body))
+        return response
+
+    async def wait_for(self, requests: int) -> None:
+        """Wait until ``requests`` requests have arrived in total."""
+        while len(self.requests) < requests:
+            await self._changed.wait()
+
+    async def start(self, nursery: trio.Nursery) -> HttpPeer:
+        config = Config()
+        config.bind = ["127.0.0.1:0"]
+        config.accesslog = None
+        config.graceful_timeout = 0.5
+        binds = await nursery.start(
+            functools.partial(serve, self.app, config, shutdown_trigger=self._stop.wait)
+        )
+        self.port = int(binds[0].rsplit(":", 1)[1])
+        return self
+
+
+class DripServer:
+    """An HTTP server that answers 200 and then sends its body one byte every ``every_s``
+    seconds, for ever: each read is quick, the answer never ends."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/log_list.json"
+
+    async def start(self, nursery: trio.Nursery) -> DripServer:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
+        )
+        self.port = listeners[0].socket.getsockname()[1]
+        return self
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.receive_some(65536)
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100000\r\n\r\n"
+            )
+            while True:
+                await stream.send_all(b" ")
+                await trio.sleep(self.every_s)
