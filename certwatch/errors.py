@@ -155,6 +155,9 @@ class CTLogError(CertwatchError):
         "bad_signature",
         "bad_proof",
         "unreadable_certificate",
+        "inconsistent",
+        "implausible_index",
+        "unlisted",
     )
 
     def __init__(self, reason: str, detail: str, *, retry_after: float | None = None) -> None:

@@ -27,6 +27,7 @@ TABLES = (
     ("keys", "spki_sha256"),
     ("alerts", "id"),
     ("ct_log_positions", "log"),
+    ("ct_log_evidence", "id"),
 )
 """What is copied, in this order (a follow-up alert after its parent), by key."""
 

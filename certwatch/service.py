@@ -42,6 +42,7 @@ from certwatch.delivery.webhook import WebhookSender
 from certwatch.errors import StoreError
 from certwatch.http.app import create_app
 from certwatch.http.context import ApiContext
+from certwatch.http.probes import HealthProbes
 from certwatch.http.server import serve_api
 from certwatch.metrics import Metrics
 from certwatch.pipeline.alerter import HOLDS_POLL_S, Alerter
@@ -130,6 +131,7 @@ async def serve(
                 retry_period_s=settings.ct_backfill_retry_period_s,
                 live_backlog=lambda: feed_receive.statistics().current_buffer_used,
                 live_drained=lambda: pipeline.drained(),
+                record_evidence=store.record_log_evidence,
                 clock=clock,
             )  # fmt: skip
         pipeline = Pipeline(
@@ -166,8 +168,9 @@ async def serve(
                 nursery.start_soon(_lead_backfill, coverage, backfill, store, settings)
 
         leadership = Leadership(store, metrics, lead, clock=clock)
+        probes = HealthProbes(store, metrics, sender, clock=clock)
         app = create_app(ApiContext(
-            settings.api_token, store, views, alerter, feed, pipeline, metrics,
+            settings.api_token, store, views, alerter, feed, pipeline, metrics, probes,
             sender=sender, backfill=backfill, log_list=log_list, leadership=leadership,
             clock=clock,
         ), body_timeout_s=settings.timing.api_body_timeout_s)  # fmt: skip
@@ -181,6 +184,7 @@ async def serve(
                 finally:
                     api_stopped.set()
 
+            nursery.start_soon(probes.run)
             binds = await nursery.start(run_api)  # /healthz answers from here on
             if log_list is not None and backfill is not None:
                 nursery.start_soon(log_list.run)

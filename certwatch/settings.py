@@ -68,6 +68,8 @@ class Timing:
     """Back-fill waits this long after a failed read of a log, doubling..."""
     ct_backoff_max_s: float = 300.0
     """...up to this (a log's ``Retry-After`` is honoured up to it too)."""
+    ct_head_refresh_s: float = 30.0
+    """A log's tree head is read again at most this often when live indexes reach it."""
     ct_positions_save_s: float = 5.0
     """How often the CT log positions are saved (a batch, never per message)."""
     ct_log_list_refresh_s: float = 86400.0

@@ -4,6 +4,7 @@ import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -91,6 +92,16 @@ def postgres() -> Iterator[PostgresCluster]:
     """A throwaway PostgreSQL cluster for the session (or a skip saying why there is none)."""
     with cluster_or_skip() as cluster:
         yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings for each database backend in turn: SQLite's file, or a fresh PostgreSQL
+    database of the session's cluster."""
+    if request.param == "sqlite":
+        return {}
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return {"database_url": cluster.new_database()}
 
 
 @pytest.fixture

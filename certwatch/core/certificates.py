@@ -3,8 +3,9 @@
 Everything here reads input from outside (the feed, an LB's push, an operator), so every
 call into cryptography or pyasn1 is guarded: a failure is an :class:`InvalidCertificate`
 with a short reason (never a parser's internals), or, when reading leniently, a missing
-fact. Two bounds keep any one certificate cheap: :data:`MAX_DER_BYTES` before anything is
-parsed, :data:`MAX_EXTENSIONS` before the pure-Python TBS hash.
+fact. Bounds keep any one certificate cheap: :data:`MAX_DER_BYTES` before anything is
+parsed, :data:`MAX_EXTENSIONS` and :data:`MAX_NAME_ATTRIBUTES` before the pure-Python TBS
+hash.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from certwatch.errors import InvalidCertificate
 __all__ = [
     "MAX_DER_BYTES",
     "MAX_EXTENSIONS",
+    "MAX_NAME_ATTRIBUTES",
     "CertificateInfo",
     "certificate_names",
     "parse_certificate",
@@ -46,6 +48,9 @@ MAX_DER_BYTES = 64 * 1024
 """Larger certificates are not parsed. A leaf with 100 names is about 4 KiB; 64 KiB holds
 some 2,500 names. Parsing costs about 80 ns per byte in cryptography (which holds the GIL),
 so this bounds any one parse to a few milliseconds."""
+MAX_NAME_ATTRIBUTES = 64
+"""More subject and issuer attributes than this and the TBS hash is not computed: 2,500 of
+them cost pyasn1 160 ms. Real certificates carry fewer than ten in each name."""
 MAX_EXTENSIONS = 100
 """More extensions than this and the TBS hash is not computed. Real leaves carry about ten;
 pyasn1 (pure Python) spends some 60 us on each, so 45,000 would hold the loop for seconds."""
@@ -165,6 +170,12 @@ def _aggregated(name: x509.Name) -> str:
 
 def _tbs_sha256(cert: x509.Certificate, extension_count: int) -> str | None:
     if extension_count > MAX_EXTENSIONS:
+        return None
+    try:
+        attributes = sum(len(rdn) for rdn in (*cert.subject.rdns, *cert.issuer.rdns))
+    except Exception:  # noqa: BLE001 - hostile input
+        return None
+    if attributes > MAX_NAME_ATTRIBUTES:
         return None
     return precert_tbs_sha256(cert.tbs_certificate_bytes)
 

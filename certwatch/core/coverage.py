@@ -17,14 +17,29 @@ Gaps come from three places:
 
 A log seen for the first time starts at its first index: nothing before it is back-filled.
 A gap larger than the per-gap limit keeps its oldest entries; the rest is unrecovered.
+
+An index in a message is a claim, not a fact: a hostile or broken feed can say anything.
+Each log has a **ceiling**, the size of the newest tree head certwatch trusts (signed by
+the log's listed key, or, for a log without one, read from the log itself). An index at
+or past ``ceiling + PLAUSIBLE_GROWTH`` is refused (counted, never stored, never a gap);
+an index at or past the ceiling asks for a newer tree head (``wants_head``). Before the
+first trusted head, the previous index of the connection (else the saved position) is the
+reference. A trusted head that finds the coverage beyond what it allows (a claim accepted
+before any head was known, or saved by an older certwatch) cuts it back to the tree
+(:meth:`LogCoverage.confirm`).
 """
 
 from __future__ import annotations
 
 import attrs
 
-__all__ = ["MAX_GAPS", "Change", "LogCoverage", "Range"]
+from certwatch.core.ctlog import MAX_TREE_SIZE, TreeHead
 
+__all__ = ["MAX_GAPS", "PLAUSIBLE_GROWTH", "Change", "LogCoverage", "Range"]
+
+PLAUSIBLE_GROWTH = 1 << 20
+"""How far past its newest trusted tree head (or the previous index) a log's entries may
+be claimed: about an hour of the busiest log. Heads are read again well before that."""
 MAX_GAPS = 1000
 """Pending gaps kept per log; past it the two newest are merged (what lies between them is
 read again, which is harmless: one issuance still gives one event)."""
@@ -47,9 +62,16 @@ class Change:
     """A new gap to fill."""
     unrecovered: Range | None = None
     """Entries given up on at once (the gap was over the limit)."""
+    implausible: bool = False
+    """The index was refused: beyond what the log can hold (see the module docstring)."""
 
 
 NO_CHANGE = Change()
+IMPLAUSIBLE = Change(implausible=True)
+
+
+def _valid_range(r: Range) -> bool:
+    return 0 <= r[0] <= r[1] < MAX_TREE_SIZE
 
 
 @attrs.define
@@ -78,6 +100,21 @@ class LogCoverage:
     """Changed since it was last saved."""
     last_error: str = ""
     """Why back-fill last failed to read this log, if it did (for ``/healthz``)."""
+    ceiling: int | None = None
+    """The size of the newest tree head certwatch trusts for this log."""
+    wants_head: bool = False
+    """An index reached the ceiling (or there is none yet): a newer tree head is wanted."""
+    implausible: int = 0
+    """Indexes refused as beyond what the log can hold."""
+    head: TreeHead | None = None
+    """The newest tree head of the log that verified with its listed key (saved): the next
+    one must be consistent with it."""
+    fast_below: int = attrs.field(init=False)
+    """Indexes below this need no look at the ceiling (the hot path's test): the ceiling;
+    before one is known, none when heads will come (back-fill on), all when they never do."""
+
+    def __attrs_post_init__(self) -> None:
+        self.fast_below = MAX_TREE_SIZE if not self.track_gaps else -1
 
     @property
     def position(self) -> int | None:
@@ -93,9 +130,23 @@ class LogCoverage:
     def new_connection(self) -> None:
         self.last_live = None
 
+    def plausible(self, index: int) -> bool:
+        """Whether ``index`` can be an entry of this log (see the module docstring)."""
+        reference = self.ceiling if self.ceiling is not None else self.last_live
+        if reference is None and self.track_gaps:
+            reference = self.high
+        return reference is None or index < reference + PLAUSIBLE_GROWTH
+
     def live(self, index: int) -> Change:
         """certstream delivered (and certwatch processed) entry ``index``."""
+        if self.track_gaps and (self.ceiling is None or index >= self.ceiling):
+            self.wants_head = True
+        if not self.plausible(index):
+            self.implausible += 1
+            return IMPLAUSIBLE
         last, high = self.last_live, self.high
+        if last is not None and last - index >= PLAUSIBLE_GROWTH:
+            last = None  # the previous index was the lie: this connection starts again here
         self.last_live = index if last is None or index > last else last
         if high is None:
             self.high = self.first = index  # a log never seen: tracking starts here
@@ -110,6 +161,24 @@ class LogCoverage:
         if index == high + 1:
             return Change(missed=missed) if missed else NO_CHANGE
         return attrs.evolve(self._add_gap((high + 1, index - 1)), missed=missed)
+
+    def confirm(self, tree_size: int) -> int:
+        """A trusted tree head of ``tree_size``: the ceiling moves up to it, and coverage
+        claimed beyond what it allows is cut back to the tree. How many entries were cut."""
+        if self.ceiling is None or tree_size > self.ceiling:
+            self.ceiling = self.fast_below = tree_size
+        self.wants_head = False
+        limit = self.ceiling + PLAUSIBLE_GROWTH
+        if self.last_live is not None and self.last_live >= limit:
+            self.last_live = None
+        if self.high is None or self.high < limit:
+            return 0
+        cut = self.high - (self.ceiling - 1)
+        self.high = self.ceiling - 1 if self.ceiling else None
+        self.first = None if self.first is not None and self.first >= self.ceiling else self.first
+        self.gaps = [(a, min(b, self.ceiling - 1)) for a, b in self.gaps if a < self.ceiling]
+        self.dirty = True
+        return cut
 
     def extend_to(self, tree_size: int) -> Change:
         """The log holds ``tree_size`` entries: whatever lies beyond ``high`` is a gap.
@@ -157,13 +226,19 @@ class LogCoverage:
         self.unrecovered += removed
         return removed
 
-    def merge(self, high: int, gaps: list[Range]) -> None:
+    def merge(self, high: int, gaps: list[Range]) -> bool:
         """Take in what another process saved (the previous leader): an entry processed by
-        either is processed. The gaps left are those of both, where they overlap."""
+        either is processed. The gaps left are those of both, where they overlap.
+
+        Saved values are checked like any other claim: gaps that are not ranges of entries
+        a log can hold are dropped, and a position no log can have is not taken in."""
+        if not 0 <= high < MAX_TREE_SIZE:
+            return False
+        gaps = [g for g in gaps if _valid_range(g) and g[1] <= high]
         if self.high is None:
             self.high, self.gaps = high, sorted(gaps)
             self.dirty = True
-            return
+            return True
         mine = list(self.gaps)
         if self.first is not None and self.first > 0:
             mine.append((0, self.first - 1))  # before this process followed the log
@@ -178,6 +253,7 @@ class LogCoverage:
         ]
         self.high, self.gaps, self.first = top, sorted(merged), None
         self.dirty = True
+        return True
 
     def _remove(self, cut: Range) -> int:
         lo, hi = cut

@@ -41,6 +41,8 @@ __all__ = [
     "TreeHead",
     "audit_path",
     "checkpoint_key_id",
+    "consistency_nodes",
+    "consistency_path",
     "data_tile_path",
     "gunzip",
     "hash_tile_path",
@@ -51,13 +53,17 @@ __all__ = [
     "node_tile",
     "nodes_by_tile",
     "parse_checkpoint",
+    "parse_consistency",
     "parse_data_tile",
     "parse_get_entries",
     "parse_hash_tile",
     "parse_proof",
     "parse_sth",
     "tile_width",
+    "tree_head_from_json",
+    "tree_head_json",
     "tree_head_signed_data",
+    "verify_consistency",
     "verify_inclusion",
     "verify_tree_head",
 ]
@@ -68,7 +74,8 @@ TILE_WIDTH = 1 << TILE_HEIGHT
 HASH_SIZE = 32
 """SHA-256."""
 MAX_TREE_SIZE = 1 << 40
-"""static-ct-api indexes are 40-bit; no real log is anywhere near."""
+"""static-ct-api indexes are 40-bit; no real log is anywhere near. Every index and tree
+size certwatch takes in, from a message, a log or its own database, is below it."""
 
 _SHA256 = 4
 _SIG_RSA = 1
@@ -128,6 +135,30 @@ class LogEntry:
         """RFC 6962 leaf hash: what an inclusion proof proves (only a matched entry's is
         ever needed, so it is computed on demand)."""
         return leaf_hash(self.leaf)
+
+
+def tree_head_json(head: TreeHead) -> dict[str, Any]:
+    """A tree head as JSON (saved, and shown as evidence): binary values in base64."""
+    return {
+        "size": head.size,
+        "timestamp_ms": head.timestamp_ms,
+        "root_hash": base64.b64encode(head.root_hash).decode(),
+        "signature": base64.b64encode(head.signature).decode(),
+    }
+
+
+def tree_head_from_json(value: Any) -> TreeHead | None:
+    """A tree head saved by :func:`tree_head_json`; ``None`` for anything else."""
+    try:
+        head = TreeHead(
+            size=_int(value["size"], "size"),
+            timestamp_ms=_int(value["timestamp_ms"], "timestamp_ms", upper=(1 << 63) - 1),
+            root_hash=_b64(value["root_hash"], "root_hash"),
+            signature=_b64(value["signature"], "signature"),
+        )
+    except (CTLogError, KeyError, TypeError):
+        return None
+    return head if len(head.root_hash) == HASH_SIZE else None
 
 
 # --- TLS presentation-language reading ---------------------------------------------------
@@ -355,6 +386,8 @@ def parse_checkpoint(data: bytes, origin: str | None, log_id: bytes | None) -> T
 
 def _index_path(n: int) -> str:
     """1234067 -> ``x001/x234/067``: 3-digit groups, all but the last prefixed ``x``."""
+    if not 0 <= n < MAX_TREE_SIZE:
+        raise ValueError(f"not a tile index: {n}")  # a negative one would never end
     groups = [f"{n % 1000:03d}"]
     n //= 1000
     while n:
@@ -538,6 +571,92 @@ def audit_path(index: int, size: int, node: Callable[[Node], bytes]) -> list[byt
         _mth_from_nodes([node(n) for n in _subtree_nodes(lo, hi)])
         for lo, hi in _path_ranges(index, size)
     ]
+
+
+def _consistency_ranges(first: int, second: int) -> list[tuple[int, int]]:
+    """RFC 6962 §2.1.2 PROOF(m, D[n]) as the leaf ranges whose MTH each element is, in
+    order (SUBPROOF written as a loop)."""
+    ranges: list[tuple[int, int]] = []
+    lo, hi, m, whole = 0, second, first, True
+    while m != hi - lo:
+        k = _largest_power_of_two_below(hi - lo)
+        if m <= k:
+            ranges.append((lo + k, hi))
+            hi = lo + k
+        else:
+            ranges.append((lo, lo + k))
+            lo, m, whole = lo + k, m - k, False
+    if not whole:
+        ranges.append((lo, hi))
+    ranges.reverse()
+    return ranges
+
+
+def consistency_nodes(first: int, second: int) -> list[Node]:
+    """Every complete subtree whose hash the consistency proof from ``first`` to
+    ``second`` needs (what to read from a tiled log's hash tiles)."""
+    nodes: list[Node] = []
+    for lo, hi in _consistency_ranges(first, second):
+        nodes.extend(_subtree_nodes(lo, hi))
+    return nodes
+
+
+def consistency_path(first: int, second: int, node: Callable[[Node], bytes]) -> list[bytes]:
+    """The consistency proof from a tree of ``first`` to one of ``second`` entries, from
+    complete-subtree hashes of the larger tree."""
+    return [
+        _mth_from_nodes([node(n) for n in _subtree_nodes(lo, hi)])
+        for lo, hi in _consistency_ranges(first, second)
+    ]
+
+
+def verify_consistency(
+    first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
+) -> bool:
+    """RFC 9162 §2.1.4.2: does ``proof`` show the tree of ``first`` entries with root
+    ``first_root`` is a prefix of the tree of ``second`` with root ``second_root``?"""
+    if first > second or len(proof) > 128:
+        return False
+    if first == second:
+        return not proof and first_root == second_root
+    if first == 0:
+        return not proof  # the empty tree is a prefix of every tree
+    path = list(proof)
+    if first & (first - 1) == 0:  # a power of two: the old root is the proof's first node
+        path.insert(0, first_root)
+    if not path:
+        return False
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = _node_hash(c, fr)
+            sr = _node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = _node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return fr == first_root and sr == second_root and sn == 0
+
+
+def parse_consistency(value: Any) -> list[bytes]:
+    """A ``get-sth-consistency`` response: the proof's hashes."""
+    proof = _object(value, "the get-sth-consistency response")
+    items = proof.get("consistency")
+    if not isinstance(items, list) or len(items) > 128:
+        raise malformed("consistency is not a list of at most 128 hashes")
+    hashes_ = [_b64(item, "consistency") for item in items]
+    if any(len(h) != HASH_SIZE for h in hashes_):
+        raise malformed("consistency holds a hash that is not 32 bytes")
+    return hashes_
 
 
 def verify_inclusion(

@@ -8,6 +8,8 @@ recognise, decide and store path, and one issuance gives one event whichever way
 
 from __future__ import annotations
 
+import hashlib
+
 import attrs
 
 from certwatch.core.certificates import (
@@ -15,7 +17,6 @@ from certwatch.core.certificates import (
     certificate_names,
     parse_certificate,
     precert_signing_issuer,
-    precert_tbs_sha256,
 )
 from certwatch.core.ctlog import EntryType, LogEntry
 from certwatch.core.loglist import LogInfo, LogKind
@@ -94,7 +95,9 @@ def entry_observation(
         # The certificate's own issuer is the precert signing certificate: not the issuance's.
         facts = attrs.evolve(facts, authority_key_id=key_id, issuer=issuer)
     if entry.tbs is not None and len(entry.tbs) <= MAX_DER_BYTES:
-        # The logged TBS is the final certificate's (RFC 6962 §3.2), also when a precert
-        # signing certificate signed the precert: an exact second key for the issuance.
-        facts = attrs.evolve(facts, tbs_sha256=precert_tbs_sha256(entry.tbs))
+        # The logged TBS is the final certificate's without its SCT list (RFC 6962 §3.2:
+        # the log removed the poison), also when a precert signing certificate signed the
+        # precert: an exact second key for the issuance, hashed as it is. (Nothing to strip,
+        # so no ASN.1 decoding: a hostile log's TBS costs a hash, not seconds of pyasn1.)
+        facts = attrs.evolve(facts, tbs_sha256=hashlib.sha256(entry.tbs).hexdigest())
     return Observation(summary, facts, seen)

@@ -28,7 +28,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from certwatch.errors import InvalidLogList
 
-__all__ = ["LogInfo", "LogKind", "LogList", "PublicKey", "normalise_log_url", "parse_log_list"]
+__all__ = [
+    "LogInfo",
+    "LogKind",
+    "LogList",
+    "PublicKey",
+    "normalise_log_url",
+    "parse_log_list",
+    "readable_log_url",
+]
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
@@ -52,6 +60,26 @@ def normalise_log_url(url: str) -> str:
         return text
     return urlunsplit(
         (parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query, "")
+    )
+
+
+def readable_log_url(url: str) -> bool:
+    """Whether a log the list does not hold may be read at ``url`` (certstream's
+    ``source.url``, which a hostile feed chooses): an ``http(s)`` URL with a host and
+    nothing else of the caller's, no credentials, query or fragment. certwatch appends only
+    the fixed paths of the CT read APIs to it, so it reads such a log as it reads CT logs,
+    and nothing more."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and "@" not in parts.netloc
+        and not parts.query
+        and not parts.fragment
     )
 
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import binascii
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import attrs
 import msgspec
 
+from certwatch.core.ctlog import MAX_TREE_SIZE
 from certwatch.core.identity import fingerprint, key_identifier
 from certwatch.core.observation import CertSummary, Observation, certificate_facts
 from certwatch.errors import MalformedMessage
@@ -118,12 +119,17 @@ class _PeekSource(msgspec.Struct, gc=False):
     """certstream-server-go ≥ 1.9: ``rfc6962`` or ``tiled`` (others send none)."""
 
 
+Index = Annotated[int, msgspec.Meta(ge=0, lt=MAX_TREE_SIZE)]
+"""An entry index: what a log can hold. Anything else (negative, 2^63, 1e19) is not an
+index, and the message is read as if it had none."""
+
+
 class CertificateUpdate(msgspec.Struct, gc=False):
     """The ``data`` of a ``certificate_update``, as far as matching needs it."""
 
     leaf_cert: _PeekLeaf
     source: _PeekSource = msgspec.field(default_factory=_PeekSource)
-    cert_index: int | None = None
+    cert_index: Index | None = None
 
 
 class _Envelope(msgspec.Struct, gc=False):
@@ -240,16 +246,20 @@ def _text(obj: dict[str, Any], key: str, field: str, on_coerced: OnCoerced) -> s
 
 
 def _index(value: Any, on_coerced: OnCoerced) -> int | None:
-    if type(value) is int:
-        return value
+    """An entry index (see :data:`Index`), from an integer or what unambiguously is one."""
     if value is None:
         return None
-    on_coerced("cert_index")
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
-        return int(value)
-    return None
+    index = None
+    if type(value) is int:
+        index = value
+    elif (isinstance(value, float) and value.is_integer()) or (
+        isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20
+    ):
+        index = int(value)
+    valid = index is not None and 0 <= index < MAX_TREE_SIZE
+    if type(value) is not int or not valid:
+        on_coerced("cert_index")
+    return index if valid else None
 
 
 def _number(obj: dict[str, Any], key: str, on_coerced: OnCoerced) -> float | None:

@@ -12,6 +12,7 @@ import trio
 from quart import current_app
 
 from certwatch.delivery.webhook import WebhookSender
+from certwatch.http.probes import HealthProbes
 from certwatch.metrics import Metrics
 from certwatch.pipeline.alerter import Alerter
 from certwatch.pipeline.leadership import Leadership
@@ -41,6 +42,7 @@ class ApiContext:
     feed: FeedConsumer
     pipeline: Pipeline
     metrics: Metrics
+    probes: HealthProbes
     sender: WebhookSender | None = None
     """``None`` in observer mode."""
     backfill: Backfill | None = None

@@ -10,6 +10,7 @@ keys are rejected. Every problem is reported with the path of its field.
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Any, Literal, TypeVar
 
@@ -36,6 +37,7 @@ from certwatch.http.responses import EPOCH_MAX
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "ROW_ID",
     "CertIn",
     "DomainIn",
     "KeyIn",
@@ -56,6 +58,9 @@ __all__ = [
 T = TypeVar("T")
 
 MAX_BODY_BYTES = 1024 * 1024
+ROW_ID = "int(min=1, max=9223372036854775807)"
+"""The URL converter of a row id in a path: what a database id can be (a 64-bit signed
+integer), so a larger number is no route (404), never an overflow in the database."""
 MAX_STRING = 65536
 MAX_LIST = 1000
 _JSON_MEDIA = frozenset({"application/json"})
@@ -181,12 +186,22 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""Control characters no text field takes (tab, line feed and carriage return are text:
+a PEM has them). NUL in particular: PostgreSQL cannot store it, SQLite can, and a field
+must mean the same on both."""
+_CONTROL_PROBLEM = "must not contain control characters (NUL, ESC, ...)"
+
+
 def _strict(kind: type) -> Any:
     def hook(value: Any, _: Any) -> Any:
         if type(value) is not kind:
             raise TypeError(f"must be {_JSON_TYPES[kind]}, got {_describe(value)}")
-        if isinstance(value, str) and len(value) > MAX_STRING:
-            raise ValueError(f"must be at most {MAX_STRING} characters")
+        if isinstance(value, str):
+            if len(value) > MAX_STRING:
+                raise ValueError(f"must be at most {MAX_STRING} characters")
+            if _CONTROL.search(value):
+                raise ValueError(_CONTROL_PROBLEM)
         return value
 
     return hook
@@ -315,6 +330,8 @@ def source_field(source: str) -> str:
         raise InputError(
             "invalid request", [("source", f"must be at most {MAX_SOURCE} characters")]
         )
+    if _CONTROL.search(source):
+        raise InputError("invalid request", [("source", _CONTROL_PROBLEM)])
     return source
 
 

@@ -20,8 +20,15 @@ from collections.abc import Callable, Iterator
 import trio
 
 from certwatch.core.coverage import NO_CHANGE, Change, LogCoverage, Range
-from certwatch.core.loglist import LogInfo, LogKind, LogList, normalise_log_url
-from certwatch.errors import StoreError
+from certwatch.core.ctlog import TreeHead
+from certwatch.core.loglist import (
+    LogInfo,
+    LogKind,
+    LogList,
+    normalise_log_url,
+    readable_log_url,
+)
+from certwatch.errors import CTLogError, StoreError
 from certwatch.metrics import LogSample, Metrics
 from certwatch.store import SavedPosition, Store
 
@@ -37,6 +44,12 @@ MAX_LOG_URL = 256
 _KINDS = frozenset(kind.value for kind in LogKind)
 _MAX_ALIASES = 4 * (1000 + MAX_UNLISTED_LOGS)
 """Spellings of ``source.url`` remembered for the hot path."""
+
+
+def _usable_url(url: str) -> bool:
+    """A ``source.url`` that can name a log: printable ASCII without spaces, not too long
+    (it becomes a metric label, a log line and a database key)."""
+    return 0 < len(url) <= MAX_LOG_URL and url.isascii() and url.isprintable() and " " not in url
 
 
 class Coverage:
@@ -64,7 +77,11 @@ class Coverage:
         self.log_list = LogList()
         self.untracked = 0
         self.changed = trio.Event()
-        """Set (and replaced) whenever a gap appears: back-fill waits on it."""
+        """Set (and replaced) whenever a gap appears or a tree head is wanted: back-fill
+        waits on it."""
+        self.heads_wanted: set[str] = set()
+        """Logs whose live indexes reached their trusted tree size (or that have none yet):
+        back-fill reads their tree heads."""
         self._metrics = metrics
         metrics.serve_coverage(self.samples)
 
@@ -111,7 +128,7 @@ class Coverage:
         state = self._aliases.get(source_url)
         if state is not None:
             return state
-        if len(source_url) > MAX_LOG_URL or not source_url:
+        if not _usable_url(source_url):
             return None
         key = normalise_log_url(source_url)
         state = self._logs.get(key)
@@ -125,7 +142,7 @@ class Coverage:
 
     def _follow(self, key: str, source_type: str) -> LogCoverage | None:
         listed = self.log_list.find(key)
-        if listed is None and self._unlisted >= MAX_UNLISTED_LOGS:
+        if listed is None and (self._unlisted >= MAX_UNLISTED_LOGS or not readable_log_url(key)):
             return None
         kind = listed.kind if listed else (source_type if source_type in _KINDS else "")
         state = LogCoverage(key, kind=kind, max_entries=self.max_entries, track_gaps=self.backfill)
@@ -148,30 +165,82 @@ class Coverage:
             self.untracked += 1
             self._metrics.ct_untracked.inc()
             return
-        # The hot path: the next entry of a log, as most are.
+        # The hot path: the next entry of a log, as most are, below its trusted tree size.
         last = state.last_live
-        if last is not None and index == last + 1 and index - 1 == state.high:
+        if (
+            last is not None
+            and index == last + 1
+            and index - 1 == state.high
+            and index < state.fast_below
+        ):
             state.last_live = state.high = index
             state.dirty = True
             return
         change = state.live(index)
+        if state.wants_head and state.key not in self.heads_wanted:
+            self.heads_wanted.add(state.key)
+            self._wake()
         if change is not NO_CHANGE:
             self._report(state, change)
 
-    def extend_to(self, key: str, tree_size: int) -> None:
-        """The log holds ``tree_size`` entries (read at start)."""
-        state = self._logs[key]
-        self._report(state, state.extend_to(tree_size))
+    def _states_of(self, info: LogInfo) -> list[LogCoverage]:
+        """The coverage of every ``source.url`` naming this log (usually one)."""
+        return [
+            state for key, state in self._logs.items() if self._infos[key].read_url == info.read_url
+        ]
+
+    def reference_head(self, info: LogInfo) -> TreeHead | None:
+        """The newest tree head of this log that verified with its listed key, if any."""
+        heads = [state.head for state in self._states_of(info) if state.head is not None]
+        return max(heads, key=lambda head: head.size, default=None)
+
+    def trusted_head(
+        self, info: LogInfo, head: TreeHead, *, verified: bool, extend: str | None = None
+    ) -> None:
+        """A tree head that certwatch trusts was read from ``info`` (see
+        :meth:`LogCoverage.confirm`): it raises the log's ceiling and cuts back coverage
+        claimed beyond it; ``verified`` heads become the reference for the next consistency
+        check. With ``extend`` (a log's key at start), whatever the log holds beyond that
+        log's position is a gap (the downtime)."""
+        for state in self._states_of(info):
+            self.heads_wanted.discard(state.key)
+            cut = state.confirm(head.size)
+            if cut:
+                log.warning(
+                    "%s: coverage claimed %d entries past what its tree of %d holds "
+                    "(an implausible index from the feed, or a saved position): cut back",
+                    self.label(state.key), cut, head.size,
+                )  # fmt: skip
+            if verified and (state.head is None or head.size >= state.head.size):
+                state.head = head
+                state.dirty = True
+        if extend is not None:
+            state = self._logs[extend]
+            self._report(state, state.extend_to(head.size))
+
+    def _wake(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
     def _report(self, state: LogCoverage, change: Change) -> None:
+        if change.implausible:
+            self._metrics.count_log_error(
+                self.label(state.key), CTLogError("implausible_index", "")
+            )
+            if state.implausible == 1 or state.implausible % 1000 == 0:
+                log.warning(
+                    "%s: an index beyond what the log can hold was refused (%d so far): a "
+                    "feed that lies, or a log certwatch has no recent tree head of",
+                    self.label(state.key), state.implausible,
+                )  # fmt: skip
+            return
         if change.gap is not None:
             first, last = change.gap
             log.info(
                 "%s: entries %d-%d not seen from certstream (%d): queued for back-fill",
                 self.label(state.key), first, last, last - first + 1,
             )  # fmt: skip
-            self.changed.set()
-            self.changed = trio.Event()
+            self._wake()
         if change.unrecovered is not None:
             first, last = change.unrecovered
             log.warning(
@@ -226,7 +295,13 @@ class Coverage:
                 )
                 self._logs[saved.log] = state
                 self._infos[saved.log] = self._describe(saved.log, saved.kind)
-            state.merge(saved.high, gaps)
+            if not state.merge(saved.high, gaps):
+                log.warning(
+                    "%s: the saved position %d is not one a log can have: not taken in",
+                    self.label(saved.log), saved.high,
+                )  # fmt: skip
+            if saved.head is not None and (state.head is None or saved.head.size > state.head.size):
+                state.head = saved.head
         return [saved.log for saved in saved_logs]
 
     async def save(self, store: Store) -> int:
@@ -246,6 +321,7 @@ class Coverage:
                     high=state.high,
                     gaps=tuple(state.gaps),
                     updated_at=now,
+                    head=state.head,
                 )
             )
         for state in dirty:

@@ -55,6 +55,9 @@ ISSUER_CACHE = 256
 """Issuer certificates remembered (immutable; there are a few hundred CAs)."""
 
 
+_NETWORK_REASONS = frozenset({"unreachable", "timeout", "http", "rate_limited", "malformed"})
+
+
 @attrs.frozen
 class VerifiedHead:
     """A tree head, and whether its signature verified with the log's listed key."""
@@ -102,8 +105,15 @@ class CTLogReader:
         return limiter
 
     def fail(self, info: LogInfo, error: CTLogError) -> CTLogError:
-        """Count ``error`` against the log (and hand it back to be raised)."""
-        self._metrics.count_log_error(self._label(info), error)
+        """Count ``error`` against the log (and hand it back to be raised).
+
+        A log the list does not hold is one a feed named: its failures to answer are all
+        counted as ``unlisted``, whatever they were, so that anonymous ``/metrics`` does
+        not tell a hostile feed which hosts and ports refuse, time out or speak HTTP."""
+        counted = error
+        if not info.listed and error.reason in _NETWORK_REASONS:
+            counted = CTLogError("unlisted", error.detail)
+        self._metrics.count_log_error(self._label(info), counted)
         return error
 
     async def _get(
@@ -287,12 +297,36 @@ class CTLogReader:
 
     async def _tiled_path(self, info: LogInfo, index: int, size: int) -> list[bytes]:
         """The audit path of ``index`` in the tree of ``size``, from the log's hash tiles."""
+        nodes = await self._tile_nodes(info, ctlog.inclusion_nodes(index, size), size)
+        return ctlog.audit_path(index, size, nodes.__getitem__)
+
+    async def _tile_nodes(
+        self, info: LogInfo, wanted: list[ctlog.Node], size: int
+    ) -> dict[ctlog.Node, bytes]:
+        """The hashes of complete subtrees of the tree of ``size``, from its hash tiles."""
         values: dict[ctlog.Node, bytes] = {}
-        for (level, n), nodes in ctlog.nodes_by_tile(ctlog.inclusion_nodes(index, size)).items():
+        for (level, n), nodes in ctlog.nodes_by_tile(wanted).items():
             tile = await self._hash_tile(info, level, n, ctlog.tile_width(level, n, size))
             try:
                 for node in nodes:
                     values[node] = ctlog.node_from_tile(node, tile)
             except CTLogError as e:
                 raise self.fail(info, e) from None
-        return ctlog.audit_path(index, size, values.__getitem__)
+        return values
+
+    # --- consistency ------------------------------------------------------------------------
+
+    async def consistency(self, info: LogInfo, first: int, second: int) -> list[bytes]:
+        """The proof that the tree of ``first`` entries is a prefix of the tree of
+        ``second`` (``get-sth-consistency``, or computed from a tiled log's hash tiles of
+        the larger tree). Raises :class:`CTLogError` when the log cannot be asked."""
+        if info.kind is LogKind.TILED:
+            nodes = await self._tile_nodes(info, ctlog.consistency_nodes(first, second), second)
+            return ctlog.consistency_path(first, second, nodes.__getitem__)
+        status, value = await self._json(
+            info, "ct/v1/get-sth-consistency", {"first": first, "second": second}
+        )
+        if status != 200:
+            raise self.fail(info, CTLogError("http", f"get-sth-consistency {first}-{second}: 404"))
+        proof: list[bytes] = self._parsed(info, lambda: ctlog.parse_consistency(value))
+        return proof

@@ -9,13 +9,22 @@ name. :mod:`.rows` maps the core's values to rows.
 from __future__ import annotations
 
 from certwatch.settings import Settings
-from certwatch.store.interface import PRUNE_BATCH, Change, Domain, OutboxStats, SavedPosition, Store
+from certwatch.store.interface import (
+    PRUNE_BATCH,
+    Change,
+    Domain,
+    LogEvidence,
+    OutboxStats,
+    SavedPosition,
+    Store,
+)
 from certwatch.store.sqlite import SQLiteStore
 
 __all__ = [
     "PRUNE_BATCH",
     "Change",
     "Domain",
+    "LogEvidence",
     "OutboxStats",
     "SQLiteStore",
     "SavedPosition",

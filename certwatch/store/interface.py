@@ -18,9 +18,18 @@ from typing import Any, Protocol
 import attrs
 
 from certwatch.core.alerts import Alert
+from certwatch.core.ctlog import TreeHead
 from certwatch.core.recognition import InventoryCert, KnownKey
 
-__all__ = ["PRUNE_BATCH", "Change", "Domain", "OutboxStats", "SavedPosition", "Store"]
+__all__ = [
+    "PRUNE_BATCH",
+    "Change",
+    "Domain",
+    "LogEvidence",
+    "OutboxStats",
+    "SavedPosition",
+    "Store",
+]
 
 PRUNE_BATCH = 500
 """The most rows one ``prune_*`` call deletes: cleanup stays a series of short transactions."""
@@ -54,6 +63,23 @@ class SavedPosition:
     gaps: tuple[tuple[int, int], ...]
     """Ranges (first, last) not processed yet."""
     updated_at: float
+    head: TreeHead | None = None
+    """The newest tree head of the log that verified with its listed key: the next one
+    must be consistent with it (a log that forks or shrinks is caught across restarts)."""
+
+
+@attrs.frozen
+class LogEvidence:
+    """Proof that a CT log misbehaved (two tree heads it signed that cannot both be true),
+    kept for the operator and for the log's operator."""
+
+    log: str
+    kind: str
+    """``inconsistent``."""
+    detail: dict[str, Any]
+    """Both tree heads (size, timestamp, root hash, signature, base64) and the proof."""
+    found_at: float
+    id: int | None = None
 
 
 @attrs.frozen
@@ -234,6 +260,11 @@ class Store(Protocol):
     # --- coverage (pipeline.coverage) ------------------------------------------------------
 
     async def log_positions(self) -> list[SavedPosition]: ...
+    async def record_log_evidence(self, evidence: LogEvidence) -> None: ...
+    async def list_log_evidence(self, limit: int = 100) -> list[LogEvidence]:
+        """Newest first."""
+        ...
+
     async def save_log_positions(self, positions: Iterable[SavedPosition]) -> None:
         """Save (insert or replace) the positions of some logs, in one transaction."""
         ...

@@ -18,8 +18,16 @@ import msgspec
 import trio
 
 from certwatch.core.alerts import Alert, Status
+from certwatch.core.ctlog import tree_head_from_json, tree_head_json
 from certwatch.core.recognition import InventoryCert, KnownKey
-from certwatch.store.interface import PRUNE_BATCH, Change, Domain, OutboxStats, SavedPosition
+from certwatch.store.interface import (
+    PRUNE_BATCH,
+    Change,
+    Domain,
+    LogEvidence,
+    OutboxStats,
+    SavedPosition,
+)
 from certwatch.store.rows import RowMapping, alert_rows, cert_rows, key_rows
 
 __all__ = ["Connection", "SQLStore"]
@@ -573,7 +581,7 @@ class SQLStore(abc.ABC):
     async def log_positions(self) -> list[SavedPosition]:
         def q(conn: Connection) -> list[SavedPosition]:
             rows = conn.execute(
-                "SELECT log, kind, position, high, gaps, updated_at FROM "
+                "SELECT log, kind, position, high, gaps, updated_at, head FROM "
                 "ct_log_positions ORDER BY log"
             )
             return [
@@ -584,6 +592,7 @@ class SQLStore(abc.ABC):
                     high=r["high"],
                     gaps=tuple((a, b) for a, b in loads(r["gaps"])),
                     updated_at=r["updated_at"],
+                    head=tree_head_from_json(loads(r["head"])),
                 )
                 for r in rows
             ]
@@ -592,21 +601,51 @@ class SQLStore(abc.ABC):
 
     async def save_log_positions(self, positions: Iterable[SavedPosition]) -> None:
         rows = [
-            (p.log, p.kind, p.position, p.high, dumps([list(g) for g in p.gaps]), p.updated_at)
+            (
+                p.log, p.kind, p.position, p.high, dumps([list(g) for g in p.gaps]),
+                p.updated_at, None if p.head is None else dumps(tree_head_json(p.head)),
+            )
             for p in positions
-        ]
+        ]  # fmt: skip
 
         def q(conn: Connection) -> None:
             for row in rows:
                 conn.execute(
-                    "INSERT INTO ct_log_positions (log, kind, position, high, gaps, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (log) DO UPDATE SET "
+                    "INSERT INTO ct_log_positions "
+                    "(log, kind, position, high, gaps, updated_at, head) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (log) DO UPDATE SET "
                     "kind = excluded.kind, position = excluded.position, high = excluded.high, "
-                    "gaps = excluded.gaps, updated_at = excluded.updated_at",
+                    "gaps = excluded.gaps, updated_at = excluded.updated_at, "
+                    "head = excluded.head",
                     row,
                 )
 
         await self._run(q)
+
+    async def record_log_evidence(self, evidence: LogEvidence) -> None:
+        row = (evidence.log, evidence.kind, dumps(evidence.detail), evidence.found_at)
+
+        def q(conn: Connection) -> None:
+            conn.execute(
+                "INSERT INTO ct_log_evidence (log, kind, detail, found_at) VALUES (?, ?, ?, ?)",
+                row,
+            )
+
+        await self._run(q)
+
+    async def list_log_evidence(self, limit: int = 100) -> list[LogEvidence]:
+        def q(conn: Connection) -> list[LogEvidence]:
+            rows = conn.execute(
+                "SELECT id, log, kind, detail, found_at FROM ct_log_evidence "
+                "ORDER BY id DESC LIMIT ?",
+                (limit,),
+            )
+            return [
+                LogEvidence(r["log"], r["kind"], loads(r["detail"]), r["found_at"], id=r["id"])
+                for r in rows
+            ]
+
+        return await self._run(q, write=False)
 
     # --- moving a deployment (certwatch migrate-db) -----------------------------------------
 

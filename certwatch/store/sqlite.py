@@ -158,6 +158,17 @@ MIGRATIONS: Sequence[str] = (
     """,
         _change_triggers(),
     ]),
+    # 5: each CT log's newest verified tree head, and the evidence of logs that misbehaved.
+    """
+    ALTER TABLE ct_log_positions ADD COLUMN head TEXT;
+    CREATE TABLE ct_log_evidence (
+        id       INTEGER PRIMARY KEY,
+        log      TEXT NOT NULL,
+        kind     TEXT NOT NULL,
+        detail   TEXT NOT NULL,
+        found_at REAL NOT NULL
+    );
+    """,
 )  # fmt: skip
 
 

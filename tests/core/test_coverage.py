@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from certwatch.core.coverage import MAX_GAPS, LogCoverage
+from certwatch.core.coverage import MAX_GAPS, PLAUSIBLE_GROWTH, LogCoverage
+from certwatch.core.ctlog import MAX_TREE_SIZE
 
 
 class TestLogCoverage:
@@ -120,3 +121,79 @@ class TestLogCoverage:
         mine.live(500)
         mine.merge(400, [])
         assert mine.gaps == [(401, 499)]
+
+
+class TestClaims:
+    """An index is a claim, checked against the log's trusted tree head."""
+
+    def test_an_index_past_the_ceiling_and_its_growth_is_refused(self) -> None:
+        """Past ceiling + PLAUSIBLE_GROWTH: refused, counted, no gap, nothing missed."""
+        log = LogCoverage("l")
+        log.confirm(100)
+        log.live(50)
+        change = log.live(100 + PLAUSIBLE_GROWTH)
+        assert change.implausible
+        assert (log.high, log.gaps, log.missed, log.implausible) == (50, [], 0, 1)
+        assert log.wants_head  # perhaps the log did grow: a newer head is asked for
+        log.live(52)
+        assert (log.gaps, log.missed) == ([(51, 51)], 1)
+
+    def test_indexes_reaching_the_ceiling_ask_for_a_newer_head(self) -> None:
+        """Below the ceiling no head is wanted; at it, one is."""
+        log = LogCoverage("l")
+        assert log.fast_below == -1  # no trusted head yet: every index is looked at
+        wanted = []
+        for step in (lambda: log.live(5), lambda: log.confirm(10), lambda: log.live(9),
+                     lambda: log.live(10)):  # fmt: skip
+            step()
+            wanted.append(log.wants_head)
+        assert wanted == [True, False, False, True]
+        assert log.fast_below == 10
+
+    def test_before_any_head_a_jump_from_the_previous_index_is_refused(self) -> None:
+        """With no ceiling, the previous index of the connection is the reference."""
+        log = LogCoverage("l")
+        log.live(7)
+        assert log.live(7 + PLAUSIBLE_GROWTH).implausible
+        assert not log.live(7 + PLAUSIBLE_GROWTH - 1).implausible
+
+    def test_a_first_lie_is_cut_back_by_the_first_trusted_head(self) -> None:
+        """A log's first index past its tree is cut back to the tree when its head arrives."""
+        log = LogCoverage("l")
+        log.live(MAX_TREE_SIZE - 1)
+        cut = log.confirm(20)
+        assert cut == MAX_TREE_SIZE - 20
+        assert (log.high, log.last_live, log.gaps) == (19, None, [])
+        log.live(20)
+        log.live(23)
+        assert log.gaps == [(21, 22)]
+
+    def test_a_lie_from_the_previous_connection_does_not_blind_the_next(self) -> None:
+        """After a lie, indexes far below it re-anchor the connection."""
+        log = LogCoverage("l", track_gaps=False)
+        log.live(MAX_TREE_SIZE - 1)
+        log.live(1000)
+        log.live(1005)
+        assert log.missed == 4
+
+    def test_a_ceiling_never_goes_down(self) -> None:
+        """An older, smaller head leaves the ceiling where it was."""
+        log = LogCoverage("l")
+        log.confirm(100)
+        log.confirm(40)
+        assert log.ceiling == 100
+
+    def test_without_backfill_no_head_is_ever_wanted(self) -> None:
+        """CT_BACKFILL=0: every index takes the fast path, and no head is asked for."""
+        log = LogCoverage("l", track_gaps=False)
+        log.live(3)
+        assert (log.wants_head, log.fast_below) == (False, MAX_TREE_SIZE)
+
+    def test_saved_values_no_log_can_have_are_not_merged(self) -> None:
+        """A saved position of 2^62, or gaps with negative or reversed ends, are dropped."""
+        log = LogCoverage("l")
+        assert not log.merge(2**62, [])
+        assert log.high is None
+        other = LogCoverage("l")
+        assert other.merge(100, [(-5, 3), (9, 4), (10, 20), (90, 2**50)])
+        assert (other.high, other.gaps) == (100, [(10, 20)])

@@ -133,6 +133,60 @@ class TestMerkle:
         assert ctlog.tile_width(3, 0, size) == 0
 
 
+class TestConsistency:
+    def test_proofs_from_subtrees_match_the_rfc_definition_and_verify(
+        self, rfc_log: TestLog
+    ) -> None:
+        """Every consistency proof up to size 40 is RFC 6962's PROOF(m, D[n]) and verifies."""
+        for second in range(1, 41):
+            for first in range(1, second + 1):
+                path = ctlog.consistency_path(
+                    first, second, lambda n: rfc_log._mth(n[1] << n[0], (n[1] + 1) << n[0])
+                )
+                assert path == rfc_log._subproof(first, 0, second, True)
+                assert ctlog.verify_consistency(
+                    first, second, rfc_log.root(first), rfc_log.root(second), path
+                )
+
+    def test_a_fork_a_shrink_or_a_bent_proof_does_not_verify(self, rfc_log: TestLog) -> None:
+        """Another old root, sizes swapped, a changed or cut proof: not consistent."""
+        first, second = 13, 37
+        proof = rfc_log._subproof(first, 0, second, True)
+        old, new = rfc_log.root(first), rfc_log.root(second)
+        assert ctlog.verify_consistency(first, second, old, new, proof)
+        assert not ctlog.verify_consistency(first, second, rfc_log.root(12), new, proof)
+        assert not ctlog.verify_consistency(first, second, old, rfc_log.root(36), proof)
+        assert not ctlog.verify_consistency(second, first, new, old, proof)
+        assert not ctlog.verify_consistency(first, second, old, new, proof[:-1])
+        bent = [bytes([proof[0][0] ^ 1]) + proof[0][1:], *proof[1:]]
+        assert not ctlog.verify_consistency(first, second, old, new, bent)
+        assert not ctlog.verify_consistency(first, first, old, new, [])  # same size, two roots
+
+    @pytest.mark.parametrize(("first", "second"), [(1, 300), (256, 70_000), (300, 513)])
+    def test_proofs_computed_from_hash_tiles_verify(self, first: int, second: int) -> None:
+        """A consistency proof from the larger tree's hash tiles proves the smaller a prefix."""
+        rng = random.Random(second)
+        leaves = [rng.randbytes(32) for _ in range(second)]
+        tiles = reference_tiles(leaves)
+        values = {}
+        for (level, n), wanted in ctlog.nodes_by_tile(
+            ctlog.consistency_nodes(first, second)
+        ).items():
+            for node in wanted:
+                values[node] = ctlog.node_from_tile(node, tiles[(level, n)])
+        path = ctlog.consistency_path(first, second, values.__getitem__)
+        old, new = reference_mth(leaves[:first]), reference_mth(leaves)
+        assert ctlog.verify_consistency(first, second, old, new, path)
+
+    def test_a_saved_tree_head_round_trips_and_garbage_is_none(self) -> None:
+        """tree_head_json and tree_head_from_json agree; anything else reads as None."""
+        head = TreeHead(size=7, timestamp_ms=1_795_000_000_000, root_hash=bytes(range(32)),
+                        signature=b"\x04\x03sig")  # fmt: skip
+        assert ctlog.tree_head_from_json(json.loads(json.dumps(ctlog.tree_head_json(head)))) == head
+        for garbage in (None, 5, {}, {"size": -1}, {**ctlog.tree_head_json(head), "size": 2**63}):
+            assert ctlog.tree_head_from_json(garbage) is None
+
+
 class TestTilePaths:
     def test_indexes_are_written_in_three_digit_groups(self) -> None:
         """Tile indexes are 3-digit groups, all but the last x-prefixed; partials get .p/<w>."""

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from certwatch.core.loglist import LogKind, normalise_log_url, parse_log_list
+from certwatch.core.loglist import LogKind, normalise_log_url, parse_log_list, readable_log_url
 from certwatch.errors import InvalidLogList
 from tests.support.ctlog import TestLog, log_list
 
@@ -67,3 +67,22 @@ class TestLogList:
             normalise_log_url("HTTPS://CT.Example.net/Log2026/") == "https://ct.example.net/Log2026"
         )
         assert normalise_log_url(" https://ct.example.net// ") == "https://ct.example.net"
+
+
+@pytest.mark.parametrize(
+    ("url", "readable"),
+    [
+        ("https://ct.example/2026h2", True),
+        ("http://127.0.0.1:8080/log", True),
+        ("https://user:secret@ct.example/log", False),
+        ("https://ct.example/log?token=x", False),
+        ("https://ct.example/log#part", False),
+        ("ftp://ct.example/log", False),
+        ("file:///etc/passwd", False),
+        ("https://ct.example:99999/log", False),
+        ("https:///nohost", False),
+    ],
+)
+def test_a_log_not_in_the_list_is_read_only_at_a_plain_http_url(url: str, readable: bool) -> None:
+    """No credentials, query, fragment or other scheme: only what CT logs' URLs are."""
+    assert readable_log_url(url) is readable

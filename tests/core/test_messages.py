@@ -224,6 +224,17 @@ class TestLenientFields:
             assert peeked.cert_index == expected, value
             assert read_update(frame).summary.cert_index == expected, value
 
+    @pytest.mark.parametrize("value", [-1, -300, 2**40, 2**63, 2**70, 1e19, "99999999999999999999"])
+    def test_an_index_no_log_can_have_is_none_and_counted(self, value: Any) -> None:
+        """Negative indexes and those past 2^40 (static-ct-api's bound) read as no index."""
+        frame = edited("go-full-precert.json", _set("cert_index", value))
+        coerced: list[str] = []
+        peeked = peek(frame, coerced.append)
+        assert isinstance(peeked, CertificateUpdate)
+        assert peeked.cert_index is None
+        assert read_update(frame).summary.cert_index is None
+        assert coerced == ["cert_index"]
+
     def test_a_well_typed_message_reports_nothing(self) -> None:
         """The samples of every server variant need no coercion."""
         for name in ("go-full-precert.json", "go-lite-precert.json", "elixir-full-precert.json"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 
@@ -237,6 +238,39 @@ class TestHostileCertificates:
         assert lenient.sans == ("a.example.org",)
         with pytest.raises(InvalidCertificate, match="has 102 extensions; at most 100"):
             parse_certificate(der)
+
+    def test_too_many_name_attributes_skip_the_tbs_hash(
+        self, ca: CA, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """2,500 subject attributes (160 ms of pyasn1 each) skip the TBS hash entirely."""
+        subject = x509.Name(
+            [
+                x509.RelativeDistinguishedName(
+                    [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"u{i}")]
+                )
+                for i in range(2500)
+            ]
+        )
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder(
+                issuer_name=ca.name,
+                subject_name=subject,
+                public_key=ec.generate_private_key(ec.SECP256R1()).public_key(),
+                serial_number=5,
+                not_valid_before=now,
+                not_valid_after=now + datetime.timedelta(days=1),
+            )
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("a.example.org")]), False)
+            .sign(ca.key, hashes.SHA256())
+        )
+
+        def forbidden(tbs_der: bytes) -> str:
+            raise AssertionError("pyasn1 was asked to hash a hostile TBS")
+
+        monkeypatch.setattr(certificates, "precert_tbs_sha256", forbidden)
+        assert len(cert.public_bytes(Encoding.DER)) <= MAX_DER_BYTES
+        assert tbs_sha256_of_der(cert.public_bytes(Encoding.DER)) is None
 
     def test_the_issuer_keeps_its_order_for_people(self, ca: CA) -> None:
         """issuer_dn is the RFC 4514 text in the certificate's own order."""

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from tests.support.certs import CA
+from tests.support.servers import Receiver
 from tests.support.service import TOKEN, RunningService, make_settings, run_service
 
 PROTECTED = [
@@ -376,6 +377,17 @@ class TestAlertsRoute:
 
 
 class TestErrors:
+    @pytest.mark.parametrize("alert_id", [2**63, 2**63 - 1, 10**30, 0])
+    async def test_an_alert_id_no_database_can_hold_is_404(
+        self, tmp_path: Path, receiver: Receiver, alert_id: int
+    ) -> None:
+        """Re-queueing alert 2^63 (past SQLite's integers) is 404, not a 500 with a traceback."""
+        settings = make_settings(tmp_path, webhook_url=receiver.url)
+        async with run_service(settings) as running:
+            response = await running.client.post(f"/alerts/{alert_id}/retry")
+        assert response.status_code == 404, response.text
+        assert "error" in response.json()
+
     async def test_unknown_routes_and_methods_are_json(self, service: RunningService) -> None:
         """404 and 405 answers are JSON too."""
         missing = await service.client.get("/nope")

@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -18,10 +19,11 @@ import trio
 from certwatch.store.sqlite import SQLiteStore
 from tests.support.alerts import pending_alert
 from tests.support.certs import CA
-from tests.support.servers import FeedServer, Receiver
+from tests.support.servers import FeedServer, HttpPeer, Receiver
 from tests.support.service import (
     TOKEN,
     RunningService,
+    make_settings,
     run_service,
     wait_until,
     wired,
@@ -263,3 +265,27 @@ async def test_shutdown_does_not_wait_for_a_dead_receiver(
         (delivery,) = await receiver.wait_for(1)
         await wait_until(lambda: _all_delivered(service))
     assert delivery.json()["matched_sans"] == ["a.example.org"]
+
+
+async def test_a_receivers_error_body_with_nul_is_recorded_on_every_backend(
+    tmp_path: Path,
+    nursery: trio.Nursery,
+    feed: FeedServer,
+    ca: CA,
+    backend: dict[str, Any],
+) -> None:
+    """A 500 whose body holds NUL is recorded as U+FFFD; the quick retries go on."""
+    # It used to become "internal error: StoreError" on PostgreSQL, skipping the retries.
+    peer = await HttpPeer().start(nursery)
+    peer.routes["hook"] = (500, {"Content-Type": "text/plain"}, b"bad\x00body")
+    settings = make_settings(
+        tmp_path, certstream_url=feed.url, webhook_url=peer.url("hook"), timing=OUTBOX, **backend
+    )
+    async with run_service(settings) as service:
+        await service.add_domain("example.org")
+        await feed.send(ca.issue(["www.example.org"]).message())
+        await peer.wait_for(3)
+        await all_alerts_tried(service, 1, attempts=3)
+        [alert] = await service.alerts()
+    assert alert["last_error"] == "HTTP 500: bad\ufffdbody"
+    assert alert["status"] == "pending"

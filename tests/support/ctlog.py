@@ -4,7 +4,8 @@
 (the recursive definitions of RFC 6962 §2.1, independent of certwatch's), signs tree heads
 with a real key (ECDSA P-256 or RSA) and serves, from a real Hypercorn on a loopback port:
 
-- RFC 6962: ``ct/v1/get-sth``, ``ct/v1/get-entries``, ``ct/v1/get-proof-by-hash``;
+- RFC 6962: ``ct/v1/get-sth``, ``ct/v1/get-entries``, ``ct/v1/get-proof-by-hash``,
+  ``ct/v1/get-sth-consistency``;
 - static-ct-api: ``checkpoint``, ``tile/data/...``, ``tile/<L>/...`` (full and partial),
   ``issuer/<sha256>``.
 
@@ -13,7 +14,9 @@ Faults are switched on per test: ``max_entries`` (a cap per get-entries), ``rate
 answers are cut short), :meth:`TestLog.serve_instead` (another certificate at an index than
 the tree holds),
 ``bad_signature``, ``gzip`` (``"header"``: Content-Encoding; ``"raw"``: a gzip body
-without it), and :meth:`TestLog.down`.
+without it), :meth:`TestLog.down`, and a log that lies: :meth:`TestLog.fork` (another
+certificate at an index already in the tree: the same size, another root) and
+:meth:`TestLog.shrink` (a newer tree head of a smaller tree).
 """
 
 from __future__ import annotations
@@ -170,6 +173,8 @@ class TestLog:
         self.truncate = 0
         self._substitutes: dict[int, _Entry] = {}
         self.bad_signature = False
+        self.lie_size: int | None = None
+        """Tree heads claim this size (their signature, over the real one, then fails)."""
         self.gzip: str | None = None
         self.unavailable = False
         """Answer 503 to everything."""
@@ -212,6 +217,22 @@ class TestLog:
         """Serve ``issuance``'s certificate at ``index``, which the tree does not hold."""
         cert = issuance.precert if which == "precert" else issuance.final
         self._substitutes[index] = _Entry(cert, which == "precert", [issuance.ca.cert], 1)
+
+    def fork(self, index: int, issuance: Issuance) -> None:
+        """Put another certificate at ``index`` in the tree itself: every tree head from
+        now on has another root than those signed before (a split view)."""
+        entry = _Entry(issuance.final, False, [issuance.ca.cert], self._entries[index].timestamp)
+        self._entries[index] = entry
+        leaf = b"\x00\x00" + entry.timestamped(index, self.kind == "tiled")
+        del self._by_hash[_h_leaf(self._leaves[index])]
+        self._leaves[index] = leaf
+        self._by_hash[_h_leaf(leaf)] = index
+        self._hashes.clear()
+
+    def shrink(self, size: int) -> None:
+        """Sign tree heads of ``size`` entries from now on, newer than any before."""
+        self.published = size
+        self._timestamp += 1000
 
     def add_filler(self, count: int) -> int:
         """Log ``count`` certificates nobody watches; the index of the last."""
@@ -259,7 +280,7 @@ class TestLog:
         timestamp = self._timestamp + 1
         root = self.root(size)
         signed = struct.pack(">BBQQ", 0, 1, timestamp, size) + root
-        return size, timestamp, root, self._sign(signed)
+        return self.lie_size or size, timestamp, root, self._sign(signed)
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -344,6 +365,8 @@ class TestLog:
                 return self._get_entries()
             if rest == "ct/v1/get-proof-by-hash":
                 return self._get_proof()
+            if rest == "ct/v1/get-sth-consistency":
+                return self._get_consistency()
         else:
             if rest == "checkpoint":
                 return self._checkpoint()
@@ -413,6 +436,26 @@ class TestLog:
             "leaf_index": index,
             "audit_path": [base64.b64encode(p).decode() for p in path],
         })  # fmt: skip
+
+    def _subproof(self, m: int, lo: int, hi: int, whole: bool) -> list[bytes]:
+        """RFC 6962 §2.1.2 SUBPROOF(m, D[lo:hi], b), by its recursive definition."""
+        if m == hi - lo:
+            return [] if whole else [self._mth(lo, hi)]
+        k = _split(hi - lo)
+        if m <= k:
+            return [*self._subproof(m, lo, lo + k, whole), self._mth(lo + k, hi)]
+        return [*self._subproof(m - k, lo + k, hi, False), self._mth(lo, lo + k)]
+
+    def _get_consistency(self) -> Response:
+        try:
+            first = int(request.args["first"])
+            second = int(request.args["second"])
+        except (KeyError, ValueError):
+            return Response("bad request", status=400)
+        if not 0 < first <= second <= len(self._entries):
+            return Response("bad range", status=400)
+        proof = self._subproof(first, 0, second, True)
+        return self._answer({"consistency": [base64.b64encode(p).decode() for p in proof]})
 
     # static-ct-api
 

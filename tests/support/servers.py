@@ -364,3 +364,27 @@ class DripServer:
             while True:
                 await stream.send_all(b" ")
                 await trio.sleep(self.every_s)
+
+
+class SilentServer:
+    """A TCP server that accepts connections, reads what is sent, and never answers: a
+    peer that holds every request until the client gives up."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.connections = 0
+
+    def url(self, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    async def start(self, nursery: trio.Nursery) -> SilentServer:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
+        )
+        self.port = listeners[0].socket.getsockname()[1]
+        return self
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        async with stream:
+            await _until_closed(stream)

@@ -49,6 +49,7 @@ BACKFILL = attrs.evolve(
     ct_request_timeout_s=5,
     ct_backoff_initial_s=0.05,
     ct_backoff_max_s=0.2,
+    ct_head_refresh_s=0.2,
     ct_positions_save_s=0.1,
 )
 """FAST, with CT log reads retried within a fraction of a second and positions saved often."""

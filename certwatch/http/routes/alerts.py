@@ -7,7 +7,7 @@ from quart_schema import document_querystring, document_response
 
 from certwatch.core.alerts import Severity, Status
 from certwatch.http.context import context
-from certwatch.http.requests import query_choice, query_number
+from certwatch.http.requests import ROW_ID, query_choice, query_number
 from certwatch.http.responses import (
     EPOCH_MAX,
     LIMIT_MAX,
@@ -45,7 +45,7 @@ async def list_alerts() -> Response:
     return json_response([AlertOut.of(a) for a in found])
 
 
-@alerts.post("/alerts/<int:alert_id>/retry")
+@alerts.post(f"/alerts/<{ROW_ID}:alert_id>/retry")
 @document_response(Requeued, 200)
 async def retry_alert(alert_id: int) -> Response:
     """Queue one alert for delivery again (failed, pending or delivered)."""
