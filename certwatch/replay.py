@@ -139,7 +139,8 @@ def replay(
         )
         if isinstance(decision, KnownIssuance):
             counts["duplicates"] += 1
-            if holds.add_copy(decision.alert_id, decision.facts):
+            recognised = decision.recognition is not None
+            if holds.add_copy(decision.alert_id, decision.facts, recognised=recognised):
                 if decision.recognition is not None:
                     settle(decision.alert_id, only_if_recognised=True)
             elif decision.alert_id in alerts:

@@ -28,6 +28,7 @@ from certwatch.core.recognition import Inventory, Recognition
 
 __all__ = [
     "DEDUPE_CAPACITY",
+    "MAX_COPIES",
     "DedupeCache",
     "Holds",
     "KnownIssuance",
@@ -36,6 +37,9 @@ __all__ = [
     "follow_up",
 ]
 
+MAX_COPIES = 64
+"""Distinct copies of one held issuance kept for its verdict (a precert and a final
+certificate in a few logs make a handful)."""
 DEDUPE_CAPACITY = 200_000
 """Issuances remembered in memory; matched certificates are rare, so this is generous."""
 
@@ -125,11 +129,17 @@ class Holds:
         self._holds[alert.id] = _Hold(alert, [alert.facts, *facts])
         heapq.heappush(self._deadlines, (alert.decide_at, alert.id))
 
-    def add_copy(self, alert_id: int, facts: CertFacts) -> bool:
-        """Note another copy's facts; ``False`` when that alert is not held."""
+    def add_copy(self, alert_id: int, facts: CertFacts, *, recognised: bool = False) -> bool:
+        """Note another copy's facts; ``False`` when that alert is not held.
+
+        A copy with the same facts as one already noted is the same to every check, and
+        past :data:`MAX_COPIES` distinct ones only a copy that is ``recognised`` now is
+        noted: 80,000 copies of one frame must not keep 80,000 certificates in memory."""
         hold = self._holds.get(alert_id)
         if hold is None:
             return False
+        if facts in hold.facts or (len(hold.facts) >= MAX_COPIES and not recognised):
+            return True
         hold.facts.append(facts)
         return True
 

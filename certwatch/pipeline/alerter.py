@@ -160,7 +160,8 @@ class Alerter:
     async def _on_copy(self, copy: KnownIssuance) -> None:
         """Another copy of an issuance already alerted: it may recognise a held alert now,
         or resolve a suspicious one."""
-        if self._holds.add_copy(copy.alert_id, copy.facts):
+        recognised = copy.recognition is not None
+        if self._holds.add_copy(copy.alert_id, copy.facts, recognised=recognised):
             if copy.recognition is not None:
                 await self._settle(copy.alert_id, only_if_recognised=True)
             return

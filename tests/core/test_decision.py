@@ -9,7 +9,14 @@ import pytest
 
 from certwatch.core.alerts import Severity, Status
 from certwatch.core.certificates import parse_certificate
-from certwatch.core.decision import Holds, KnownIssuance, NewIssuance, decide, follow_up
+from certwatch.core.decision import (
+    MAX_COPIES,
+    Holds,
+    KnownIssuance,
+    NewIssuance,
+    decide,
+    follow_up,
+)
 from certwatch.core.messages import read_update
 from certwatch.core.names import WatchIndex
 from certwatch.core.observation import Observation
@@ -157,3 +164,20 @@ class TestFollowUp:
                 recognition,
             )
         assert follow_up(alert, None, observer=False, now=NOW, event_id="evt-3") is None
+
+
+def test_a_held_issuance_keeps_its_distinct_copies_only_up_to_a_bound(ca: CA) -> None:
+    """Repeated copies are noted once; past MAX_COPIES only a recognised copy is kept."""
+    holds = Holds()
+    result = decision(observe(ca.issue(["a.example.org"]).message()), Inventory())
+    assert isinstance(result, NewIssuance)
+    alert = attrs.evolve(result.alert, id=1)
+    holds.hold(alert)
+    for _ in range(1000):
+        assert holds.add_copy(1, alert.facts)
+    distinct = [attrs.evolve(alert.facts, sha1=f"{n:040x}") for n in range(2 * MAX_COPIES)]
+    for facts in distinct:
+        holds.add_copy(1, facts)
+    assert len(holds._holds[1].facts) == MAX_COPIES
+    holds.add_copy(1, distinct[-1], recognised=True)
+    assert holds._holds[1].facts[-1] == distinct[-1]
