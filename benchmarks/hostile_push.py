@@ -1,6 +1,7 @@
-"""How long a hostile certificate push holds certwatch's event loop.
+"""How long hostile input holds certwatch's event loop: certificate pushes, then hostile
+sources (``hostile_sources.py``: a lying feed, bombing and lying CT logs).
 
-    uv run python benchmarks/hostile_push.py [--pushes 5] [--checkout DIR]
+    uv run python benchmarks/hostile_push.py [--pushes 5] [--seconds 10] [--checkout DIR]
 
 certwatch runs in its own process (``--checkout`` runs another checkout's, from its own
 ``.venv``, so an older version can be measured the same way). In this process one client asks
@@ -8,8 +9,10 @@ certwatch runs in its own process (``--checkout`` runs another checkout's, from 
 process) POSTs certificates as PEM: a 950 KiB one with 36,000 extensions (refused by its
 size), one with 100 extensions (the most whose TBS hash is computed: parsed in full,
 pyasn1 included) and one with 2,500 names (~64 KiB, the largest accepted). A probe's
-time is how long the event loop was held. Reports, per push kind, the push's own time and
-the probes' p50, p99 and maximum while pushes ran, against an idle baseline.
+time is how long the event loop was held. Reports, per push kind, the push's own time,
+the probes' p50, p99 and maximum while pushes ran, against an idle baseline, and
+certwatch's RSS after them; then the table of ``hostile_sources.py`` (``--seconds`` per
+case; ``--seconds 0`` skips it).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from benchmarks import hostile_sources
 from benchmarks.common import TOKEN, Certwatch, machine
 from tests.support.certs import CA, pem, with_extensions
 
@@ -86,6 +90,9 @@ def main() -> None:
     parser.add_argument(
         "--checkout", type=Path, help="run the certwatch of this checkout (after uv sync there)"
     )
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="each hostile source's window (0: none)"
+    )
     args = parser.parse_args()
     certificates = hostile_certificates()
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,22 +101,27 @@ def main() -> None:
         try:
             certwatch.wait_ready()
             rows = [("idle (no push)", *trio.run(measure, certwatch.url, None, 0))]
+            rss = [certwatch.rss_mb()]
             for n, (kind, text) in enumerate(certificates.items()):
                 body = Path(tmp) / f"push-{n}.pem"
                 body.write_text(text)
                 rows.append((kind, *trio.run(measure, certwatch.url, body, args.pushes)))
+                rss.append(certwatch.rss_mb())
         finally:
             certwatch.stop()
     print(f"\nhostile_push.py --pushes {args.pushes} on {machine()}\n")
-    print("| push | push time (median) | probes | probe p50 | probe p99 | probe max |")
-    print("|---|---|---|---|---|---|")
-    for kind, durations, probes in rows:
+    print("| push | push time (median) | probes | probe p50 | probe p99 | probe max | RSS after |")
+    print("|---|---|---|---|---|---|---|")
+    for (kind, durations, probes), after in zip(rows, rss, strict=True):
         quantiles = statistics.quantiles(probes, n=100, method="inclusive")
         push = ms(statistics.median(durations)) if durations else "-"
         print(
             f"| {kind} | {push} | {len(probes)} | {ms(statistics.median(probes))} | "
-            f"{ms(quantiles[98])} | {ms(max(probes))} |"
+            f"{ms(quantiles[98])} | {ms(max(probes))} | {after:.0f} MB |"
         )
+    if args.seconds:
+        print()
+        hostile_sources.report(hostile_sources.run_all(args.seconds, args.checkout), args.seconds)
 
 
 if __name__ == "__main__":

@@ -236,17 +236,18 @@ def ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:,.1f} ms"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="each case's window")
-    parser.add_argument("--checkout", type=Path, help="run the certwatch of this checkout")
-    parser.add_argument("--case", action="append", choices=list(CASES), help="only these")
-    args = parser.parse_args()
+def run_all(
+    seconds: float, checkout: Path | None, cases: list[str] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
     rows = []
-    for name in args.case or list(CASES):
+    for name in cases or list(CASES):
         print(f"running {name}...", flush=True)
-        rows.append((name, trio.run(run_case, CASES[name], args.seconds, args.checkout)))
-    print(f"\nhostile_sources.py --seconds {args.seconds:g} on {machine()}\n")
+        rows.append((name, trio.run(run_case, CASES[name], seconds, checkout)))
+    return rows
+
+
+def report(rows: list[tuple[str, dict[str, Any]]], seconds: float) -> None:
+    print(f"hostile sources, {seconds:g} s each, on {machine()}\n")
     columns = ["case", "probes", "no answer in 5 s", "probe p50", "probe p99", "probe max"]
     print("| " + " | ".join([*columns, "RSS start → max", "alive"]) + " |")
     print("|---|---|---|---|---|---|---|---|")
@@ -256,6 +257,17 @@ def main() -> None:
             f"| {name} | {r['probes']} | {r['unanswered']} | {ms(r['p50'])} | {ms(r['p99'])} | "
             f"{ms(r['max'])} | {start:.0f} → {high:.0f} MB | {'yes' if r['alive'] else 'no'} |"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="each case's window")
+    parser.add_argument("--checkout", type=Path, help="run the certwatch of this checkout")
+    parser.add_argument("--case", action="append", choices=list(CASES), help="only these")
+    args = parser.parse_args()
+    rows = run_all(args.seconds, args.checkout, args.case)
+    print()
+    report(rows, args.seconds)
 
 
 if __name__ == "__main__":
