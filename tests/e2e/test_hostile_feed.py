@@ -66,13 +66,16 @@ async def test_indexes_no_log_can_have_are_no_indexes(
             message = message_for(log, 0, der_less if bad == -5 else None)
             message["data"]["cert_index"] = bad
             await feed.send(message)
+        nul_url = message_for(log, 3)
+        nul_url["data"]["source"]["url"] = log.source_url + "\x00"  # on PostgreSQL too
+        await feed.send(nul_url)
         await feed.send(message_for(log, 5))
         [alert] = await receiver.wait_for(1)  # the DER-less precert, without its index
         await settled(service, log, 5)
         with trio.fail_after(1.5):
             health = await service.client.get("/healthz")
         assert await coerced(service) == 5
-        assert await service.metric("certwatch_ct_untracked_total") == 0
+        assert await service.metric("certwatch_ct_untracked_total") == 1
     await service.stopped.wait()
     # Positions were saved: a restart back-fills what the log grew meanwhile.
     log.add_filler(2)
