@@ -118,6 +118,28 @@ async def test_copies_of_one_der_less_frame_are_one_lookup(
     assert len(receiver.deliveries) <= 1  # one issuance, one alert (if already decided)
 
 
+async def head_saved(settings: Any) -> None:
+    """Wait until a log's verified tree head is saved with its position."""
+
+    async def saved() -> bool:
+        store = await open_store(settings)
+        try:
+            return any(p.head is not None for p in await store.log_positions())
+        finally:
+            store.close()
+
+    await wait_until(saved, within=30)
+
+
+async def counted(service: Any, log: TestLog, reason: str) -> None:
+    """Wait until the log has an error of ``reason`` counted."""
+
+    async def check() -> bool:
+        return await errors(service, log, reason) >= 1
+
+    await wait_until(check, within=30)
+
+
 async def evidence(settings: Any) -> list[Any]:
     store = await open_store(settings)
     try:
@@ -142,25 +164,13 @@ async def test_a_log_that_forks_is_caught_and_certwatch_goes_on(
     async with watching(settings) as service:
         await send_range(feed, log, range(10))
         await settled(service, log, 9)
-
-        async def head_saved() -> bool:
-            store = await open_store(settings)
-            try:
-                return any(p.head is not None for p in await store.log_positions())
-            finally:
-                store.close()
-
-        await wait_until(head_saved, within=30)
+        await head_saved(settings)
         log.fork(3, ca.issue(["forked.example.net"]))  # entry 3 changes: a split view
         log.add_filler(5)
         assert log.add_issuance(hijack(ca)) == 15
         log.add_filler(1)
         await feed.send(message_for(log, 16))  # past the head certwatch knows, with a gap
-
-        async def caught() -> bool:
-            return await errors(service, log, "inconsistent") >= 1
-
-        await wait_until(caught, within=30)
+        await counted(service, log, "inconsistent")
         [delivery] = await receiver.wait_for(1)  # and it goes on: the gap is still filled
         await settled(service, log, 16)
         inconsistent = await errors(service, log, "inconsistent")
@@ -185,11 +195,7 @@ async def test_a_log_that_shrinks_is_caught(
         await settled(service, log, 19)
         log.shrink(12)
         await feed.send(message_for(log, 20))  # asks for a newer head: a smaller one comes
-
-        async def caught() -> bool:
-            return await errors(service, log, "inconsistent") >= 1
-
-        await wait_until(caught, within=30)
+        await counted(service, log, "inconsistent")
     [found] = await evidence(settings)
     assert found.detail["problem"] == "the later head is of a smaller tree"
     assert (found.detail["earlier"]["size"], found.detail["later"]["size"]) == (20, 12)
@@ -210,24 +216,12 @@ async def test_a_fork_while_certwatch_was_stopped_is_caught_at_start(
     async with watching(settings) as service:
         await send_range(feed, log, range(290, 300))
         await settled(service, log, 299)
-
-        async def head_saved() -> bool:
-            store = await open_store(settings)
-            try:
-                return any(p.head is not None for p in await store.log_positions())
-            finally:
-                store.close()
-
-        await wait_until(head_saved, within=30)
+        await head_saved(settings)
     await service.stopped.wait()
     log.fork(100, ca.issue(["forked.example.net"]))
     log.add_filler(3)
     async with watching(settings) as service:
-
-        async def caught() -> bool:
-            return await errors(service, log, "inconsistent") >= 1
-
-        await wait_until(caught, within=30)
+        await counted(service, log, "inconsistent")
         await settled(service, log, 302)
     [found] = await evidence(settings)
     assert (found.detail["earlier"]["size"], found.detail["later"]["size"]) == (300, 303)
