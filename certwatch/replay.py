@@ -24,7 +24,14 @@ import msgspec
 import trio
 
 from certwatch.core.alerts import Alert, Kind, Severity, Status, webhook_payload
-from certwatch.core.decision import Holds, KnownIssuance, decide, follow_up
+from certwatch.core.decision import (
+    Action,
+    Decisions,
+    Fetch,
+    StoreAlert,
+    StoreFollowUp,
+    StoreVerdict,
+)
 from certwatch.core.messages import SKIP_REASONS
 from certwatch.core.names import WatchIndex
 from certwatch.core.recognition import Inventory
@@ -91,13 +98,15 @@ def replay(
     """Run the pipeline over ``lines``; write would-be webhook payloads to ``out``."""
     metrics = Metrics()
     pipeline = Pipeline(index, metrics)
-    holds = Holds()
+    ids = itertools.count(1)
+    decisions = Decisions(
+        grace_s=grace_s, observer=True, new_event_id=lambda: f"replay-{next(ids)}"
+    )
     alerts: dict[int, Alert] = {}
-    issuances: dict[str, int] = {}
+    """The store, in memory: what a real one would hold, by id."""
     counts = {"matched": 0, Severity.INFO: 0, Severity.SUSPICIOUS: 0, "duplicates": 0}
     started = time.perf_counter()
     encode = msgspec.json.encode
-    ids = itertools.count(1)
     now = 0.0
 
     def send(alert: Alert) -> None:
@@ -108,13 +117,24 @@ def replay(
             counts[alert.severity or Severity.SUSPICIOUS] += 1
         out.write(encode(webhook_payload(alert)).decode() + "\n")
 
-    def settle(alert_id: int, *, only_if_recognised: bool = False) -> None:
-        verdict = holds.verdict(
-            alert_id, inventory, observer=True, now=now, only_if_recognised=only_if_recognised
-        )
-        if verdict is not None:
-            holds.release(alert_id)
-            send(verdict)
+    def make(actions: list[Action]) -> None:
+        """What the alerter does with the store, done to the dict."""
+        for action in actions:
+            match action:
+                case StoreAlert(alert):
+                    stored = attrs.evolve(alert, id=next(ids))
+                    alerts[stored.id or 0] = stored
+                    make(decisions.stored(alert, stored, inventory=inventory, now=now, hold=True))
+                    if stored.status is not Status.HELD:
+                        send(stored)
+                case StoreVerdict(verdict):
+                    send(verdict)
+                case StoreFollowUp(event):
+                    parent = alerts[event.parent_id or 0]
+                    alerts[parent.id or 0] = attrs.evolve(parent, resolved_at=now)
+                    send(attrs.evolve(event, id=next(ids)))
+                case Fetch(alert_id, recognition):
+                    make(decisions.fetched(alerts[alert_id], recognition, now=now))
 
     for line in lines:
         if not line.strip():
@@ -122,46 +142,14 @@ def replay(
         hit = pipeline.process(line)
         if hit is None:
             continue
-        observation, match = hit.observation, hit.match
         counts["matched"] += 1
-        now = max(now, observation.seen or now)
-        for alert_id in holds.due(now):
-            settle(alert_id)
-        decision = decide(
-            observation,
-            match,
-            known=issuances.get,
-            inventory=inventory,
-            grace_s=grace_s,
-            observer=True,
-            now=now,
-            event_id=f"replay-{next(ids)}",
-        )
-        if isinstance(decision, KnownIssuance):
+        now = max(now, hit.observation.seen or now)
+        make(decisions.due(now, inventory=inventory))
+        actions = decisions.match(hit.observation, hit.match, inventory=inventory, now=now)
+        if not any(isinstance(action, StoreAlert) for action in actions):
             counts["duplicates"] += 1
-            recognised = decision.recognition is not None
-            if holds.add_copy(decision.alert_id, decision.facts, recognised=recognised):
-                if decision.recognition is not None:
-                    settle(decision.alert_id, only_if_recognised=True)
-            elif decision.alert_id in alerts:
-                parent = alerts[decision.alert_id]
-                event = follow_up(
-                    parent, decision.recognition,
-                    observer=True, now=now, event_id=f"replay-{next(ids)}",
-                )  # fmt: skip
-                if event is not None:
-                    alerts[parent.id or 0] = attrs.evolve(parent, resolved_at=now)
-                    send(attrs.evolve(event, id=next(ids)))
-            continue
-        alert = attrs.evolve(decision.alert, id=next(ids))
-        assert alert.id is not None
-        issuances[alert.issuance] = alert.id
-        if alert.status is Status.HELD:
-            holds.hold(alert)
-        else:
-            send(alert)
-    for alert_id in holds.ids():  # the capture is over: so is every grace period
-        settle(alert_id)
+        make(actions)
+    make(decisions.end_holds(now, inventory=inventory))  # the capture is over: so is every hold
     skipped = sum(
         metrics.registry.get_sample_value("certwatch_ct_skipped_total", {"reason": r}) or 0
         for r in SKIP_REASONS

@@ -1,15 +1,21 @@
-"""What a matched certificate means: the decision, the grace period, the follow-up.
-Pure logic, no I/O.
+"""What matched certificates mean, and when it is decided: one state machine, no I/O.
 
-:func:`decide` turns an observation that matched the watch list into what should happen:
-a new alert to store (decided at once, or held for the grace period), or another copy of
-an issuance already alerted. :class:`Holds` keeps the held alerts and the facts of every
-copy seen during their hold, and says what each becomes. :func:`follow_up` is the
-``resolved`` event owed to a suspicious alert that is recognised later.
+:class:`Decisions` is the one place that decides. The service's alerter and ``certwatch
+replay`` both drive it the same way (sans-I/O, as h11 drives HTTP): each thing that
+happens goes in (a match, the store's answer, the clock, a change of the inventory), and
+what comes out is the list of store operations to make (:data:`Action`). The caller makes
+them, against PostgreSQL, SQLite or a dict, and reports the answers back::
 
-The service's alerter does the I/O around these (storing, timers, delivery);
-``certwatch replay`` calls the same functions on a capture, its clock being the messages'
-``seen``, so it decides as the service would, grace period included.
+    match ──> StoreAlert ──stored──> decided at once ........................ (sent)
+                                └──> held ──(grace over, or a copy or a registration
+                                              recognises it)──> StoreVerdict ─ (sent)
+    a copy of a sent alert that a registration now recognises ──> Fetch ──fetched──>
+        StoreFollowUp (the ``resolved`` event), or StoreVerdict if another replica holds it
+
+An issuance is recognised (``info``) or not (``suspicious``) by everything seen of it:
+every copy (another log, the final certificate) noted during its hold counts. The store
+keeps one alert per issuance and makes every verdict a conditional update, so what this
+machine asks is safe whichever replica asks it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from certwatch.core.alerts import Alert, Severity, decided, new_alert, resolved_follow_up
+from certwatch.core.alerts import Alert, Severity, Status, decided, new_alert, resolved_follow_up
 from certwatch.core.identity import CertFacts
 from certwatch.core.names import Match
 from certwatch.core.observation import Observation
@@ -29,11 +35,14 @@ from certwatch.core.recognition import Inventory, Recognition
 __all__ = [
     "DEDUPE_CAPACITY",
     "MAX_COPIES",
+    "Action",
+    "Decisions",
     "DedupeCache",
+    "Fetch",
     "Holds",
-    "KnownIssuance",
-    "NewIssuance",
-    "decide",
+    "StoreAlert",
+    "StoreFollowUp",
+    "StoreVerdict",
     "follow_up",
 ]
 
@@ -44,49 +53,43 @@ DEDUPE_CAPACITY = 200_000
 """Issuances remembered in memory; matched certificates are rare, so this is generous."""
 
 
+# --- what the machine asks of its caller ----------------------------------------------------
+
+
 @attrs.frozen
-class NewIssuance:
-    """An issuance not seen before: store its alert (held, or decided at once)."""
+class StoreAlert:
+    """Store this new alert (held, or decided at once); report the answer to
+    :meth:`Decisions.stored`."""
 
     alert: Alert
 
 
 @attrs.frozen
-class KnownIssuance:
-    """Another copy of an issuance already alerted (another log, the final certificate)."""
+class StoreVerdict:
+    """Store this verdict on a held alert (only if it is still held: a conditional update).
+    The stored alert, if any, is to be sent."""
+
+    verdict: Alert
+
+
+@attrs.frozen
+class StoreFollowUp:
+    """Store this ``resolved`` event and mark its parent resolved (only if not already).
+    The stored event, if any, is to be sent."""
+
+    event: Alert
+
+
+@attrs.frozen
+class Fetch:
+    """Read the stored alert ``alert_id``, which ``recognition`` now recognises; report it
+    to :meth:`Decisions.fetched`."""
 
     alert_id: int
-    facts: CertFacts
-    recognition: Recognition | None
-    """What recognises this copy now, if anything."""
+    recognition: Recognition
 
 
-def decide(
-    observation: Observation,
-    match: Match,
-    *,
-    known: Callable[[str], int | None],
-    inventory: Inventory,
-    grace_s: float,
-    observer: bool,
-    now: float,
-    event_id: str,
-) -> NewIssuance | KnownIssuance:
-    """What should happen with a certificate that matched the watch list.
-
-    ``known`` looks an issuance key up among the issuances already alerted. A new issuance
-    recognised by the inventory is ``info`` at once; an unrecognised one is held until
-    ``now + grace_s`` (decided ``suspicious`` at once when ``grace_s`` is 0).
-    """
-    facts = observation.facts
-    recognition = inventory.recognise(facts)
-    existing = known(facts.issuance_key())
-    if existing is not None:
-        return KnownIssuance(existing, facts, recognition)
-    alert = new_alert(observation, match, event_id=event_id, now=now)
-    if recognition is not None or grace_s == 0:
-        return NewIssuance(decided(alert, recognition, observer=observer, now=now))
-    return NewIssuance(attrs.evolve(alert, decide_at=now + grace_s))
+Action = StoreAlert | StoreVerdict | StoreFollowUp | Fetch
 
 
 def follow_up(
@@ -99,11 +102,195 @@ def follow_up(
     return resolved_follow_up(alert, recognition, event_id=event_id, observer=observer, now=now)
 
 
+# --- the machine ------------------------------------------------------------------------------
+
+
+class Decisions:
+    """Every decision about matched issuances (see the module docstring).
+
+    ``observer``: no webhook (decided alerts are ``observed``, not queued). ``new_event_id``
+    names each new event (a UUID in the service; a counter in a replay).
+    """
+
+    def __init__(
+        self,
+        *,
+        grace_s: float,
+        observer: bool,
+        new_event_id: Callable[[], str],
+        dedupe_capacity: int = DEDUPE_CAPACITY,
+    ) -> None:
+        self._grace_s = grace_s
+        self._observer = observer
+        self._new_event_id = new_event_id
+        self._dedupe = DedupeCache(dedupe_capacity)
+        self._holds = Holds()
+
+    # --- state -------------------------------------------------------------------------------
+
+    @property
+    def held(self) -> int:
+        """Alerts held in memory (this replica's, or all of them on the leader)."""
+        return len(self._holds)
+
+    @property
+    def remembered(self) -> int:
+        """Issuances remembered to suppress duplicates."""
+        return len(self._dedupe)
+
+    def remember(self, issuances: Iterable[tuple[str, int, float]]) -> None:
+        """Issuances already alerted: (issuance, alert id, when it was stored)."""
+        for issuance, alert_id, stored_at in issuances:
+            self._dedupe.add(issuance, alert_id, stored_at)
+
+    def forget_before(self, stored_before: float) -> int:
+        """Forget issuances whose alert was stored before ``stored_before`` (cleanup)."""
+        return self._dedupe.prune(stored_before)
+
+    def take_up(self, held: Iterable[Alert]) -> None:
+        """Hold exactly these stored held alerts: those not held yet from now on, and let go
+        of those no longer held in the store (the leader, every second on a shared store)."""
+        ids = set()
+        for alert in held:
+            assert alert.id is not None
+            ids.add(alert.id)
+            if alert.id not in self._holds:
+                self._holds.hold(alert)
+        for alert_id in self._holds.ids():
+            if alert_id not in ids:
+                self._holds.release(alert_id)
+
+    def let_go(self) -> None:
+        """Hold nothing (the leader role was lost: the new leader takes them up)."""
+        for alert_id in self._holds.ids():
+            self._holds.release(alert_id)
+
+    def next_deadline(self) -> float | None:
+        return self._holds.next_deadline()
+
+    # --- events ------------------------------------------------------------------------------
+
+    def match(
+        self, observation: Observation, match: Match, *, inventory: Inventory, now: float
+    ) -> list[Action]:
+        """A certificate matched the watch list."""
+        facts = observation.facts
+        recognition = inventory.recognise(facts)
+        existing = self._dedupe.get(facts.issuance_key())
+        if existing is not None:
+            return self._copy(existing, facts, recognition, inventory=inventory, now=now)
+        alert = new_alert(observation, match, event_id=self._new_event_id(), now=now)
+        if recognition is not None or self._grace_s == 0:
+            alert = decided(alert, recognition, observer=self._observer, now=now)
+        else:
+            alert = attrs.evolve(alert, decide_at=now + self._grace_s)
+        return [StoreAlert(alert)]
+
+    def stored(
+        self, asked: Alert, stored: Alert, *, inventory: Inventory, now: float, hold: bool
+    ) -> list[Action]:
+        """The store answered :class:`StoreAlert` ``asked`` with ``stored``: the same alert
+        with its id, or the alert another replica stored first for the issuance (then this
+        one is another copy of it). ``hold``: this replica runs the hold timer."""
+        assert stored.id is not None
+        self._dedupe.add(stored.issuance, stored.id, stored.created_at)
+        if stored.event_id != asked.event_id:
+            recognition = inventory.recognise(asked.facts)
+            return self._copy(stored.id, asked.facts, recognition, inventory=inventory, now=now)
+        if stored.status is Status.HELD and hold:
+            self._holds.hold(stored)
+        return []
+
+    def fetched(self, alert: Alert, recognition: Recognition, *, now: float) -> list[Action]:
+        """The store answered :class:`Fetch` with the alert: decided ``info`` if it is held
+        (by another replica's timer), or followed up if it was sent as suspicious."""
+        if alert.status is Status.HELD:
+            return [StoreVerdict(decided(alert, recognition, observer=self._observer, now=now))]
+        event = follow_up(
+            alert, recognition, observer=self._observer, now=now, event_id=self._new_event_id()
+        )
+        return [] if event is None else [StoreFollowUp(event)]
+
+    def due(self, now: float, *, inventory: Inventory) -> list[Action]:
+        """The clock: held alerts whose grace period has ended are decided."""
+        actions: list[Action] = []
+        for alert_id in self._holds.due(now):
+            actions.extend(self._settle(alert_id, inventory=inventory, now=now))
+        return actions
+
+    def end_holds(self, now: float, *, inventory: Inventory) -> list[Action]:
+        """Decide every held alert now, whatever its deadline (a replay's capture ended)."""
+        actions: list[Action] = []
+        for alert_id in self._holds.ids():
+            actions.extend(self._settle(alert_id, inventory=inventory, now=now))
+        return actions
+
+    def recheck(self, inventory: Inventory, *, now: float) -> list[Action]:
+        """The inventory changed: a held alert it now recognises is decided ``info`` at once."""
+        actions: list[Action] = []
+        for alert_id in self._holds.ids():
+            actions.extend(self._settle(alert_id, inventory=inventory, now=now, recognised=True))
+        return actions
+
+    def recheck_stored(
+        self, alerts: Iterable[Alert], inventory: Inventory, *, now: float
+    ) -> list[Action]:
+        """The inventory changed: of these stored alerts (held by another replica's timer,
+        or sent as suspicious and not resolved), those it now recognises are decided or
+        followed up."""
+        actions: list[Action] = []
+        for alert in alerts:
+            if alert.id in self._holds:
+                continue
+            recognition = inventory.recognise(alert.facts)
+            if recognition is not None:
+                actions.extend(self.fetched(alert, recognition, now=now))
+        return actions
+
+    # --- the steps -----------------------------------------------------------------------------
+
+    def _copy(
+        self,
+        alert_id: int,
+        facts: CertFacts,
+        recognition: Recognition | None,
+        *,
+        inventory: Inventory,
+        now: float,
+    ) -> list[Action]:
+        """Another copy of an issuance already alerted: it may recognise a held alert now,
+        or be owed a follow-up."""
+        recognised = recognition is not None
+        if self._holds.add_copy(alert_id, facts, recognised=recognised):
+            if not recognised:
+                return []
+            return self._settle(alert_id, inventory=inventory, now=now, recognised=True)
+        if recognition is None:
+            return []
+        return [Fetch(alert_id, recognition)]
+
+    def _settle(
+        self, alert_id: int, *, inventory: Inventory, now: float, recognised: bool = False
+    ) -> list[Action]:
+        """Decide a held alert with everything known now (only if something recognises it,
+        with ``recognised``: the hold goes on otherwise)."""
+        verdict = self._holds.verdict(
+            alert_id, inventory, observer=self._observer, now=now, only_if_recognised=recognised
+        )
+        if verdict is None:
+            return []
+        self._holds.release(alert_id)
+        return [StoreVerdict(verdict)]
+
+
+# --- its parts --------------------------------------------------------------------------------
+
+
 @attrs.define
 class _Hold:
     alert: Alert
     facts: list[CertFacts]
-    """Facts of the first copy and of every copy seen during the hold."""
+    """Facts of the first copy and of every distinct copy seen during the hold."""
 
 
 class Holds:
@@ -121,6 +308,10 @@ class Holds:
 
     def ids(self) -> list[int]:
         return list(self._holds)
+
+    def copies(self, alert_id: int) -> int:
+        """How many distinct copies of the held alert are noted (the first included)."""
+        return len(self._holds[alert_id].facts)
 
     def hold(self, alert: Alert, facts: Iterable[CertFacts] = ()) -> None:
         """Hold a stored alert (it has an id and a ``decide_at``) until its grace ends."""

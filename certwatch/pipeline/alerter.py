@@ -1,10 +1,11 @@
-"""From a matched certificate to a stored, decided alert: the I/O around the decision.
+"""From a matched certificate to a stored, decided alert: the I/O around the decisions.
 
-What a match means is decided in :mod:`certwatch.core.decision`; the alerter stores every
-alert before anything else happens, runs the hold timer (holds are stored, so they survive
-a restart), re-checks held and suspicious alerts when the inventory learns something new,
-and hands decided alerts to the webhook sender by id (the database row is the outbox, the
-channel only a fast path).
+What a match means, and when it is decided, is :class:`certwatch.core.decision.Decisions`'s
+(no I/O): the alerter feeds it what happens and makes the store operations it asks for,
+storing every alert before anything else happens, runs the hold timer (holds are stored,
+so they survive a restart), re-checks held and suspicious alerts when the inventory learns
+something new, and hands decided alerts to the webhook sender by id (the database row is
+the outbox, the channel only a fast path).
 
 Three tasks call the alerter: the pipeline (new matches), its own hold timer, and API
 requests (after a registration). Its operations are serialised by one lock, so a decision
@@ -21,28 +22,36 @@ not; a decision waits for views no older than 2 s (``fresh``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import NoReturn, TypeVar
 
 import trio
 
-from certwatch.core.alerts import Alert, Kind, Severity, Status, decided
+from certwatch.core.alerts import Alert, Kind, Severity, Status
 from certwatch.core.backoff import Backoff
-from certwatch.core.decision import DedupeCache, Holds, KnownIssuance, decide, follow_up
+from certwatch.core.decision import (
+    Action,
+    Decisions,
+    Fetch,
+    StoreAlert,
+    StoreFollowUp,
+    StoreVerdict,
+)
 from certwatch.core.names import Match
 from certwatch.core.observation import Observation
-from certwatch.core.recognition import Inventory, Recognition
+from certwatch.core.recognition import Inventory
 from certwatch.errors import StoreUnavailable
 from certwatch.metrics import Metrics
 from certwatch.store import Store
 
 __all__ = ["Alerter"]
 
-log = logging.getLogger("certwatch.alerts")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -83,106 +92,47 @@ class Alerter:
         """This replica runs the hold timer (always, on SQLite)."""
         self._inventory = inventory
         self._metrics = metrics
-        self._grace_s = grace_s
         self._retention_s = retention_s
         self._outbox = outbox
-        self._observer = outbox is None
         self._clock = clock
         self._lock = trio.Lock()
-        self._dedupe = DedupeCache()
-        self._holds = Holds()
+        self._decisions = Decisions(
+            grace_s=grace_s, observer=outbox is None, new_event_id=lambda: str(uuid.uuid4())
+        )
         self._holds_changed = trio.Event()
-        metrics.mirror(metrics.dedupe_cache_size, lambda: len(self._dedupe))
-        metrics.mirror(metrics.alerts_held, lambda: len(self._holds))
+        metrics.mirror(metrics.dedupe_cache_size, lambda: self._decisions.remembered)
+        metrics.mirror(metrics.alerts_held, lambda: self._decisions.held)
 
     @property
     def held(self) -> int:
-        return len(self._holds)
+        return self._decisions.held
 
     @property
     def remembered(self) -> int:
         """Issuances remembered to suppress duplicates (the dedupe cache)."""
-        return len(self._dedupe)
+        return self._decisions.remembered
 
     async def load(self) -> None:
         """Restore the remembered issuances and the holds from the database (at start)."""
         since = self._clock() - self._retention_s
-        for issuance, alert_id, created_at in await self._store.recent_issuances(since):
-            self._dedupe.add(issuance, alert_id, created_at)
-        for alert in await self._store.held_alerts():
-            self._holds.hold(alert)
+        self._decisions.remember(await self._store.recent_issuances(since))
+        self._decisions.take_up(await self._store.held_alerts())
 
     def forget_before(self, stored_before: float) -> int:
         """Forget issuances whose alert was stored before ``stored_before`` (cleanup)."""
-        return self._dedupe.prune(stored_before)
+        return self._decisions.forget_before(stored_before)
 
-    # --- new matches ------------------------------------------------------------------------
+    # --- what happens ---------------------------------------------------------------------------
 
     async def on_match(self, observation: Observation, match: Match) -> None:
         """Handle a certificate that matched the watch list."""
         async with self._lock:
             await self._fresh()
-            decision = decide(
-                observation,
-                match,
-                known=self._dedupe.get,
-                inventory=self._inventory,
-                grace_s=self._grace_s,
-                observer=self._observer,
-                now=self._clock(),
-                event_id=str(uuid.uuid4()),
+            await self._make(
+                self._decisions.match(
+                    observation, match, inventory=self._inventory, now=self._clock()
+                )
             )
-            if isinstance(decision, KnownIssuance):
-                await self._on_copy(decision)
-                return
-            alert = await self._retry(lambda: self._store.insert_alert(decision.alert))
-            assert alert.id is not None
-            self._dedupe.add(alert.issuance, alert.id, alert.created_at)
-            if alert.event_id != decision.alert.event_id:
-                # Another replica stored this issuance first: this is another copy of it.
-                recognition = self._inventory.recognise(observation.facts)
-                await self._on_copy(KnownIssuance(alert.id, observation.facts, recognition))
-                return
-            if alert.status is not Status.HELD:
-                self._announce(alert)
-                return
-            if not self.leading:
-                return  # the leader's hold timer takes it up from the database
-            log.info(
-                "holding unrecognised certificate for %s (issuance %s) for %g s",
-                ",".join(alert.matched_sans),
-                alert.issuance,
-                self._grace_s,
-            )
-            self._holds.hold(alert)
-            self._holds_changed.set()
-
-    async def _on_copy(self, copy: KnownIssuance) -> None:
-        """Another copy of an issuance already alerted: it may recognise a held alert now,
-        or resolve a suspicious one."""
-        recognised = copy.recognition is not None
-        if self._holds.add_copy(copy.alert_id, copy.facts, recognised=recognised):
-            if copy.recognition is not None:
-                await self._settle(copy.alert_id, only_if_recognised=True)
-            return
-        if copy.recognition is None:
-            return
-        alert = await self._retry(lambda: self._store.get_alert(copy.alert_id))
-        if alert is None:
-            return
-        if alert.status is Status.HELD:  # held by another replica's timer
-            await self._decide_held(alert, copy.recognition)
-        else:
-            await self._resolve(alert, copy.recognition)
-
-    async def _decide_held(self, alert: Alert, recognition: Recognition) -> None:
-        """Decide a held alert this replica does not hold in memory: ``info``, now."""
-        verdict = decided(alert, recognition, observer=self._observer, now=self._clock())
-        stored = await self._retry(lambda: self._store.decide(verdict))
-        if stored is not None:
-            self._announce(stored)
-
-    # --- holds ------------------------------------------------------------------------------
 
     async def run_holds(self, *, adopt_every_s: float | None = None) -> NoReturn:
         """Decide held alerts when their grace period ends (the leader's duty).
@@ -194,11 +144,13 @@ class Alerter:
             self.leading = True
             while True:
                 if adopt_every_s is not None:
-                    await self._adopt_holds()
-                for alert_id in self._holds.due(self._clock()):
+                    held = await self._retry(self._store.held_alerts)
                     async with self._lock:
-                        await self._settle(alert_id)
-                deadline = self._holds.next_deadline()
+                        self._decisions.take_up(held)
+                async with self._lock:
+                    await self._fresh()
+                    await self._make(self._decisions.due(self._clock(), inventory=self._inventory))
+                deadline = self._decisions.next_deadline()
                 wait = math.inf if deadline is None else max(0.0, deadline - self._clock())
                 if adopt_every_s is not None:
                     wait = min(wait, adopt_every_s)
@@ -208,42 +160,7 @@ class Alerter:
         finally:
             if adopt_every_s is not None:  # no longer the leader: another takes them up
                 self.leading = False
-                for alert_id in self._holds.ids():
-                    self._holds.release(alert_id)
-
-    async def _adopt_holds(self) -> None:
-        """Hold what the database holds, and let go of what it no longer does."""
-        held = await self._retry(self._store.held_alerts)
-        async with self._lock:
-            ids = set()
-            for alert in held:
-                assert alert.id is not None
-                ids.add(alert.id)
-                if alert.id not in self._holds:
-                    self._holds.hold(alert)
-            for alert_id in self._holds.ids():
-                if alert_id not in ids:
-                    self._holds.release(alert_id)
-
-    async def _settle(self, alert_id: int, *, only_if_recognised: bool = False) -> None:
-        """Decide a held alert now, with everything known at this moment (see
-        :meth:`Holds.verdict`). Called with the lock held."""
-        await self._fresh()
-        verdict = self._holds.verdict(
-            alert_id,
-            self._inventory,
-            observer=self._observer,
-            now=self._clock(),
-            only_if_recognised=only_if_recognised,
-        )
-        if verdict is None:
-            return
-        stored = await self._retry(lambda: self._store.decide(verdict))
-        self._holds.release(alert_id)
-        if stored is not None:
-            self._announce(stored)
-
-    # --- registrations ----------------------------------------------------------------------
+                self._decisions.let_go()
 
     async def reconcile(self) -> None:
         """Re-check held and unresolved suspicious alerts after the inventory changed.
@@ -252,35 +169,55 @@ class Alerter:
         gets a follow-up ``resolved`` event.
         """
         async with self._lock:
-            for alert_id in self._holds.ids():
-                await self._settle(alert_id, only_if_recognised=True)
+            await self._fresh()
+            now = self._clock()
+            await self._make(self._decisions.recheck(self._inventory, now=now))
+            stored: list[Alert] = []
             if self._store.shared:  # alerts held by the leader's timer, elsewhere
-                for alert in await self._retry(self._store.held_alerts):
-                    if alert.id in self._holds:
-                        continue
-                    recognition = self._inventory.recognise(alert.facts)
-                    if recognition is not None:
-                        await self._decide_held(alert, recognition)
-            since = self._clock() - self._retention_s
-            for alert in await self._retry(lambda: self._store.unresolved_suspicious(since)):
-                await self._resolve(alert, self._inventory.recognise(alert.facts))
+                stored.extend(await self._retry(self._store.held_alerts))
+            since = now - self._retention_s
+            stored.extend(await self._retry(lambda: self._store.unresolved_suspicious(since)))
+            await self._make(self._decisions.recheck_stored(stored, self._inventory, now=now))
 
-    async def _resolve(self, alert: Alert, recognition: Recognition | None) -> None:
-        event = follow_up(
-            alert,
-            recognition,
-            observer=self._observer,
-            now=self._clock(),
-            event_id=str(uuid.uuid4()),
-        )
-        if event is None:
-            return
-        stored = await self._retry(lambda: self._store.resolve(event))
-        if stored is not None:
-            self._metrics.alerts_resolved.inc()
-            self._announce(stored)
+    # --- doing what the decisions ask -----------------------------------------------------------
 
-    # --- hand-over --------------------------------------------------------------------------
+    async def _make(self, actions: Iterable[Action]) -> None:
+        """Make the store operations ``actions`` asks for (and those their answers lead
+        to), each retried through database faults; send what they decided."""
+        for action in actions:
+            now = self._clock()
+            match action:
+                case StoreAlert(alert):
+                    stored = await self._retry(functools.partial(self._store.insert_alert, alert))
+                    more = self._decisions.stored(
+                        alert, stored, inventory=self._inventory, now=now, hold=self.leading
+                    )
+                    if stored.event_id == alert.event_id:
+                        self._stored_new(stored)
+                    await self._make(more)
+                case StoreVerdict(verdict):
+                    decided = await self._retry(functools.partial(self._store.decide, verdict))
+                    if decided is not None:
+                        self._announce(decided)
+                case StoreFollowUp(event):
+                    resolved = await self._retry(functools.partial(self._store.resolve, event))
+                    if resolved is not None:
+                        self._metrics.alerts_resolved.inc()
+                        self._announce(resolved)
+                case Fetch(alert_id, recognition):
+                    fetched = await self._retry(functools.partial(self._store.get_alert, alert_id))
+                    if fetched is not None:
+                        await self._make(self._decisions.fetched(fetched, recognition, now=now))
+
+    def _stored_new(self, alert: Alert) -> None:
+        if alert.status is not Status.HELD:
+            self._announce(alert)
+        elif self.leading:
+            log.info(
+                "holding unrecognised certificate for %s (issuance %s) until %.0f",
+                ",".join(alert.matched_sans), alert.issuance, alert.decide_at or 0,
+            )  # fmt: skip
+            self._holds_changed.set()
 
     def _announce(self, alert: Alert) -> None:
         """Log a decided alert and offer it to the webhook sender."""
