@@ -9,6 +9,7 @@ right at every moment without hot-path updates.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 import attrs
 from prometheus_client import (
@@ -66,6 +67,17 @@ class _CounterView(Collector):
         for key in self._keys:
             family.add_metric([key], float(values.get(key, 0)))
         return [family]
+
+
+class _PoolUsage(Protocol):
+    """The store's connections (``certwatch.store.PoolUsage``)."""
+
+    @property
+    def size(self) -> int: ...
+    @property
+    def in_use(self) -> int: ...
+    @property
+    def waiting(self) -> int: ...
 
 
 @attrs.frozen
@@ -327,14 +339,14 @@ class Metrics:
         """Serve the per-log coverage metrics from ``read`` (the coverage state)."""
         self._coverage = read
 
-    def watch_store(self, usage: Callable[[], tuple[int, int, int]]) -> None:
+    def watch_store(self, usage: Callable[[], _PoolUsage]) -> None:
         """Serve ``certwatch_db_connections`` from the store's usage at every scrape."""
 
-        def reader(index: int) -> Callable[[], float]:
-            return lambda: float(usage()[index])
+        def reader(state: str) -> Callable[[], float]:
+            return lambda: float(getattr(usage(), state))
 
-        for index, state in enumerate(("size", "in_use", "waiting")):
-            self.db_connections.labels(state).set_function(reader(index))
+        for state in ("size", "in_use", "waiting"):
+            self.db_connections.labels(state).set_function(reader(state))
 
     def count_log_error(self, log: str, error: CTLogError) -> None:
         self.ct_log_errors.labels(log, error.reason).inc()

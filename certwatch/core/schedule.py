@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import attrs
 
+from certwatch.core.alerts import Status
+
 __all__ = ["QUICK_ATTEMPTS", "NextAttempt", "RetryPolicy", "parse_retry_after", "retry_delay"]
 
 QUICK_ATTEMPTS = 3
@@ -66,6 +68,11 @@ class NextAttempt:
     """The retry period is over: the alert is ``failed`` now."""
     quick: bool
     """One of the quick attempts: made right away by the same delivery, not by the poller."""
+
+    @property
+    def status(self) -> Status:
+        """The alert's status after a failed attempt: ``failed``, or ``pending`` again."""
+        return Status.FAILED if self.give_up else Status.PENDING
 
 
 def retry_delay(

@@ -38,14 +38,14 @@ import httpx
 import msgspec
 import trio
 
-from certwatch.core.alerts import Alert, webhook_payload
+from certwatch.core.alerts import Alert, Status, webhook_payload
 from certwatch.core.schedule import QUICK_ATTEMPTS, RetryPolicy, parse_retry_after
 from certwatch.core.text import storable_or_none
 from certwatch.errors import BodyError, StoreError, StoreUnavailable
 from certwatch.httpclient import new_client, read_bounded
 from certwatch.metrics import Metrics
 from certwatch.settings import Timing
-from certwatch.store import OutboxStats, Store
+from certwatch.store import OutboxStats, OutboxStore
 
 __all__ = ["CONCURRENCY", "WebhookSender", "sign"]
 
@@ -103,7 +103,7 @@ class WebhookSender:
     def __init__(
         self,
         url: str,
-        store: Store,
+        store: OutboxStore,
         metrics: Metrics,
         timing: Timing,
         *,
@@ -257,11 +257,10 @@ class WebhookSender:
         try:
             await self._store.record_attempt(
                 alert.id,
-                delivered=False,
+                status=plan.status,
                 error=f"internal error: {type(error).__name__}",
                 now=now,
                 next_attempt_at=now + plan.delay_s,
-                give_up=plan.give_up,
             )
         except StoreUnavailable as e:
             log.warning("outbox unavailable while recording alert %d: %s", alert.id, e)
@@ -279,7 +278,7 @@ class WebhookSender:
                 # Shielded: a shutdown arriving now must not make the next start send it again.
                 with trio.CancelScope(shield=True):
                     await self._store.record_attempt(
-                        alert.id, delivered=True, error=None, now=now, next_attempt_at=None
+                        alert.id, status=Status.DELIVERED, error=None, now=now
                     )
                 log.info("delivered %s %s (event %s)", alert.kind, alert.severity, alert.event_id)
                 return
@@ -292,11 +291,10 @@ class WebhookSender:
             )
             await self._store.record_attempt(
                 alert.id,
-                delivered=False,
+                status=plan.status,
                 error=outcome.error,
                 now=now,
                 next_attempt_at=now + plan.delay_s,
-                give_up=plan.give_up,
             )
             if plan.give_up:
                 log.error(

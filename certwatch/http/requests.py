@@ -10,6 +10,7 @@ keys are rejected. Every problem is reported with the path of its field.
 
 from __future__ import annotations
 
+import enum
 import re
 import typing
 from typing import Any, Literal, TypeVar
@@ -48,6 +49,7 @@ __all__ = [
     "json_body",
     "names_field",
     "query_choice",
+    "query_flag",
     "query_number",
     "read_body",
     "source_field",
@@ -56,6 +58,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+E = TypeVar("E", bound=enum.StrEnum)
 
 MAX_BODY_BYTES = 1024 * 1024
 ROW_ID = "int(min=1, max=9223372036854775807)"
@@ -121,13 +124,26 @@ def query_number(name: str, default: float | None, lo: float, hi: float, *, inte
     return value
 
 
-def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
+def query_flag(name: str) -> bool | None:
+    """A query parameter that is ``true`` or ``false``."""
     raw = request.args.get(name)
     if raw is None:
         return None
-    if raw not in choices:
-        raise InputError("invalid query", [(name, f"must be one of {', '.join(choices)}")])
-    return raw
+    if raw not in ("true", "false"):
+        raise InputError("invalid query", [(name, "must be one of true, false")])
+    return raw == "true"
+
+
+def query_choice(name: str, choices: type[E]) -> E | None:
+    """A query parameter that is one of an enum's values."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        return choices(raw)
+    except ValueError:
+        allowed = ", ".join(choice.value for choice in choices)
+        raise InputError("invalid query", [(name, f"must be one of {allowed}")]) from None
 
 
 # --- bodies as attrs classes ---------------------------------------------------------------

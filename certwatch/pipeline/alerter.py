@@ -47,7 +47,7 @@ from certwatch.core.observation import Observation
 from certwatch.core.recognition import Inventory
 from certwatch.errors import StoreUnavailable
 from certwatch.metrics import Metrics
-from certwatch.store import Store
+from certwatch.store import AlerterStore
 
 __all__ = ["Alerter"]
 
@@ -76,7 +76,7 @@ class Alerter:
 
     def __init__(
         self,
-        store: Store,
+        store: AlerterStore,
         inventory: Inventory,
         metrics: Metrics,
         *,

@@ -13,7 +13,7 @@ import trio
 from certwatch.errors import StoreUnavailable
 from certwatch.pipeline.alerter import Alerter
 from certwatch.pipeline.views import Views
-from certwatch.store import PRUNE_BATCH, Store
+from certwatch.store import PRUNE_BATCH, CleanupStore
 
 __all__ = ["Cleanup", "CleanupReport"]
 
@@ -36,7 +36,7 @@ class Cleanup:
     batches, so a large backlog never stalls the feed or the API.
     """
 
-    store: Store
+    store: CleanupStore
     views: Views
     alerter: Alerter
     interval_s: float

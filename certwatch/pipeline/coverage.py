@@ -30,7 +30,7 @@ from certwatch.core.loglist import (
 )
 from certwatch.errors import CTLogError, StoreError
 from certwatch.metrics import LogSample, Metrics
-from certwatch.store import SavedPosition, Store
+from certwatch.store import PositionsStore, SavedPosition
 
 __all__ = ["MAX_LOG_URL", "MAX_UNLISTED_LOGS", "Coverage"]
 
@@ -279,7 +279,7 @@ class Coverage:
 
     # --- persistence ------------------------------------------------------------------------
 
-    async def adopt(self, store: Store) -> list[str]:
+    async def adopt(self, store: PositionsStore) -> list[str]:
         """Take in the saved positions and gaps (at start, or on becoming the leader: what
         the previous leader processed counts as processed here too); the logs they name."""
         saved_logs = await store.log_positions()
@@ -304,7 +304,7 @@ class Coverage:
                 state.head = saved.head
         return [saved.log for saved in saved_logs]
 
-    async def save(self, store: Store) -> int:
+    async def save(self, store: PositionsStore) -> int:
         """Save every log whose coverage changed; how many."""
         dirty = [state for state in self._logs.values() if state.dirty and state.high is not None]
         if not dirty:
@@ -334,7 +334,7 @@ class Coverage:
             raise
         return len(rows)
 
-    async def run_saver(self, store: Store, interval_s: float) -> None:
+    async def run_saver(self, store: PositionsStore, interval_s: float) -> None:
         """Save changed positions every ``interval_s`` (a batch, not per message), and once
         more when stopped (shutdown, or the leader role lost)."""
         try:

@@ -23,7 +23,7 @@ import trio
 
 from certwatch.errors import StoreError
 from certwatch.metrics import Metrics
-from certwatch.store import Store
+from certwatch.store import LeadershipStore
 
 __all__ = ["CHECK_S", "Leadership"]
 
@@ -41,7 +41,7 @@ class Leadership:
 
     def __init__(
         self,
-        store: Store,
+        store: LeadershipStore,
         metrics: Metrics,
         duties: Duties,
         *,

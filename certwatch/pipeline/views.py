@@ -29,7 +29,7 @@ from certwatch.core.names import WatchIndex
 from certwatch.core.recognition import Inventory, InventoryCert, KnownKey
 from certwatch.errors import StoreError
 from certwatch.metrics import Metrics
-from certwatch.store import PRUNE_BATCH, Change, Store
+from certwatch.store import PRUNE_BATCH, Change, ViewsStore
 from certwatch.store.rows import cert_rows
 
 __all__ = ["CHANGES_RETENTION_S", "FOLLOW_INTERVAL_S", "MAX_VIEW_AGE_S", "Views"]
@@ -51,7 +51,7 @@ class Views:
 
     def __init__(
         self,
-        store: Store,
+        store: ViewsStore,
         index: WatchIndex,
         inventory: Inventory,
         *,
@@ -72,7 +72,7 @@ class Views:
         self._synced = trio.Event()
 
     @classmethod
-    async def load(cls, store: Store, *, clock: Callable[[], float] = time.time) -> Views:
+    async def load(cls, store: ViewsStore, *, clock: Callable[[], float] = time.time) -> Views:
         """The views of what ``store`` holds."""
         cursor = await store.last_change()  # first: later changes are read again, harmlessly
         index, inventory = await _read_all(store)
@@ -249,7 +249,7 @@ class Views:
                  len(self.index), len(self.inventory), self.inventory.key_count)  # fmt: skip
 
 
-async def _read_all(store: Store) -> tuple[WatchIndex, Inventory]:
+async def _read_all(store: ViewsStore) -> tuple[WatchIndex, Inventory]:
     """Everything the views hold, from ``store`` (the inventory read in batches: 100,000
     rows read whole would churn far more memory than the views keep)."""
     index = WatchIndex(await store.domain_values())

@@ -11,24 +11,40 @@ from __future__ import annotations
 from certwatch.settings import Settings
 from certwatch.store.interface import (
     PRUNE_BATCH,
+    AlerterStore,
+    ApiStore,
     Change,
+    CleanupStore,
     Domain,
+    LeadershipStore,
     LogEvidence,
     OutboxStats,
+    OutboxStore,
+    PoolUsage,
+    PositionsStore,
     SavedPosition,
     Store,
+    ViewsStore,
 )
 from certwatch.store.sqlite import SQLiteStore
 
 __all__ = [
     "PRUNE_BATCH",
+    "AlerterStore",
+    "ApiStore",
     "Change",
+    "CleanupStore",
     "Domain",
+    "LeadershipStore",
     "LogEvidence",
     "OutboxStats",
+    "OutboxStore",
+    "PoolUsage",
+    "PositionsStore",
     "SQLiteStore",
     "SavedPosition",
     "Store",
+    "ViewsStore",
     "open_store",
 ]
 

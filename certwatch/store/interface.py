@@ -5,9 +5,11 @@ raises. A transient fault (a lock held elsewhere, a read-only or full disk, a lo
 connection) raises :class:`~certwatch.errors.StoreUnavailable`, which callers retry or
 answer with a 503; :class:`~certwatch.errors.StoreError` is anything worse.
 
-The methods are grouped by who calls them. :mod:`.sql` holds the queries both
-implementations run: :mod:`.sqlite` on one SQLite file (one process), :mod:`.postgres` on
-a PostgreSQL database shared by several replicas.
+Each part of certwatch is typed against the small protocol of what it uses
+(:class:`ViewsStore`, :class:`AlerterStore`, :class:`OutboxStore`, ...); :class:`Store` is
+all of them. :mod:`.queries` holds the queries both implementations run, as plain
+functions by table: :mod:`.sqlite` on one SQLite file (one process), :mod:`.postgres` on a
+PostgreSQL database shared by several replicas.
 """
 
 from __future__ import annotations
@@ -17,18 +19,26 @@ from typing import Any, Protocol
 
 import attrs
 
-from certwatch.core.alerts import Alert
+from certwatch.core.alerts import Alert, Severity, Status
 from certwatch.core.ctlog import TreeHead
 from certwatch.core.recognition import InventoryCert, KnownKey
 
 __all__ = [
     "PRUNE_BATCH",
+    "AlerterStore",
+    "ApiStore",
     "Change",
+    "CleanupStore",
     "Domain",
+    "LeadershipStore",
     "LogEvidence",
     "OutboxStats",
+    "OutboxStore",
+    "PoolUsage",
+    "PositionsStore",
     "SavedPosition",
     "Store",
+    "ViewsStore",
 ]
 
 PRUNE_BATCH = 500
@@ -99,36 +109,26 @@ class Change:
     """When it was made, by the database's clock."""
 
 
-class Store(Protocol):
-    """The database (see the module docstring)."""
+@attrs.frozen
+class PoolUsage:
+    """The connections for transactions (``certwatch_db_connections``)."""
 
-    backend: str
-    """``sqlite`` or ``postgresql``."""
+    size: int
+    """The pool's size (1 on SQLite)."""
+    in_use: int
+    waiting: int
+    """Transactions waiting for a connection."""
+
+
+# --- what each part of certwatch needs of the database ----------------------------------------
+
+
+class ViewsStore(Protocol):
+    """What :mod:`certwatch.pipeline.views` needs: the watch list, the inventory and the keys,
+    and the log of changes made to them elsewhere."""
+
     shared: bool
     """Other certwatch processes (replicas) use this database too."""
-
-    def close(self) -> None: ...
-    def usage(self) -> tuple[int, int, int]:
-        """(connections, in use, transactions waiting for one)."""
-        ...
-
-    async def ping(self) -> float:
-        """One round trip to the database, in seconds."""
-        ...
-
-    # --- roles among replicas: one leader runs the hold timer, cleanup and back-fill -------
-
-    async def try_lead(self) -> bool:
-        """Take the leader role if no live replica holds it; whether this one does now."""
-        ...
-
-    async def still_leading(self) -> bool:
-        """Whether this replica still holds the role (its session is alive)."""
-        ...
-
-    async def stop_leading(self) -> None: ...
-
-    # --- the views (pipeline.views): watch entries, inventory, keys; loaded at start -------
 
     async def domain_values(self) -> list[str]: ...
     async def upsert_domain(self, value: str, note: str, now: float) -> bool:
@@ -164,9 +164,6 @@ class Store(Protocol):
 
     async def delete_key(self, spki_sha256: str) -> bool: ...
     async def keys_in(self, spki_sha256s: Sequence[str]) -> list[KnownKey]: ...
-
-    # --- keeping the views in step with the tables (pipeline.views) -------------------------
-
     async def changes_since(self, cursor: int, limit: int = 1000) -> list[Change]:
         """Changes to the views' tables after change ``cursor``, in order."""
         ...
@@ -179,7 +176,11 @@ class Store(Protocol):
         """Return when a change may have been made (a notification), or after ``at_most_s``."""
         ...
 
-    # --- the alerter (pipeline.alerter) ----------------------------------------------------
+
+class AlerterStore(Protocol):
+    """What :mod:`certwatch.pipeline.alerter` needs: alerts and their decisions."""
+
+    shared: bool
 
     async def insert_alert(self, alert: Alert) -> Alert:
         """Store a new alert; it comes back with its id. An issuance has one alert in the
@@ -206,7 +207,9 @@ class Store(Protocol):
         """(issuance, alert id, created_at) of every alert stored at or after ``since``."""
         ...
 
-    # --- the webhook sender (delivery.webhook): the outbox ---------------------------------
+
+class OutboxStore(Protocol):
+    """What :mod:`certwatch.delivery.webhook` needs: the outbox."""
 
     async def claim_due(self, now: float, limit: int, *, claimer: str, until: float) -> list[Alert]:
         """Claim pending alerts that are due and unclaimed (or whose claim expired) for
@@ -225,19 +228,62 @@ class Store(Protocol):
         self,
         alert_id: int,
         *,
-        delivered: bool,
+        status: Status,
         error: str | None,
         now: float,
-        next_attempt_at: float | None,
-        give_up: bool = False,
+        next_attempt_at: float | None = None,
     ) -> None:
-        """Record one delivery attempt and the alert's next state (of a pending alert), and
-        release its claim."""
+        """Record one delivery attempt and the alert's next ``status`` (``pending`` again
+        until ``next_attempt_at``, ``delivered`` or ``failed``), and release its claim."""
         ...
 
     async def outbox_stats(self) -> OutboxStats: ...
 
-    # --- the API (http) ---------------------------------------------------------------------
+
+class LeadershipStore(Protocol):
+    """What :mod:`certwatch.pipeline.leadership` needs: one leader among replicas (the
+    hold timer, cleanup and back-fill run on it)."""
+
+    shared: bool
+
+    async def try_lead(self) -> bool:
+        """Take the leader role if no live replica holds it; whether this one does now."""
+        ...
+
+    async def still_leading(self) -> bool:
+        """Whether this replica still holds the role (its session is alive)."""
+        ...
+
+    async def stop_leading(self) -> None: ...
+
+
+class PositionsStore(Protocol):
+    """What :mod:`certwatch.pipeline.coverage` and back-fill need: CT log positions and the
+    evidence of logs that lied."""
+
+    async def log_positions(self) -> list[SavedPosition]: ...
+    async def save_log_positions(self, positions: Iterable[SavedPosition]) -> None:
+        """Save (insert or replace) the positions of some logs, in one transaction."""
+        ...
+
+    async def record_log_evidence(self, evidence: LogEvidence) -> None: ...
+
+
+class CleanupStore(Protocol):
+    """What :mod:`certwatch.pipeline.cleanup` needs besides the views."""
+
+    async def prune_changes(self, before: float) -> int:
+        """Delete at most :data:`PRUNE_BATCH` changes made before ``before``."""
+        ...
+
+    async def prune_alerts(self, created_before: float) -> int:
+        """Delete at most :data:`PRUNE_BATCH` settled alerts stored before ``created_before``
+        (never one that has not reached the receiver)."""
+        ...
+
+
+class ApiStore(Protocol):
+    """What the HTTP API reads (its changes go through the views)."""
 
     async def list_domains(self) -> list[Domain]: ...
     async def list_certs(self, limit: int, offset: int) -> list[InventoryCert]: ...
@@ -246,8 +292,8 @@ class Store(Protocol):
         *,
         since: float | None = None,
         limit: int = 100,
-        severity: str | None = None,
-        status: str | None = None,
+        severity: Severity | None = None,
+        status: Status | None = None,
         delivered: bool | None = None,
     ) -> list[Alert]:
         """Newest first, filtered."""
@@ -257,25 +303,29 @@ class Store(Protocol):
         """Queue one alert (or, with ``None``, every failed one) for delivery again."""
         ...
 
-    # --- coverage (pipeline.coverage) ------------------------------------------------------
-
-    async def log_positions(self) -> list[SavedPosition]: ...
-    async def record_log_evidence(self, evidence: LogEvidence) -> None: ...
     async def list_log_evidence(self, limit: int = 100) -> list[LogEvidence]:
         """Newest first."""
         ...
 
-    async def save_log_positions(self, positions: Iterable[SavedPosition]) -> None:
-        """Save (insert or replace) the positions of some logs, in one transaction."""
-        ...
 
-    # --- cleanup (pipeline.cleanup) ---------------------------------------------------------
+class Store(
+    ViewsStore,
+    AlerterStore,
+    OutboxStore,
+    LeadershipStore,
+    PositionsStore,
+    CleanupStore,
+    ApiStore,
+    Protocol,
+):
+    """The whole database (see the module docstring): every part's protocol, and what the
+    supervisor and health checks need."""
 
-    async def prune_changes(self, before: float) -> int:
-        """Delete at most :data:`PRUNE_BATCH` changes made before ``before``."""
-        ...
+    backend: str
+    """``sqlite`` or ``postgresql``."""
 
-    async def prune_alerts(self, created_before: float) -> int:
-        """Delete at most :data:`PRUNE_BATCH` settled alerts stored before ``created_before``
-        (never one that has not reached the receiver)."""
+    def close(self) -> None: ...
+    def usage(self) -> PoolUsage: ...
+    async def ping(self) -> float:
+        """One round trip to the database, in seconds."""
         ...

@@ -33,6 +33,7 @@ from psycopg.rows import dict_row
 
 from certwatch.errors import StoreError, StoreUnavailable
 from certwatch.settings import redact_url
+from certwatch.store.queries import Dialect
 from certwatch.store.sql import SQLStore
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
@@ -235,7 +236,8 @@ class PostgresStore(SQLStore):
 
     backend = "postgresql"
     shared = True
-    _lock_rows = " FOR UPDATE SKIP LOCKED"
+    dialect = Dialect(in_list=lambda column, values: (f"{column} = ANY(?)", list(values)),
+                      lock_rows=" FOR UPDATE SKIP LOCKED")  # fmt: skip
 
     def __init__(self, pool: psycopg_pool.ConnectionPool[Any], url: str, *, size: int) -> None:
         self._pool = pool
@@ -296,9 +298,6 @@ class PostgresStore(SQLStore):
             if conn is not None:
                 conn.close()
         self._pool.close()
-
-    def _in_list(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
-        return f"{column} = ANY(?)", list(values)
 
     async def _run(self, fn: Callable[..., T], *args: Any, write: bool = True) -> T:
         call = functools.partial(self._transaction, fn, args)

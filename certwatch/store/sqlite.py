@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 import trio
 
 from certwatch.errors import StoreError, StoreUnavailable
-from certwatch.store.sql import SQLStore, dumps
+from certwatch.store.queries import Dialect, alerts, dumps
+from certwatch.store.sql import SQLStore
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
@@ -242,11 +243,17 @@ def _migrate(conn: sqlite3.Connection) -> None:
             raise
 
 
+def _json_in_list(column: str, values: Sequence[Any]) -> tuple[str, Any]:
+    condition = f"{column} IN (SELECT value FROM json_each(?))"  # noqa: S608 - a column name
+    return condition, dumps(list(values))
+
+
 class SQLiteStore(SQLStore):
     """The :class:`~certwatch.store.interface.Store` on one SQLite file. Create with
     :meth:`open`; every method is one transaction."""
 
     backend = "sqlite"
+    dialect = Dialect(in_list=_json_in_list)
 
     def __init__(self, conn: sqlite3.Connection, path: Path, *, threaded: bool = True) -> None:
         self._conn = conn
@@ -271,14 +278,15 @@ class SQLiteStore(SQLStore):
             conn = await trio.to_thread.run_sync(_connect, path, busy_timeout_ms)
         else:
             conn = _connect(path, busy_timeout_ms)
-        return cls(conn, path, threaded=threaded)
+        store = cls(conn, path, threaded=threaded)
+        # One process uses the file: every delivery claim in it was a previous run's, and
+        # none of its deliveries is under way any more. Its alerts go out now, not when
+        # those leases expire.
+        await store._run(alerts.release_claims)
+        return store
 
     def close(self) -> None:
         self._conn.close()
-
-    def _in_list(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
-        condition = f"{column} IN (SELECT value FROM json_each(?))"  # noqa: S608 - a column name
-        return condition, dumps(list(values))
 
     # --- one process: always the leader, nothing to wait for but time -----------------------
 

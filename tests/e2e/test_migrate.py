@@ -29,8 +29,7 @@ async def a_deployment(path: Path) -> None:
         await store.upsert_key(KnownKey("ab" * 32, ("a.example.org",), "lb", 3.0))
         delivered = await store.insert_alert(pending_alert(1, 10.0))
         assert delivered.id is not None
-        await store.record_attempt(delivered.id, delivered=True, error=None, now=11.0,
-                                   next_attempt_at=None)  # fmt: skip
+        await store.record_attempt(delivered.id, status=Status.DELIVERED, error=None, now=11.0)
         pending = await store.insert_alert(pending_alert(2, 12.0))
         await store.claim(pending.id or 0, 12.0, claimer="old", until=99.0)
         held = attrs.evolve(pending_alert(3, 13.0), status=Status.HELD, severity=None,

@@ -289,3 +289,24 @@ async def test_a_receivers_error_body_with_nul_is_recorded_on_every_backend(
         [alert] = await service.alerts()
     assert alert["last_error"] == "HTTP 500: bad\ufffdbody"
     assert alert["status"] == "pending"
+
+
+async def test_on_sqlite_a_restart_delivers_at_once_not_after_the_old_lease(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """An alert a killed process had claimed is delivered at once after a restart."""
+    # One process owns the file: the previous run's claims are its own, and void.
+    settings = make_settings(tmp_path, webhook_url=receiver.url, timing=OUTBOX)
+    store = await SQLiteStore.open(settings.db_path)
+    try:
+        pending = await store.insert_alert(pending_alert(1, time.time()))
+        claimed = await store.claim(
+            pending.id or 0, time.time(), claimer="dead:1", until=time.time() + 3600
+        )
+        assert claimed is not None
+    finally:
+        store.close()
+    async with run_service(settings):
+        with trio.fail_after(10):  # the lease had an hour to run
+            [delivery] = await receiver.wait_for(1)
+    assert delivery.headers["webhook-id"] == pending.event_id

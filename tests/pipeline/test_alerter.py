@@ -317,7 +317,7 @@ class TestCleanup:
             alert = (await w.alerts())[0]
             assert alert.id is not None
             await w.store.record_attempt(
-                alert.id, delivered=True, error=None, now=virtual_wall_clock(), next_attempt_at=None
+                alert.id, status=Status.DELIVERED, error=None, now=virtual_wall_clock()
             )
             await trio.sleep(3600)
             assert await w.alerts() == []

@@ -130,7 +130,7 @@ class TestAlerts:
         assert await store.next_due_at() == 140.0
         [taken] = await store.claim_due(141.0, 10, claimer="b", until=170.0)  # a's expired
         assert taken.id == stored.id
-        await store.record_attempt(stored.id, delivered=False, error="HTTP 500", now=150.0,
+        await store.record_attempt(stored.id, status=Status.PENDING, error="HTTP 500", now=150.0,
                                    next_attempt_at=151.0)  # fmt: skip
         [again] = await store.claim_due(151.0, 10, claimer="a", until=180.0)  # released
         assert again.attempts == 1

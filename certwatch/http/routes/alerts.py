@@ -7,7 +7,7 @@ from quart_schema import document_querystring, document_response
 
 from certwatch.core.alerts import Severity, Status
 from certwatch.http.context import context
-from certwatch.http.requests import ROW_ID, query_choice, query_number
+from certwatch.http.requests import ROW_ID, query_choice, query_flag, query_number
 from certwatch.http.responses import (
     EPOCH_MAX,
     LIMIT_MAX,
@@ -32,15 +32,15 @@ async def list_alerts() -> Response:
     """Alerts, newest first, filtered."""
     since = query_number("since", None, 0, EPOCH_MAX, integer=False)
     limit = query_number("limit", 100, 1, LIMIT_MAX, integer=True)
-    severity = query_choice("severity", tuple(Severity))
-    status = query_choice("status", tuple(Status))
-    delivered = query_choice("delivered", ("true", "false"))
+    severity = query_choice("severity", Severity)
+    status = query_choice("status", Status)
+    delivered = query_flag("delivered")
     found = await context().store.list_alerts(
         since=since,
         limit=limit,
         severity=severity,
         status=status,
-        delivered=None if delivered is None else delivered == "true",
+        delivered=delivered,
     )
     return json_response([AlertOut.of(a) for a in found])
 
