@@ -40,7 +40,7 @@ from quart import Response
 
 from benchmarks.common import Certwatch, capture, feed_server, machine, prepare_db
 from certwatch.migrate import migrate_db
-from certwatch.pipeline.leadership import CHECK_S
+from certwatch.store.leadership import CHECK_S
 from tests.support.certs import CA
 from tests.support.postgres import NOT_INSTALLED, PostgresCluster, find_binaries, running_cluster
 from tests.support.replicas import Replica, open_fleet

@@ -32,7 +32,7 @@ from certwatch.version import __version__
 
 __all__ = ["main"]
 
-log = logging.getLogger("certwatch")
+log = logging.getLogger(__name__)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

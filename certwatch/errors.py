@@ -168,6 +168,14 @@ class CTLogError(CertwatchError):
         self.retry_after = retry_after
         """Seconds the log asked us to wait (``Retry-After``), if it said."""
 
+    @property
+    def transient(self) -> bool:
+        """Asking again may work (the log was down, slow, busy, or cut its answer short);
+        a signature that does not verify, a failed proof or a log that lied will not."""
+        return self.reason in self.TRANSIENT
+
+    TRANSIENT = frozenset({"unreachable", "timeout", "http", "rate_limited", "malformed"})
+
 
 class BodyError(CertwatchError):
     """An HTTP body that cannot be read within its bound; ``reason`` is ``too_large`` or

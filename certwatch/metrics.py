@@ -8,7 +8,7 @@ right at every moment without hot-path updates.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sized
 from typing import Protocol
 
 import attrs
@@ -78,6 +78,11 @@ class _PoolUsage(Protocol):
     def in_use(self) -> int: ...
     @property
     def waiting(self) -> int: ...
+
+
+class _Inventory(Sized, Protocol):
+    @property
+    def key_count(self) -> int: ...
 
 
 @attrs.frozen
@@ -347,6 +352,12 @@ class Metrics:
 
         for state in ("size", "in_use", "waiting"):
             self.db_connections.labels(state).set_function(reader(state))
+
+    def watch_views(self, index: Sized, inventory: _Inventory) -> None:
+        """Serve the watch entries, inventory certificates and keys from the views."""
+        self.watch_entries.set_function(lambda: len(index))
+        self.known_fingerprints.set_function(lambda: len(inventory))
+        self.known_keys.set_function(lambda: inventory.key_count)
 
     def count_log_error(self, log: str, error: CTLogError) -> None:
         self.ct_log_errors.labels(log, error.reason).inc()

@@ -37,9 +37,9 @@ from certwatch.core.names import WatchIndex
 from certwatch.core.recognition import Inventory
 from certwatch.errors import StoreError
 from certwatch.metrics import Metrics
-from certwatch.pipeline.matching import Pipeline
-from certwatch.pipeline.views import Views
+from certwatch.pipeline.matching import Matcher
 from certwatch.store import SQLiteStore, Store
+from certwatch.store.views import Views
 
 __all__ = ["ReplayReport", "load_views", "replay"]
 
@@ -97,7 +97,7 @@ def replay(
 ) -> ReplayReport:
     """Run the pipeline over ``lines``; write would-be webhook payloads to ``out``."""
     metrics = Metrics()
-    pipeline = Pipeline(index, metrics)
+    pipeline = Matcher(index, metrics)
     ids = itertools.count(1)
     decisions = Decisions(
         grace_s=grace_s, observer=True, new_event_id=lambda: f"replay-{next(ids)}"

@@ -14,7 +14,7 @@ import attrs
 
 from certwatch.errors import ConfigError
 
-__all__ = ["Settings", "Timing", "names", "read", "redact_url"]
+__all__ = ["PRODUCTION_TIMING", "Settings", "Timing", "names", "read", "redact_url"]
 
 T = TypeVar("T")
 
@@ -59,6 +59,11 @@ class Timing:
     """A read on an API connection waiting longer than this closes it."""
     api_body_timeout_s: float = 30.0
     """A request body not complete after this long gets a 408 (slow bodies)."""
+    store_retry_initial_s: float = 0.5
+    """A write that failed for a database fault (alert state, saved positions) is tried
+    again after this long, doubling..."""
+    store_retry_max_s: float = 30.0
+    """...up to this, for as long as it takes."""
     db_busy_timeout_s: float = 5.0
     """How long a write waits for another process's lock (SQLite), or for a connection to
     the database (PostgreSQL, reconnecting), before a 503 / a retry."""
@@ -74,8 +79,14 @@ class Timing:
     """How often the CT log positions are saved (a batch, never per message)."""
     ct_log_list_refresh_s: float = 86400.0
     """How often the CT log list is loaded again."""
+    ct_log_list_retry_initial_s: float = 60.0
+    """After a failed load, the log list is tried again after this long, doubling..."""
     ct_log_list_retry_s: float = 3600.0
-    """After a failed load, the log list is tried again after this long at most."""
+    """...up to this."""
+
+
+PRODUCTION_TIMING = Timing()
+"""The timings certwatch runs with (tests pass shorter ones)."""
 
 
 @attrs.frozen

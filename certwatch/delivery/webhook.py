@@ -49,7 +49,7 @@ from certwatch.store import OutboxStats, OutboxStore
 
 __all__ = ["CONCURRENCY", "WebhookSender", "sign"]
 
-log = logging.getLogger("certwatch.delivery.webhook")
+log = logging.getLogger(__name__)
 
 CONCURRENCY = 4
 """Deliveries in flight at once."""

@@ -4,7 +4,7 @@
 Every route except ``/healthz``, ``/metrics`` and the docs needs ``Authorization: Bearer
 <token>``. Errors are JSON ``{"error": ..., "fields": [{"field": ..., "problem": ...}]}``;
 nothing a client sends produces a 500. A change is committed to the database before it is
-acknowledged (see :class:`~certwatch.pipeline.views.Views`).
+acknowledged (see :class:`~certwatch.store.views.Views`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from certwatch.version import __version__
 
 __all__ = ["create_app"]
 
-log = logging.getLogger("certwatch.http")
+log = logging.getLogger(__name__)
 
 
 def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> App:

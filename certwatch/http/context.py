@@ -15,13 +15,13 @@ from certwatch.delivery.webhook import WebhookSender
 from certwatch.http.probes import HealthProbes
 from certwatch.metrics import Metrics
 from certwatch.pipeline.alerter import Alerter
-from certwatch.pipeline.leadership import Leadership
-from certwatch.pipeline.matching import Pipeline
-from certwatch.pipeline.views import Views
-from certwatch.sources.backfill import Backfill
+from certwatch.pipeline.matching import Matcher
 from certwatch.sources.certstream import FeedConsumer
 from certwatch.sources.loglist import LogListLoader
+from certwatch.sources.lookups import Lookups
 from certwatch.store import Store
+from certwatch.store.leadership import Leadership
+from certwatch.store.views import Views
 
 __all__ = ["ApiContext", "context"]
 
@@ -40,12 +40,12 @@ class ApiContext:
     views: Views
     alerter: Alerter
     feed: FeedConsumer
-    pipeline: Pipeline
+    matcher: Matcher
     metrics: Metrics
     probes: HealthProbes
     sender: WebhookSender | None = None
     """``None`` in observer mode."""
-    backfill: Backfill | None = None
+    lookups: Lookups | None = None
     """``None`` with back-fill off (``CT_BACKFILL=0``)."""
     log_list: LogListLoader | None = None
     leadership: Leadership | None = None

@@ -33,7 +33,6 @@ from typing import NoReturn, TypeVar
 import trio
 
 from certwatch.core.alerts import Alert, Kind, Severity, Status
-from certwatch.core.backoff import Backoff
 from certwatch.core.decision import (
     Action,
     Decisions,
@@ -47,6 +46,8 @@ from certwatch.core.observation import Observation
 from certwatch.core.recognition import Inventory
 from certwatch.errors import StoreUnavailable
 from certwatch.metrics import Metrics
+from certwatch.retry import Retrying, retrying
+from certwatch.settings import PRODUCTION_TIMING, Timing
 from certwatch.store import AlerterStore
 
 __all__ = ["Alerter"]
@@ -55,10 +56,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-STORE_RETRY_INITIAL_S = 0.5
-STORE_RETRY_MAX_S = 30.0
-"""Writing alert state through a database fault: retried from half a second, up to every
-30 s, for as long as it takes."""
 HOLDS_POLL_S = 1.0
 """On a shared database, the leader looks for alerts held by other replicas this often."""
 
@@ -83,10 +80,12 @@ class Alerter:
         grace_s: float,
         retention_s: float,
         outbox: trio.MemorySendChannel[int] | None,
+        timing: Timing = PRODUCTION_TIMING,
         clock: Callable[[], float] = time.time,
         fresh: Callable[[], Awaitable[None]] = _always_fresh,
     ) -> None:
         self._store = store
+        self._timing = timing
         self._fresh = fresh
         self.leading = True
         """This replica runs the hold timer (always, on SQLite)."""
@@ -241,13 +240,14 @@ class Alerter:
                 self._outbox.send_nowait(alert.id)
 
     async def _retry(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Retry a store operation through transient faults: an alert is never dropped."""
-        backoff = Backoff(STORE_RETRY_INITIAL_S, STORE_RETRY_MAX_S)
-        while True:
-            try:
-                return await operation()
-            except StoreUnavailable as e:
-                problem = str(e)
-            delay = backoff.next()
-            log.error("cannot store alert state, retrying in %.1f s: %s", delay, problem)
-            await trio.sleep(delay)
+        """Retry a store operation through transient faults, for as long as it takes: an
+        alert is never dropped."""
+        t = self._timing
+        return await retrying(
+            operation,
+            Retrying(t.store_retry_initial_s, t.store_retry_max_s),
+            on=StoreUnavailable,
+            log=log,
+            what="cannot store alert state",
+            level=lambda e: logging.ERROR,
+        )

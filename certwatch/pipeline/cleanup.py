@@ -12,12 +12,12 @@ import trio
 
 from certwatch.errors import StoreUnavailable
 from certwatch.pipeline.alerter import Alerter
-from certwatch.pipeline.views import Views
 from certwatch.store import PRUNE_BATCH, CleanupStore
+from certwatch.store.views import Views
 
 __all__ = ["Cleanup", "CleanupReport"]
 
-log = logging.getLogger("certwatch.pipeline.cleanup")
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen

@@ -34,7 +34,7 @@ from certwatch.store import PositionsStore, SavedPosition
 
 __all__ = ["MAX_LOG_URL", "MAX_UNLISTED_LOGS", "Coverage"]
 
-log = logging.getLogger("certwatch.coverage")
+log = logging.getLogger(__name__)
 
 MAX_UNLISTED_LOGS = 128
 """Logs not in the log list that are followed (there are a few dozen CT logs; past this a

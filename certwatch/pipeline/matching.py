@@ -30,9 +30,9 @@ from certwatch.errors import MalformedMessage
 from certwatch.metrics import MESSAGE_TYPES, Metrics
 from certwatch.pipeline.coverage import Coverage
 
-__all__ = ["Hit", "OnMatch", "Pipeline"]
+__all__ = ["Hit", "Matcher", "OnMatch"]
 
-log = logging.getLogger("certwatch.pipeline")
+log = logging.getLogger(__name__)
 
 BATCH = 256
 """Frames processed per wake-up of the pipeline task at most."""
@@ -57,7 +57,7 @@ class Hit:
     index: int | None
 
 
-class Pipeline:
+class Matcher:
     """Consumes the feed channel; hands matches on (to the alerter)."""
 
     def __init__(

@@ -50,7 +50,7 @@ __all__ = [
     "FeedStatistics",
 ]
 
-log = logging.getLogger("certwatch.sources.certstream")
+log = logging.getLogger(__name__)
 
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 """Certificates with thousands of SANs make multi-megabyte messages; the default is 1 MiB."""

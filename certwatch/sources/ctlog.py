@@ -38,7 +38,7 @@ from certwatch.metrics import Metrics
 
 __all__ = ["MAX_ANSWER_BYTES", "PER_LOG_CONCURRENCY", "CTLogReader", "VerifiedHead"]
 
-log = logging.getLogger("certwatch.ctlog")
+log = logging.getLogger(__name__)
 
 PER_LOG_CONCURRENCY = 2
 """Requests in flight to one log at most: logs rate-limit readers that ask for more."""

@@ -25,17 +25,17 @@ import attrs
 import httpx
 import trio
 
-from certwatch.core.backoff import Backoff
 from certwatch.core.loglist import parse_log_list
 from certwatch.errors import BodyError, InvalidLogList
 from certwatch.httpclient import new_client, read_bounded
 from certwatch.metrics import Metrics
 from certwatch.pipeline.coverage import Coverage
+from certwatch.retry import Retrying
 from certwatch.settings import Timing, redact_url
 
 __all__ = ["LOAD_DEADLINE_FACTOR", "MAX_LIST_BYTES", "LogListLoader", "LogListStatus"]
 
-log = logging.getLogger("certwatch.loglist")
+log = logging.getLogger(__name__)
 
 MAX_LIST_BYTES = 4 * 1024 * 1024
 """Chrome's list is about 100 KiB; anything past this is not a log list."""
@@ -85,15 +85,16 @@ class LogListLoader:
         )
 
     async def run(self) -> NoReturn:
-        backoff = Backoff(60.0, self._timing.ct_log_list_retry_s)
+        t = self._timing
+        retry = Retrying(t.ct_log_list_retry_initial_s, t.ct_log_list_retry_s)
         while True:
             loaded = await self.load()
             self.attempted.set()
             if loaded:
-                backoff.reset()
-                wait = self._timing.ct_log_list_refresh_s
+                retry.reset()
+                wait = t.ct_log_list_refresh_s
             else:
-                wait = backoff.next()
+                wait = retry.failed() or 0.0  # (no period: never None)
             await trio.sleep(wait)
 
     async def load(self) -> bool:

@@ -1,9 +1,12 @@
 """The database: watch entries, the inventory, registered keys and the alert outbox.
 
-:class:`Store` (:mod:`.interface`) is what the rest of certwatch needs of it; :mod:`.sql`
-implements it once, :mod:`.sqlite` on one SQLite file and :mod:`.postgres` on a
+:class:`Store` (:mod:`.interface`) is what the rest of certwatch needs of it, one small
+protocol per part; :mod:`.queries` holds the SQL as plain functions by table, :mod:`.sql`
+runs each as one transaction, :mod:`.sqlite` on one SQLite file and :mod:`.postgres` on a
 PostgreSQL database shared by replicas; :func:`open_store` opens the one the settings
-name. :mod:`.rows` maps the core's values to rows.
+name. :mod:`.rows` maps the core's values to rows. Around the tables: :mod:`.views`, the
+in-memory copies the hot path reads, kept equal to them, and :mod:`.leadership`, the one
+replica that runs the duties that must run once.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ class PoolUsage:
 
 
 class ViewsStore(Protocol):
-    """What :mod:`certwatch.pipeline.views` needs: the watch list, the inventory and the keys,
+    """What :mod:`certwatch.store.views` needs: the watch list, the inventory and the keys,
     and the log of changes made to them elsewhere."""
 
     shared: bool
@@ -241,7 +241,7 @@ class OutboxStore(Protocol):
 
 
 class LeadershipStore(Protocol):
-    """What :mod:`certwatch.pipeline.leadership` needs: one leader among replicas (the
+    """What :mod:`certwatch.store.leadership` needs: one leader among replicas (the
     hold timer, cleanup and back-fill run on it)."""
 
     shared: bool

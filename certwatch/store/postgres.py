@@ -38,7 +38,7 @@ from certwatch.store.sql import SQLStore
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
 
-log = logging.getLogger("certwatch.store")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

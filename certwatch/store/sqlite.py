@@ -29,7 +29,7 @@ from certwatch.store.sql import SQLStore
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
-log = logging.getLogger("certwatch.store")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -25,8 +25,8 @@ from certwatch.core.recognition import Inventory, InventoryCert, KnownKey
 from certwatch.metrics import Metrics
 from certwatch.pipeline.alerter import Alerter
 from certwatch.pipeline.cleanup import Cleanup
-from certwatch.pipeline.views import Views
 from certwatch.store.sqlite import SQLiteStore
+from certwatch.store.views import Views
 from tests.support.alerts import pending_alert
 from tests.support.certs import CA, Issuance
 

@@ -18,7 +18,7 @@ from certwatch.core.alerts import new_alert
 from certwatch.core.names import WatchIndex
 from certwatch.metrics import Metrics
 from certwatch.pipeline.coverage import Coverage
-from certwatch.pipeline.matching import Pipeline
+from certwatch.pipeline.matching import Matcher
 from certwatch.store import open_store
 from tests.support.service import make_settings
 
@@ -88,7 +88,7 @@ async def test_no_frame_stops_the_pipeline_or_the_positions_saver(
     try:
         metrics = Metrics()
         coverage = Coverage(metrics, backfill=True)
-        pipeline = Pipeline(WatchIndex([WATCHED]), metrics, coverage=coverage)
+        pipeline = Matcher(WatchIndex([WATCHED]), metrics, coverage=coverage)
         for n, raw in enumerate(frames):
             hit = pipeline.process(raw)
             if hit is None:

@@ -33,7 +33,7 @@ from certwatch.http.responses import (
 
 __all__ = ["certs"]
 
-log = logging.getLogger("certwatch.http")
+log = logging.getLogger(__name__)
 
 certs = Blueprint("certs", __name__)
 

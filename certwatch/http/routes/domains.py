@@ -21,7 +21,7 @@ from certwatch.http.responses import (
 
 __all__ = ["domains"]
 
-log = logging.getLogger("certwatch.http")
+log = logging.getLogger(__name__)
 
 domains = Blueprint("domains", __name__)
 

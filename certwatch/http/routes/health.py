@@ -68,13 +68,13 @@ async def healthz() -> Response:
         feed=FeedHealth(
             url=feed.url,
             connected=feed.connected,
-            last_event_at=ctx.pipeline.last_event_at,
+            last_event_at=ctx.matcher.last_event_at,
             connections=feed.connections,
             reconnects=feed.reconnects,
             messages=feed.messages,
-            processed=ctx.pipeline.processed,
+            processed=ctx.matcher.processed,
             dropped=feed.dropped,
-            missed_entries=ctx.pipeline.coverage.missed,
+            missed_entries=ctx.matcher.coverage.missed,
             disconnected_seconds=feed.disconnected_seconds,
             last_error=feed.last_error,
         ),
@@ -131,7 +131,7 @@ def _coverage(ctx: ApiContext) -> CoverageHealth:
             missed=state.missed,
             last_error=_shown_error(info, state.last_error),
         )
-        for info, state in ctx.pipeline.coverage
+        for info, state in ctx.matcher.coverage
     ]
     logs.sort(key=lambda x: x.log)
     log_list = None
@@ -139,12 +139,12 @@ def _coverage(ctx: ApiContext) -> CoverageHealth:
         status = ctx.log_list.status()
         log_list = LogListHealth(status.source, status.logs, status.loaded_at, status.error)
     return CoverageHealth(
-        backfill=ctx.backfill is not None,
+        backfill=ctx.lookups is not None,
         log_list=log_list,
         pending=sum(x.pending for x in logs),
         unrecovered=sum(x.unrecovered for x in logs),
-        untracked=ctx.pipeline.coverage.untracked,
-        lookups=0 if ctx.backfill is None else ctx.backfill.lookups,
+        untracked=ctx.matcher.coverage.untracked,
+        lookups=0 if ctx.lookups is None else ctx.lookups.started,
         logs=logs,
     )
 

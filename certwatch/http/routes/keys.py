@@ -17,7 +17,7 @@ from certwatch.http.responses import Deleted, KeyCreated, KeyOut, error_response
 
 __all__ = ["keys"]
 
-log = logging.getLogger("certwatch.http")
+log = logging.getLogger(__name__)
 
 keys = Blueprint("keys", __name__)
 

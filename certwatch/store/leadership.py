@@ -27,7 +27,7 @@ from certwatch.store import LeadershipStore
 
 __all__ = ["CHECK_S", "Leadership"]
 
-log = logging.getLogger("certwatch.leadership")
+log = logging.getLogger(__name__)
 
 CHECK_S = 1.0
 """How often a replica tries to take the role, and the leader checks it still holds it."""
@@ -37,20 +37,19 @@ Duties = Callable[[trio.Nursery], Awaitable[None]]
 
 
 class Leadership:
-    """Takes the leader role when it is free and runs ``duties`` while holding it."""
+    """Takes the leader role when it is free and runs the duties it is given while holding
+    it (:meth:`run`)."""
 
     def __init__(
         self,
         store: LeadershipStore,
         metrics: Metrics,
-        duties: Duties,
         *,
         check_s: float = CHECK_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._metrics = metrics
-        self._duties = duties
         self._check_s = check_s
         self._clock = clock
         self.leading = False
@@ -59,7 +58,8 @@ class Leadership:
         self.terms = 0
         """How many times this replica took the role."""
 
-    async def run(self) -> NoReturn:
+    async def run(self, duties: Duties) -> NoReturn:
+        """Take the role when it is free, and run ``duties`` while holding it."""
         while True:
             if not await self._try(self._store.try_lead):
                 await trio.sleep(self._check_s)
@@ -72,7 +72,7 @@ class Leadership:
                          "back-fill")  # fmt: skip
             try:
                 async with trio.open_nursery() as nursery:
-                    await self._duties(nursery)
+                    await duties(nursery)
                     # The database has no event for a lost lock: ask it.
                     while await self._try(self._store.still_leading):  # noqa: ASYNC110
                         await trio.sleep(self._check_s)

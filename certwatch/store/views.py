@@ -24,17 +24,18 @@ from typing import NoReturn
 
 import trio
 
-from certwatch.core.backoff import Backoff
 from certwatch.core.names import WatchIndex
 from certwatch.core.recognition import Inventory, InventoryCert, KnownKey
 from certwatch.errors import StoreError
 from certwatch.metrics import Metrics
+from certwatch.retry import Retrying
+from certwatch.settings import PRODUCTION_TIMING, Timing
 from certwatch.store import PRUNE_BATCH, Change, ViewsStore
 from certwatch.store.rows import cert_rows
 
 __all__ = ["CHANGES_RETENTION_S", "FOLLOW_INTERVAL_S", "MAX_VIEW_AGE_S", "Views"]
 
-log = logging.getLogger("certwatch.views")
+log = logging.getLogger(__name__)
 
 FOLLOW_INTERVAL_S = 1.0
 """The change log is read at least this often (PostgreSQL's notifications: at once)."""
@@ -56,9 +57,11 @@ class Views:
         inventory: Inventory,
         *,
         cursor: int = 0,
+        timing: Timing = PRODUCTION_TIMING,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._timing = timing
         self._lock = trio.Lock()
         self.index = index
         """Read it freely; change it only through these methods."""
@@ -72,11 +75,17 @@ class Views:
         self._synced = trio.Event()
 
     @classmethod
-    async def load(cls, store: ViewsStore, *, clock: Callable[[], float] = time.time) -> Views:
+    async def load(
+        cls,
+        store: ViewsStore,
+        *,
+        timing: Timing = PRODUCTION_TIMING,
+        clock: Callable[[], float] = time.time,
+    ) -> Views:
         """The views of what ``store`` holds."""
         cursor = await store.last_change()  # first: later changes are read again, harmlessly
         index, inventory = await _read_all(store)
-        return cls(store, index, inventory, cursor=cursor, clock=clock)
+        return cls(store, index, inventory, cursor=cursor, timing=timing, clock=clock)
 
     @asynccontextmanager
     async def _change(self) -> AsyncIterator[None]:
@@ -168,7 +177,7 @@ class Views:
     ) -> NoReturn:
         """Keep the views equal to the tables, whoever changes them; ``on_change`` after
         changes made elsewhere were applied (the alerter re-checks held alerts)."""
-        backoff = Backoff(interval_s, 30.0)
+        retry = Retrying(interval_s, self._timing.store_retry_max_s)
         reloaded_at = self._clock()
         while True:
             try:
@@ -182,12 +191,12 @@ class Views:
                 self.synced_at = now
                 self._synced.set()
                 self._synced = trio.Event()
-                backoff.reset()
+                retry.reset()
                 if changed and on_change is not None:
                     await on_change()
                 await self._store.wait_for_changes(interval_s)
             except StoreError as e:
-                wait = backoff.next()
+                wait = retry.failed() or 0.0  # (no period: never None)
                 log.warning("views not refreshed from the database (retrying in %.1f s): %s",
                             wait, e)  # fmt: skip
                 await trio.sleep(wait)
