@@ -27,7 +27,16 @@ from certwatch.core.alerts import Severity
 from certwatch.core.messages import COERCIBLE_FIELDS, KNOWN_TYPES, SKIP_REASONS
 from certwatch.errors import CTLogError, FeedConnectError
 
-__all__ = ["CONTENT_TYPE", "LogSample", "Metrics"]
+__all__ = [
+    "CONTENT_TYPE",
+    "AlertMetrics",
+    "CoverageMetrics",
+    "FeedMetrics",
+    "LogSample",
+    "Metrics",
+    "OutboxMetrics",
+    "StoreMetrics",
+]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -131,13 +140,24 @@ class _CoverageView(Collector):
         return families
 
 
-class Metrics:
-    """The registry and its metrics. One instance per running service."""
+def _counter(
+    r: CollectorRegistry, name: str, doc: str, labels: tuple[str, ...] = (), *values: str
+) -> Counter:
+    """A counter; each of ``values`` of its one label exported from the start, at 0."""
+    counter = Counter(name, doc, list(labels), registry=r)
+    for value in values:
+        counter.labels(value)
+    return counter
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        # --- the contract -----------------------------------------------------------------
+
+def _gauge(r: CollectorRegistry, name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+    return Gauge(name, doc, list(labels), registry=r)
+
+
+class FeedMetrics:
+    """The certstream feed and what the matcher made of its frames."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
         self._message_counts: Callable[[], Mapping[str, int]] = dict
         r.register(
             _CounterView(
@@ -160,171 +180,44 @@ class Metrics:
                 lambda: self._coerced_counts(),
             )
         )
-        self.alerts = Counter(
-            "certwatch_alerts", "Alerts decided, by severity.", ["severity"], registry=r
-        )
-        self.webhook = Counter(
-            "certwatch_webhook", "Webhook delivery attempts, by result.", ["result"], registry=r
-        )
-        self.webhook_duration = Histogram(
-            "certwatch_webhook_duration_seconds",
-            "Duration of webhook delivery attempts.",
-            buckets=_WEBHOOK_BUCKETS,
-            registry=r,
-        )
-        self.known_fingerprints = Gauge(
-            "certwatch_known_fingerprints", "Certificates in the inventory.", registry=r
-        )
-        self.watch_entries = Gauge("certwatch_watch_entries", "Watched domains.", registry=r)
-        self.last_ct_event = Gauge(
+        self.last_ct_event = _gauge(
+            r,
             "certwatch_last_ct_event_timestamp_seconds",
             "Wall-clock time of the last certificate_update received from the feed.",
-            registry=r,
         )
-        self.ws_connected = Gauge(
-            "certwatch_ws_connected", "1 while connected to the feed, else 0.", registry=r
+        self.ws_connected = _gauge(
+            r, "certwatch_ws_connected", "1 while connected to the feed, else 0."
         )
-        self.dedupe_cache_size = Gauge(
-            "certwatch_dedupe_cache_size",
-            "Issuances remembered in memory to suppress duplicate alerts.",
-            registry=r,
-        )
-        # --- additions ----------------------------------------------------------------------
-        self.start_time = Gauge(
-            "certwatch_start_time_seconds",
-            "Wall-clock time this certwatch started (alert rules use it to tell a young "
-            "instance, and as the last event time before the first one).",
-            registry=r,
-        )
-        self.ct_skipped = Counter(
+        self.skipped = _counter(
+            r,
             "certwatch_ct_skipped",
             "Feed messages skipped as malformed or of an unknown type, by reason.",
-            ["reason"],
-            registry=r,
+            ("reason",),
+            *SKIP_REASONS,
         )
-        self.ct_dropped = Counter(
+        self.dropped = _counter(
+            r,
             "certwatch_ct_dropped",
             "Feed messages dropped by certwatch itself because processing fell behind.",
-            registry=r,
         )
-        self._coverage: Callable[[], Mapping[str, LogSample]] = dict
-        r.register(_CoverageView(lambda: self._coverage()))
-        self.ct_untracked = Counter(
-            "certwatch_ct_untracked",
-            "Feed messages from logs not followed for gaps (past 128 logs that are not in the "
-            "log list, or a URL over 256 characters).",
-            registry=r,
+        self.reconnects = _counter(
+            r, "certwatch_ws_reconnects", "Feed connections lost or attempts that failed."
         )
-        self.ct_log_errors = Counter(
-            "certwatch_ct_log_errors",
-            "Failed CT log requests and responses that could not be used, by log and reason.",
-            ["log", "reason"],
-            registry=r,
-        )
-        self.db_connections = Gauge(
-            "certwatch_db_connections",
-            "Database connections for transactions: the pool's size (state=size), those in "
-            "use, and transactions waiting for one.",
-            ["state"],
-            registry=r,
-        )
-        self.db_round_trip = Gauge(
-            "certwatch_db_round_trip_seconds",
-            "One round trip to the database, measured at the last scrape (or /healthz).",
-            registry=r,
-        )
-        self.outbox_claims = Counter(
-            "certwatch_outbox_claims",
-            "Deliveries claimed by this replica (won) or found claimed by another (lost).",
-            ["result"],
-            registry=r,
-        )
-        for result in ("won", "lost"):
-            self.outbox_claims.labels(result)
-        self.leader = Gauge(
-            "certwatch_leader",
-            "1 while this replica holds the leader role (runs the hold timer, cleanup and "
-            "back-fill); always 1 on SQLite.",
-            registry=r,
-        )
-        self.views_lag = Histogram(
-            "certwatch_views_sync_lag_seconds",
-            "From a change to the watch list, inventory or keys (by the database's clock) to "
-            "this replica's views having it: NOTIFY and the change log's latency.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 60),
-            registry=r,
-        )
-        self.ct_log_list_logs = Gauge(
-            "certwatch_ct_log_list_logs",
-            "Logs in the loaded CT log list (0: no list loaded; back-fill reads the logs "
-            "certstream names, unverified).",
-            registry=r,
-        )
-        self.ct_log_list_loaded = Gauge(
-            "certwatch_ct_log_list_loaded_timestamp_seconds",
-            "When the CT log list was last loaded (0: never).",
-            registry=r,
-        )
-        self.ws_reconnects = Counter(
-            "certwatch_ws_reconnects",
-            "Feed connections lost or attempts that failed.",
-            registry=r,
-        )
-        self.ws_connect_failures = Counter(
+        self.connect_failures = _counter(
+            r,
             "certwatch_ws_connect_failures",
             "Feed connection attempts that never became a WebSocket, by reason.",
-            ["reason"],
-            registry=r,
+            ("reason",),
+            *FeedConnectError.REASONS,
         )
-        self.ws_disconnected_seconds = Gauge(
+        self.disconnected_seconds = _gauge(
+            r,
             "certwatch_ws_disconnected_seconds",
             "Total time not connected to the feed since start.",
-            registry=r,
         )
-        self.feed_queue_depth = Gauge(
-            "certwatch_feed_queue_depth",
-            "Messages received but not yet processed.",
-            registry=r,
+        self.queue_depth = _gauge(
+            r, "certwatch_feed_queue_depth", "Messages received but not yet processed."
         )
-        self.alerts_held = Gauge(
-            "certwatch_alerts_held",
-            "Unrecognised matched certificates inside SUSPICIOUS_GRACE_S.",
-            registry=r,
-        )
-        self.alerts_resolved = Counter(
-            "certwatch_alerts_resolved",
-            "Suspicious alerts later resolved by a registration (follow-up events).",
-            registry=r,
-        )
-        self.known_keys = Gauge(
-            "certwatch_known_keys", "Public keys registered in advance.", registry=r
-        )
-        self.outbox_pending = Gauge(
-            "certwatch_outbox_pending", "Alerts waiting for webhook delivery.", registry=r
-        )
-        self.outbox_failed = Gauge(
-            "certwatch_outbox_failed",
-            "Alerts whose delivery gave up after the retry period.",
-            registry=r,
-        )
-        self.outbox_oldest_pending_age = Gauge(
-            "certwatch_outbox_oldest_pending_age_seconds",
-            "Age of the oldest alert waiting for delivery (0 when none).",
-            registry=r,
-        )
-        self.webhook_retry_after_ignored = Counter(
-            "certwatch_webhook_retry_after_ignored",
-            "Retry-After headers (on 429 and 503) that were neither delay-seconds nor a date.",
-            registry=r,
-        )
-        for reason in SKIP_REASONS:
-            self.ct_skipped.labels(reason)
-        for reason in FeedConnectError.REASONS:
-            self.ws_connect_failures.labels(reason)
-        for severity in Severity:
-            self.alerts.labels(severity)
-        for result in RESULTS:
-            self.webhook.labels(result)
 
     def count_messages(
         self,
@@ -334,24 +227,159 @@ class Metrics:
         """Serve ``certwatch_ct_messages_total`` and ``certwatch_ct_coerced_fields_total``
         from counts kept as plain integers.
 
-        The pipeline counts every frame; a prometheus Counter takes a lock per increment,
+        The matcher counts every frame; a prometheus Counter takes a lock per increment,
         which costs more than the counting is worth at 20,000 frames a second.
         """
         self._message_counts = messages
         self._coerced_counts = coerced
 
-    def serve_coverage(self, read: Callable[[], Mapping[str, LogSample]]) -> None:
+
+class CoverageMetrics:
+    """Which CT logs were followed, what was missed, back-filled or given up, and the logs'
+    failures."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self._coverage: Callable[[], Mapping[str, LogSample]] = dict
+        r.register(_CoverageView(lambda: self._coverage()))
+        self.untracked = _counter(
+            r,
+            "certwatch_ct_untracked",
+            "Feed messages from logs not followed for gaps (past 128 logs that are not in the "
+            "log list, or a URL that cannot name a log).",
+        )
+        self.log_errors = _counter(
+            r,
+            "certwatch_ct_log_errors",
+            "Failed CT log requests and responses that could not be used, and logs or feeds "
+            "caught lying, by log and reason.",
+            ("log", "reason"),
+        )
+        self.log_list_logs = _gauge(
+            r,
+            "certwatch_ct_log_list_logs",
+            "Logs in the loaded CT log list (0: no list loaded; back-fill reads the logs "
+            "certstream names, unverified).",
+        )
+        self.log_list_loaded = _gauge(
+            r,
+            "certwatch_ct_log_list_loaded_timestamp_seconds",
+            "When the CT log list was last loaded (0: never).",
+        )
+
+    def serve(self, read: Callable[[], Mapping[str, LogSample]]) -> None:
         """Serve the per-log coverage metrics from ``read`` (the coverage state)."""
         self._coverage = read
 
-    def watch_store(self, usage: Callable[[], _PoolUsage]) -> None:
+    def count_log_error(self, log: str, error: CTLogError) -> None:
+        self.log_errors.labels(log, error.reason).inc()
+
+
+class AlertMetrics:
+    """Alerts decided, held and resolved."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.alerts = _counter(
+            r, "certwatch_alerts", "Alerts decided, by severity.", ("severity",), *Severity
+        )
+        self.held = _gauge(
+            r,
+            "certwatch_alerts_held",
+            "Unrecognised matched certificates inside SUSPICIOUS_GRACE_S.",
+        )
+        self.resolved = _counter(
+            r,
+            "certwatch_alerts_resolved",
+            "Suspicious alerts later resolved by a registration (follow-up events).",
+        )
+        self.dedupe_cache_size = _gauge(
+            r,
+            "certwatch_dedupe_cache_size",
+            "Issuances remembered in memory to suppress duplicate alerts.",
+        )
+
+
+class OutboxMetrics:
+    """Webhook deliveries, and the outbox they come from."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.attempts = _counter(
+            r, "certwatch_webhook", "Webhook delivery attempts, by result.", ("result",),
+            *RESULTS,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "certwatch_webhook_duration_seconds",
+            "Duration of webhook delivery attempts.",
+            buckets=_WEBHOOK_BUCKETS,
+            registry=r,
+        )
+        self.retry_after_ignored = _counter(
+            r,
+            "certwatch_webhook_retry_after_ignored",
+            "Retry-After headers (on 429 and 503) that were neither delay-seconds nor a date.",
+        )
+        self.pending = _gauge(r, "certwatch_outbox_pending", "Alerts waiting for webhook delivery.")
+        self.failed = _gauge(
+            r, "certwatch_outbox_failed", "Alerts whose delivery gave up after the retry period."
+        )
+        self.oldest_pending_age = _gauge(
+            r,
+            "certwatch_outbox_oldest_pending_age_seconds",
+            "Age of the oldest alert waiting for delivery (0 when none).",
+        )
+        self.claims = _counter(
+            r,
+            "certwatch_outbox_claims",
+            "Claims of an alert for delivery by this replica: won, or lost because another "
+            "replica held it.",
+            ("result",),
+            "won",
+            "lost",
+        )
+
+
+class StoreMetrics:
+    """The database, the leader role, and the in-memory views of its tables."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.connections = _gauge(
+            r,
+            "certwatch_db_connections",
+            "Database connections for transactions: the pool's size (state=size), those in "
+            "use, and transactions waiting for one.",
+            ("state",),
+        )
+        self.round_trip = _gauge(
+            r,
+            "certwatch_db_round_trip_seconds",
+            "One round trip to the database, measured at the last scrape (or /healthz).",
+        )
+        self.leader = _gauge(
+            r,
+            "certwatch_leader",
+            "1 while this replica holds the leader role (runs the hold timer, cleanup and "
+            "back-fill); always 1 on SQLite.",
+        )
+        self.views_lag = Histogram(
+            "certwatch_views_sync_lag_seconds",
+            "From a change to the watch list, inventory or keys (by the database's clock) to "
+            "this replica's views having it: NOTIFY and the change log's latency.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 60),
+            registry=r,
+        )
+        self.watch_entries = _gauge(r, "certwatch_watch_entries", "Watched domains.")
+        self.known_fingerprints = _gauge(
+            r, "certwatch_known_fingerprints", "Certificates in the inventory."
+        )
+        self.known_keys = _gauge(r, "certwatch_known_keys", "Public keys registered in advance.")
+
+    def watch(self, usage: Callable[[], _PoolUsage]) -> None:
         """Serve ``certwatch_db_connections`` from the store's usage at every scrape."""
 
         def reader(state: str) -> Callable[[], float]:
             return lambda: float(getattr(usage(), state))
 
         for state in ("size", "in_use", "waiting"):
-            self.db_connections.labels(state).set_function(reader(state))
+            self.connections.labels(state).set_function(reader(state))
 
     def watch_views(self, index: Sized, inventory: _Inventory) -> None:
         """Serve the watch entries, inventory certificates and keys from the views."""
@@ -359,8 +387,27 @@ class Metrics:
         self.known_fingerprints.set_function(lambda: len(inventory))
         self.known_keys.set_function(lambda: inventory.key_count)
 
-    def count_log_error(self, log: str, error: CTLogError) -> None:
-        self.ct_log_errors.labels(log, error.reason).inc()
+
+class Metrics:
+    """The registry, and its metrics grouped by concern: each part of certwatch is given
+    its group (the feed consumer ``feed``, the alerter ``alerts``, the sender ``outbox``,
+    coverage and back-fill ``coverage``, the store and views ``store``). One instance per
+    running service."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.start_time = _gauge(
+            r,
+            "certwatch_start_time_seconds",
+            "Wall-clock time this certwatch started (alert rules use it to tell a young "
+            "instance, and as the last event time before the first one).",
+        )
+        self.feed = FeedMetrics(r)
+        self.coverage = CoverageMetrics(r)
+        self.alerts = AlertMetrics(r)
+        self.outbox = OutboxMetrics(r)
+        self.store = StoreMetrics(r)
 
     @staticmethod
     def mirror(gauge: Gauge, read: Callable[[], float]) -> None:

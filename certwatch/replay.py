@@ -37,6 +37,7 @@ from certwatch.core.names import WatchIndex
 from certwatch.core.recognition import Inventory
 from certwatch.errors import StoreError
 from certwatch.metrics import Metrics
+from certwatch.pipeline.coverage import Coverage
 from certwatch.pipeline.matching import Matcher
 from certwatch.store import SQLiteStore, Store
 from certwatch.store.views import Views
@@ -97,7 +98,7 @@ def replay(
 ) -> ReplayReport:
     """Run the pipeline over ``lines``; write would-be webhook payloads to ``out``."""
     metrics = Metrics()
-    pipeline = Matcher(index, metrics)
+    pipeline = Matcher(index, metrics.feed, Coverage(metrics.coverage))
     ids = itertools.count(1)
     decisions = Decisions(
         grace_s=grace_s, observer=True, new_event_id=lambda: f"replay-{next(ids)}"

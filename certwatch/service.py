@@ -143,15 +143,15 @@ async def build(
     t = settings.timing
     metrics = Metrics()
     metrics.start_time.set(clock())
-    metrics.watch_store(store.usage)
+    metrics.store.watch(store.usage)
     public_suffix_kind("example.org")  # loads the Public Suffix List now, not in a request
     views = await Views.load(store, timing=t, clock=clock)
-    metrics.watch_views(views.index, views.inventory)
+    metrics.store.watch_views(views.index, views.inventory)
     frames = trio.open_memory_channel[FeedItem](FEED_BUFFER)
     outbox_send, outbox_receive = trio.open_memory_channel[int](OUTBOX_BUFFER)
     observer = settings.webhook_url is None
     alerter = Alerter(
-        store, views.inventory, metrics,
+        store, views.inventory, metrics.alerts,
         grace_s=settings.suspicious_grace_s,
         retention_s=settings.alert_retention_s,
         outbox=None if observer else outbox_send,
@@ -165,25 +165,26 @@ async def build(
     gc.collect()
     gc.freeze()
     coverage = Coverage(
-        metrics,
+        metrics.coverage,
         backfill=settings.ct_backfill,
         max_entries=settings.ct_backfill_max_entries,
         clock=clock,
     )
-    reader = CTLogReader(metrics, timeout_s=t.ct_request_timeout_s, clock=clock)
+    reader = CTLogReader(metrics.coverage, timeout_s=t.ct_request_timeout_s, clock=clock)
     heads = TreeHeads(reader, coverage, record_evidence=store.record_log_evidence, clock=clock)
     entries = MatchedEntries(reader, heads, views.index, alerter.on_match, clock=clock)
     lookups = Lookups(reader, heads, entries, t) if settings.ct_backfill else None
     matcher = Matcher(
-        views.index, metrics,
-        coverage=coverage,
+        views.index, metrics.feed, coverage,
         on_missing_der=None if lookups is None else lookups.lookup,
         clock=clock,
     )  # fmt: skip
     ct = None
     if lookups is not None:
         ct = BackfillParts(
-            log_list=LogListLoader(settings.ct_log_list, coverage, metrics, t, clock=clock),
+            log_list=LogListLoader(
+                settings.ct_log_list, coverage, metrics.coverage, t, clock=clock
+            ),
             lookups=lookups,
             backfill=Backfill(
                 reader, coverage, heads, entries,
@@ -196,7 +197,7 @@ async def build(
     sender = None
     if settings.webhook_url is not None:
         sender = WebhookSender(
-            settings.webhook_url, store, metrics, t,
+            settings.webhook_url, store, metrics.outbox, t,
             timeout_s=settings.webhook_timeout_s,
             retry_period_s=settings.webhook_retry_period_s,
             secret=settings.webhook_secret,
@@ -211,9 +212,9 @@ async def build(
         alert_retention_s=settings.alert_retention_s,
         clock=clock,
     )  # fmt: skip
-    feed = FeedConsumer(settings.certstream_url, t, metrics, connect=connect)
-    leadership = Leadership(store, metrics, clock=clock)
-    probes = HealthProbes(store, metrics, sender, clock=clock)
+    feed = FeedConsumer(settings.certstream_url, t, metrics.feed, connect=connect)
+    leadership = Leadership(store, metrics.store, clock=clock)
+    probes = HealthProbes(store, metrics.store, sender, clock=clock)
     app = create_app(ApiContext(
         settings.api_token, store, views, alerter, feed, matcher, metrics, probes,
         sender=sender,
@@ -252,7 +253,7 @@ async def run(
             with trio.move_on_after(LOG_LIST_START_WAIT_S):
                 await p.ct.log_list.attempted.wait()
             nursery.start_soon(p.ct.lookups.serve)
-        nursery.start_soon(p.views.follow, p.metrics, p.alerter.reconcile)
+        nursery.start_soon(p.views.follow, p.metrics.store, p.alerter.reconcile)
         nursery.start_soon(p.feed.run, p.frames[0])
         nursery.start_soon(p.matcher.run, p.frames[1], p.alerter.on_match)
         nursery.start_soon(p.leadership.run, functools.partial(_lead, p))

@@ -41,7 +41,7 @@ async def test_a_ct_logs_gzip_stack_bomb_is_refused_within_the_bound(peer: HttpP
     peer.routes["log/tile/data/000"] = (200, GZIP_GZIP, BOMB)
     info = LogInfo(peer.url("log").rstrip("/"), LogKind.TILED)
     metrics = Metrics()
-    async with CTLogReader(metrics, timeout_s=5) as reader:
+    async with CTLogReader(metrics.coverage, timeout_s=5) as reader:
         with pytest.raises(CTLogError, match=f"over {MAX_ANSWER_BYTES:,} bytes") as caught:
             await reader.data_tile(info, 0, 256)
     assert caught.value.reason == "malformed"
@@ -60,7 +60,7 @@ async def test_an_issuer_over_64_kib_is_refused(peer: HttpPeer) -> None:
     digest = hashlib.sha256(body).digest()
     peer.routes[f"log/issuer/{digest.hex()}"] = (200, {}, body)
     info = LogInfo(peer.url("log").rstrip("/"), LogKind.TILED)
-    async with CTLogReader(Metrics(), timeout_s=5) as reader:
+    async with CTLogReader(Metrics().coverage, timeout_s=5) as reader:
         with pytest.raises(CTLogError, match="an issuer over 65,536 bytes"):
             await reader.issuer(info, digest)
 
@@ -68,7 +68,9 @@ async def test_an_issuer_over_64_kib_is_refused(peer: HttpPeer) -> None:
 def loader(source: str, request_timeout_s: float = 5) -> LogListLoader:
     metrics = Metrics()
     timing = attrs.evolve(BACKFILL, ct_request_timeout_s=request_timeout_s)
-    return LogListLoader(source, Coverage(metrics, backfill=True), metrics, timing)
+    return LogListLoader(
+        source, Coverage(metrics.coverage, backfill=True), metrics.coverage, timing
+    )
 
 
 async def test_a_log_list_url_serving_a_gzip_stack_bomb_is_refused(peer: HttpPeer) -> None:
@@ -147,7 +149,7 @@ async def test_a_receivers_gzip_stack_error_body_is_not_inflated(
         alert = await store.insert_alert(pending_alert(0, time.time()))
         assert alert.id is not None
         sender = WebhookSender(
-            peer.url("hook"), store, Metrics(), BACKFILL,
+            peer.url("hook"), store, Metrics().outbox, BACKFILL,
             timeout_s=5, retry_period_s=3600, claimer="test",
         )  # fmt: skip
         send, receive = trio.open_memory_channel[int](1)

@@ -43,7 +43,7 @@ from certwatch.core.schedule import QUICK_ATTEMPTS, RetryPolicy, parse_retry_aft
 from certwatch.core.text import storable_or_none
 from certwatch.errors import BodyError, StoreError, StoreUnavailable
 from certwatch.httpclient import new_client, read_bounded
-from certwatch.metrics import Metrics
+from certwatch.metrics import OutboxMetrics
 from certwatch.settings import Timing
 from certwatch.store import OutboxStats, OutboxStore
 
@@ -104,7 +104,7 @@ class WebhookSender:
         self,
         url: str,
         store: OutboxStore,
-        metrics: Metrics,
+        metrics: OutboxMetrics,
         timing: Timing,
         *,
         timeout_s: float,
@@ -172,8 +172,17 @@ class WebhookSender:
         return now + self._timeout_s + LEASE_MARGIN_S
 
     async def _claim(self, alert_id: int) -> Alert | None:
+        """Claim the alert for one attempt (``None``: another replica has it, or it is not
+        pending any more); counted won or lost."""
         now = self._clock()
-        return await self._store.claim(alert_id, now, claimer=self._claimer, until=self._lease(now))
+        claim = await self._store.claim(
+            alert_id, now, claimer=self._claimer, until=self._lease(now)
+        )
+        if claim.alert is not None:
+            self._metrics.claims.labels("won").inc()
+        elif claim.lost:
+            self._metrics.claims.labels("lost").inc()
+        return claim.alert
 
     async def _poll(self, nursery: trio.Nursery, client: httpx.AsyncClient) -> NoReturn:
         """Start due deliveries from the table."""
@@ -186,7 +195,7 @@ class WebhookSender:
                     due = await self._store.claim_due(
                         now, free, claimer=self._claimer, until=self._lease(now)
                     )
-                    self._metrics.outbox_claims.labels("won").inc(len(due))
+                    self._metrics.claims.labels("won").inc(len(due))
                     for alert in due:
                         assert alert.id is not None
                         self._start(nursery, client, alert.id, alert)
@@ -214,10 +223,10 @@ class WebhookSender:
             log.warning("outbox statistics unavailable, showing the last ones: %s", e)
             stats = self.stats
         m = self._metrics
-        m.outbox_pending.set(stats.pending)
-        m.outbox_failed.set(stats.failed)
+        m.pending.set(stats.pending)
+        m.failed.set(stats.failed)
         oldest = stats.oldest_pending_at
-        m.outbox_oldest_pending_age.set(0 if oldest is None else max(0.0, self._clock() - oldest))
+        m.oldest_pending_age.set(0 if oldest is None else max(0.0, self._clock() - oldest))
 
     async def _deliver(
         self, client: httpx.AsyncClient, alert_id: int, claimed: Alert | None
@@ -237,7 +246,7 @@ class WebhookSender:
             # and the alert goes on the retry schedule (so it ends `failed`, and is paged on,
             # if the bug stays).
             log.exception("internal error delivering alert %d", alert_id)
-            self._metrics.webhook.labels("failure").inc()
+            self._metrics.attempts.labels("failure").inc()
             if alert is not None:
                 await self._record_internal_error(alert, e)
         finally:
@@ -341,9 +350,9 @@ class WebhookSender:
         except httpx.HTTPError as e:
             outcome = _Outcome(delivered=False, error=f"{type(e).__name__}: {e}"[:MAX_ERROR])
         finally:
-            self._metrics.webhook_duration.observe(time.perf_counter() - started)
+            self._metrics.duration.observe(time.perf_counter() - started)
             result = "success" if outcome.delivered else "failure"
-            self._metrics.webhook.labels(result).inc()
+            self._metrics.attempts.labels(result).inc()
         return outcome
 
     async def _judge(self, response: httpx.Response) -> _Outcome:
@@ -369,6 +378,6 @@ class WebhookSender:
             header = response.headers.get("retry-after")
             retry_after = parse_retry_after(header, self._clock())
             if header is not None and retry_after is None:
-                self._metrics.webhook_retry_after_ignored.inc()
+                self._metrics.retry_after_ignored.inc()
                 log.warning("ignoring an unreadable Retry-After: %r", header[:100])
         return _Outcome(delivered=False, error=error[:MAX_ERROR], retry_after=retry_after)

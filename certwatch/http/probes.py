@@ -18,7 +18,7 @@ import attrs
 import trio
 
 from certwatch.delivery.webhook import WebhookSender
-from certwatch.metrics import Metrics
+from certwatch.metrics import StoreMetrics
 from certwatch.pipeline.probe import Probe
 from certwatch.store import Store
 
@@ -45,7 +45,7 @@ class HealthProbes:
     def __init__(
         self,
         store: Store,
-        metrics: Metrics,
+        metrics: StoreMetrics,
         sender: WebhookSender | None,
         *,
         clock: Callable[[], float] = time.time,
@@ -77,5 +77,5 @@ class HealthProbes:
             return DatabaseState(None, str(self.ping.error)[:300])
         seconds = self.ping.value
         assert seconds is not None
-        self._metrics.db_round_trip.set(seconds)
+        self._metrics.round_trip.set(seconds)
         return DatabaseState(seconds, None)

@@ -45,7 +45,7 @@ from certwatch.core.names import Match
 from certwatch.core.observation import Observation
 from certwatch.core.recognition import Inventory
 from certwatch.errors import StoreUnavailable
-from certwatch.metrics import Metrics
+from certwatch.metrics import AlertMetrics
 from certwatch.retry import Retrying, retrying
 from certwatch.settings import PRODUCTION_TIMING, Timing
 from certwatch.store import AlerterStore
@@ -75,7 +75,7 @@ class Alerter:
         self,
         store: AlerterStore,
         inventory: Inventory,
-        metrics: Metrics,
+        metrics: AlertMetrics,
         *,
         grace_s: float,
         retention_s: float,
@@ -99,8 +99,8 @@ class Alerter:
             grace_s=grace_s, observer=outbox is None, new_event_id=lambda: str(uuid.uuid4())
         )
         self._holds_changed = trio.Event()
-        metrics.mirror(metrics.dedupe_cache_size, lambda: self._decisions.remembered)
-        metrics.mirror(metrics.alerts_held, lambda: self._decisions.held)
+        metrics.dedupe_cache_size.set_function(lambda: self._decisions.remembered)
+        metrics.held.set_function(lambda: self._decisions.held)
 
     @property
     def held(self) -> int:
@@ -201,7 +201,7 @@ class Alerter:
                 case StoreFollowUp(event):
                     resolved = await self._retry(functools.partial(self._store.resolve, event))
                     if resolved is not None:
-                        self._metrics.alerts_resolved.inc()
+                        self._metrics.resolved.inc()
                         self._announce(resolved)
                 case Fetch(alert_id, recognition):
                     fetched = await self._retry(functools.partial(self._store.get_alert, alert_id))

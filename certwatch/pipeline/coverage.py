@@ -29,7 +29,7 @@ from certwatch.core.loglist import (
     readable_log_url,
 )
 from certwatch.errors import CTLogError, StoreError
-from certwatch.metrics import LogSample, Metrics
+from certwatch.metrics import CoverageMetrics, LogSample
 from certwatch.store import PositionsStore, SavedPosition
 
 __all__ = ["MAX_LOG_URL", "MAX_UNLISTED_LOGS", "Coverage"]
@@ -61,7 +61,7 @@ class Coverage:
 
     def __init__(
         self,
-        metrics: Metrics,
+        metrics: CoverageMetrics,
         *,
         backfill: bool = False,
         max_entries: int = 2_000_000,
@@ -83,7 +83,7 @@ class Coverage:
         """Logs whose live indexes reached their trusted tree size (or that have none yet):
         back-fill reads their tree heads."""
         self._metrics = metrics
-        metrics.serve_coverage(self.samples)
+        metrics.serve(self.samples)
 
     # --- the logs ---------------------------------------------------------------------------
 
@@ -163,7 +163,7 @@ class Coverage:
         state = self._aliases.get(source_url) or self._state(source_url, source_type)
         if state is None:
             self.untracked += 1
-            self._metrics.ct_untracked.inc()
+            self._metrics.untracked.inc()
             return
         # The hot path: the next entry of a log, as most are, below its trusted tree size.
         last = state.last_live
@@ -264,8 +264,12 @@ class Coverage:
     # --- metrics and health -----------------------------------------------------------------
 
     def samples(self) -> dict[str, LogSample]:
-        """Per ``log`` label: missed, back-filled, unrecovered and pending entries."""
-        out: dict[str, LogSample] = {}
+        """Per ``log`` label: missed, back-filled, unrecovered and pending entries. Every
+        log of the list has its series from the start, at 0, followed yet or not: a log's
+        first gap then shows in ``increase()`` even before Prometheus scraped it once."""
+        out: dict[str, LogSample] = dict.fromkeys(
+            (info.read_url for info in self.log_list.logs), LogSample()
+        )
         for key, state in self._logs.items():
             label = self._infos[key].read_url
             prior = out.get(label, LogSample())

@@ -27,7 +27,7 @@ from certwatch.core.messages import (
 from certwatch.core.names import Match, WatchIndex
 from certwatch.core.observation import Observation
 from certwatch.errors import MalformedMessage
-from certwatch.metrics import MESSAGE_TYPES, Metrics
+from certwatch.metrics import MESSAGE_TYPES, FeedMetrics
 from certwatch.pipeline.coverage import Coverage
 
 __all__ = ["Hit", "Matcher", "OnMatch"]
@@ -63,16 +63,16 @@ class Matcher:
     def __init__(
         self,
         index: WatchIndex,
-        metrics: Metrics,
+        metrics: FeedMetrics,
+        coverage: Coverage,
         *,
-        coverage: Coverage | None = None,
         on_missing_der: OnMissingDer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._index = index
         self._metrics = metrics
         self._clock = clock
-        self.coverage = coverage if coverage is not None else Coverage(metrics)
+        self.coverage = coverage
         self._on_missing_der = on_missing_der
         self._drained = trio.Event()
         self.last_event_at: float | None = None
@@ -83,7 +83,7 @@ class Matcher:
         self.coerced = dict.fromkeys(COERCIBLE_FIELDS, 0)
         """Fields of the wrong type, converted or left out (``certwatch_ct_coerced_fields``)."""
         metrics.count_messages(self.message_counts, lambda: self.coerced)
-        metrics.mirror(metrics.last_ct_event, lambda: self.last_event_at or 0.0)
+        metrics.last_ct_event.set_function(lambda: self.last_event_at or 0.0)
 
     def message_counts(self) -> dict[str, int]:
         """Messages received, by type (``certwatch_ct_messages_total``)."""
@@ -102,7 +102,7 @@ class Matcher:
         self, receive: trio.MemoryReceiveChannel[FeedItem], on_match: OnMatch
     ) -> NoReturn:
         metrics = self._metrics
-        metrics.mirror(metrics.feed_queue_depth, lambda: receive.statistics().current_buffer_used)
+        metrics.queue_depth.set_function(lambda: receive.statistics().current_buffer_used)
         process = self.process
         while True:
             # Wait for one frame, then take what else is already buffered without a trip
@@ -178,5 +178,5 @@ class Matcher:
         """Count a skipped message (``counted``: already counted under its type)."""
         if not counted:
             self.by_type["unknown" if error.reason == UNKNOWN_TYPE else "malformed"] += 1
-        self._metrics.ct_skipped.labels(error.reason).inc()
+        self._metrics.skipped.labels(error.reason).inc()
         log.debug("skipped a feed message: %s", error)

@@ -40,7 +40,7 @@ from trio_websocket import (
 from certwatch.core.backoff import Backoff
 from certwatch.core.messages import NEW_CONNECTION, FeedItem
 from certwatch.errors import FeedConnectError, leaves
-from certwatch.metrics import Metrics
+from certwatch.metrics import FeedMetrics
 from certwatch.settings import Timing, redact_url
 
 __all__ = [
@@ -201,7 +201,7 @@ class FeedConsumer:
         self,
         url: str,
         timing: Timing,
-        metrics: Metrics,
+        metrics: FeedMetrics,
         *,
         connect: Connector | None = None,
         rng: Callable[[], float] = random.random,
@@ -221,8 +221,8 @@ class FeedConsumer:
         self._last_error: str | None = None
         self._disconnected_total = 0.0
         self._disconnected_since: float | None = time.monotonic()
-        metrics.mirror(metrics.ws_connected, lambda: float(self.connected))
-        metrics.mirror(metrics.ws_disconnected_seconds, self.disconnected_seconds)
+        metrics.ws_connected.set_function(lambda: float(self.connected))
+        metrics.disconnected_seconds.set_function(self.disconnected_seconds)
 
     def disconnected_seconds(self) -> float:
         total = self._disconnected_total
@@ -269,7 +269,7 @@ class FeedConsumer:
         except* FeedConnectError as group:
             failure = _first(group)
             assert isinstance(failure, FeedConnectError)
-            self._metrics.ws_connect_failures.labels(failure.reason).inc()
+            self._metrics.connect_failures.labels(failure.reason).inc()
             ended = f"connect failed: {failure.detail}"
         except* HandshakeError as group:
             ended = ended or f"connect failed: {_describe(_first(group))}"
@@ -281,7 +281,7 @@ class FeedConsumer:
             self._set_connected(connected=False)
         self._last_error = ended
         self._reconnects += 1
-        self._metrics.ws_reconnects.inc()
+        self._metrics.reconnects.inc()
         return self._messages > received_before
 
     def _set_connected(self, *, connected: bool) -> None:
@@ -319,7 +319,7 @@ class FeedConsumer:
                     send_nowait(message)
                 except trio.WouldBlock:
                     self._dropped += 1
-                    self._metrics.ct_dropped.inc()
+                    self._metrics.dropped.inc()
         except ConnectionClosed as e:
             ended[0] = f"closed by peer: {_describe(e)}"
 

@@ -34,7 +34,7 @@ from certwatch.core.loglist import LogInfo, LogKind
 from certwatch.core.schedule import parse_retry_after
 from certwatch.errors import BodyError, CTLogError
 from certwatch.httpclient import new_client, read_bounded
-from certwatch.metrics import Metrics
+from certwatch.metrics import CoverageMetrics
 
 __all__ = ["MAX_ANSWER_BYTES", "PER_LOG_CONCURRENCY", "CTLogReader", "VerifiedHead"]
 
@@ -71,7 +71,7 @@ class CTLogReader:
 
     def __init__(
         self,
-        metrics: Metrics,
+        metrics: CoverageMetrics,
         *,
         timeout_s: float,
         transport: httpx.AsyncBaseTransport | None = None,

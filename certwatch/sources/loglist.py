@@ -28,7 +28,7 @@ import trio
 from certwatch.core.loglist import parse_log_list
 from certwatch.errors import BodyError, InvalidLogList
 from certwatch.httpclient import new_client, read_bounded
-from certwatch.metrics import Metrics
+from certwatch.metrics import CoverageMetrics
 from certwatch.pipeline.coverage import Coverage
 from certwatch.retry import Retrying
 from certwatch.settings import Timing, redact_url
@@ -58,7 +58,7 @@ class LogListLoader:
         self,
         source: str,
         coverage: Coverage,
-        metrics: Metrics,
+        metrics: CoverageMetrics,
         timing: Timing,
         *,
         clock: Callable[[], float] = time.time,
@@ -111,8 +111,8 @@ class LogListLoader:
             self._coverage.set_log_list(log_list)
             self.loaded_at = self._clock()
             self.error = None
-            self._metrics.ct_log_list_logs.set(len(log_list))
-            self._metrics.ct_log_list_loaded.set(self.loaded_at)
+            self._metrics.log_list_logs.set(len(log_list))
+            self._metrics.log_list_loaded.set(self.loaded_at)
             log.info(
                 "CT log list from %s: %d logs, %d with a key to verify them",
                 self.shown_source, len(log_list), sum(1 for x in log_list.logs if x.key),

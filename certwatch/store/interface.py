@@ -28,6 +28,7 @@ __all__ = [
     "AlerterStore",
     "ApiStore",
     "Change",
+    "Claim",
     "CleanupStore",
     "Domain",
     "LeadershipStore",
@@ -57,6 +58,15 @@ class OutboxStats:
     pending: int
     failed: int
     oldest_pending_at: float | None
+
+
+@attrs.frozen
+class Claim:
+    """What claiming one alert for delivery came to: the alert, claimed; or nothing, because
+    another replica holds it (``lost``) or because it is not pending any more."""
+
+    alert: Alert | None
+    lost: bool = False
 
 
 @attrs.frozen
@@ -216,7 +226,7 @@ class OutboxStore(Protocol):
         ``claimer`` until ``until``, oldest first: one replica delivers an alert at a time."""
         ...
 
-    async def claim(self, alert_id: int, now: float, *, claimer: str, until: float) -> Alert | None:
+    async def claim(self, alert_id: int, now: float, *, claimer: str, until: float) -> Claim:
         """Claim one pending alert, unless another replica holds an unexpired claim on it."""
         ...
 

@@ -22,7 +22,7 @@ from typing import NoReturn
 import trio
 
 from certwatch.errors import StoreError
-from certwatch.metrics import Metrics
+from certwatch.metrics import StoreMetrics
 from certwatch.store import LeadershipStore
 
 __all__ = ["CHECK_S", "Leadership"]
@@ -43,7 +43,7 @@ class Leadership:
     def __init__(
         self,
         store: LeadershipStore,
-        metrics: Metrics,
+        metrics: StoreMetrics,
         *,
         check_s: float = CHECK_S,
         clock: Callable[[], float] = time.time,

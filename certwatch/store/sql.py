@@ -18,6 +18,7 @@ from certwatch.core.alerts import Alert, Severity, Status
 from certwatch.core.recognition import InventoryCert, KnownKey
 from certwatch.store.interface import (
     Change,
+    Claim,
     Domain,
     LogEvidence,
     OutboxStats,
@@ -165,7 +166,7 @@ class SQLStore(abc.ABC):
     async def claim_due(self, now: float, limit: int, *, claimer: str, until: float) -> list[Alert]:
         return await self._run(alerts.claim_due, self.dialect, now, limit, claimer, until)
 
-    async def claim(self, alert_id: int, now: float, *, claimer: str, until: float) -> Alert | None:
+    async def claim(self, alert_id: int, now: float, *, claimer: str, until: float) -> Claim:
         return await self._run(alerts.claim, alert_id, now, claimer, until)
 
     async def next_due_at(self) -> float | None:

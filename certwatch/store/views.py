@@ -27,7 +27,7 @@ import trio
 from certwatch.core.names import WatchIndex
 from certwatch.core.recognition import Inventory, InventoryCert, KnownKey
 from certwatch.errors import StoreError
-from certwatch.metrics import Metrics
+from certwatch.metrics import StoreMetrics
 from certwatch.retry import Retrying
 from certwatch.settings import PRODUCTION_TIMING, Timing
 from certwatch.store import PRUNE_BATCH, Change, ViewsStore
@@ -170,7 +170,7 @@ class Views:
 
     async def follow(
         self,
-        metrics: Metrics,
+        metrics: StoreMetrics,
         on_change: Callable[[], Awaitable[None]] | None = None,
         *,
         interval_s: float = FOLLOW_INTERVAL_S,
@@ -201,7 +201,7 @@ class Views:
                             wait, e)  # fmt: skip
                 await trio.sleep(wait)
 
-    async def _catch_up(self, metrics: Metrics) -> bool:
+    async def _catch_up(self, metrics: StoreMetrics) -> bool:
         """Apply the changes logged since :attr:`cursor`; whether there were any."""
         any_change = False
         while changes := await self._store.changes_since(self.cursor):

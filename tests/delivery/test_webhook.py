@@ -62,8 +62,15 @@ class Hook:
 
 @asynccontextmanager
 async def sending(
-    tmp_path: Path, hook: Hook, *, retry_period: float = 86400, alerts: int = 1
+    tmp_path: Path,
+    hook: Hook,
+    *,
+    retry_period: float = 86400,
+    alerts: int = 1,
+    claimed_by: str | None = None,
 ) -> AsyncIterator[tuple[SQLiteStore, trio.MemorySendChannel[int], Metrics]]:
+    """A sender over ``alerts`` pending alerts (each claimed for an hour by another replica,
+    ``claimed_by``, if given)."""
     store = await SQLiteStore.open(tmp_path / "db", threaded=False)
     metrics = Metrics()
     ids = []
@@ -71,10 +78,12 @@ async def sending(
         stored = await store.insert_alert(pending_alert(n, clock()))
         assert stored.id is not None
         ids.append(stored.id)
+        if claimed_by is not None:
+            await store.claim(stored.id, clock(), claimer=claimed_by, until=clock() + 3600)
     sender = WebhookSender(
         "https://hooks.example/certwatch",
         store,
-        metrics,
+        metrics.outbox,
         PRODUCTION,
         timeout_s=10,
         retry_period_s=retry_period,
@@ -106,6 +115,36 @@ def verify_standard_webhook(secret: str, headers: httpx.Headers, body: bytes, no
         if version == "v1" and hmac.compare_digest(signature.encode(), expected):
             return True
     return False
+
+
+def claims(metrics: Metrics, result: str) -> float | None:
+    return metrics.registry.get_sample_value("certwatch_outbox_claims_total", {"result": result})
+
+
+class TestClaims:
+    async def test_each_claim_for_an_attempt_is_counted_won(
+        self, tmp_path: Path, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Delivering an alert counts its claims won (the channel's and the poller's)."""
+        hook = Hook()
+        async with sending(tmp_path, hook) as (_, send, metrics):
+            await send.send(1)
+            await hook.wait_for(1)
+            await trio.sleep(60)
+        assert len(hook.requests) == 1
+        assert (claims(metrics, "won") or 0) >= 1
+        assert claims(metrics, "lost") == 0
+
+    async def test_an_alert_another_replica_holds_is_counted_lost(
+        self, tmp_path: Path, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """An alert claimed by another replica is not sent here, and the claim is lost."""
+        hook = Hook()
+        async with sending(tmp_path, hook, claimed_by="other:1") as (_, send, metrics):
+            await send.send(1)
+            await trio.sleep(60)
+        assert hook.requests == []
+        assert (claims(metrics, "won"), claims(metrics, "lost")) == (0, 1)
 
 
 class TestDelivery:
@@ -267,7 +306,7 @@ class TestDelivery:
         store = await SQLiteStore.open(tmp_path / "db", threaded=False)
         stored = await store.insert_alert(pending_alert(0, clock()))
         sender = WebhookSender(
-            "https://hooks.example/", store, Metrics(), PRODUCTION,
+            "https://hooks.example/", store, Metrics().outbox, PRODUCTION,
             timeout_s=10, retry_period_s=86400, clock=clock, rng=lambda: 0.5,
             transport=httpx.MockTransport(handler),
         )  # fmt: skip

@@ -303,7 +303,7 @@ async def test_on_sqlite_a_restart_delivers_at_once_not_after_the_old_lease(
         claimed = await store.claim(
             pending.id or 0, time.time(), claimer="dead:1", until=time.time() + 3600
         )
-        assert claimed is not None
+        assert claimed.alert is not None
     finally:
         store.close()
     async with run_service(settings):

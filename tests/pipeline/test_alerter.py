@@ -102,7 +102,7 @@ async def world(
         alerter = Alerter(
             store,
             views.inventory,
-            metrics,
+            metrics.alerts,
             grace_s=grace,
             retention_s=30 * 86400,
             outbox=send,

@@ -30,7 +30,7 @@ class TestCounting:
     def test_gaps_are_counted_per_log(self) -> None:
         """A jump of n in one log's cert_index counts n - 1 missed entries for that log only."""
         metrics = Metrics()
-        coverage = Coverage(metrics)
+        coverage = Coverage(metrics.coverage)
         for index in (10, 11, 12, 16, 17):
             coverage.observe(LOG_A, "", index)
         for index in (5, 6, 7):
@@ -41,7 +41,7 @@ class TestCounting:
 
     def test_repeats_and_out_of_order_entries_are_not_gaps(self) -> None:
         """A repeated or lower index (a retransmission) is neither a gap nor a new baseline."""
-        coverage = Coverage(Metrics(), backfill=True)
+        coverage = Coverage(Metrics().coverage, backfill=True)
         for index in (10, 11, 11, 9, 12):
             coverage.observe(LOG_A, "", index)
         assert coverage.missed == 0
@@ -51,7 +51,7 @@ class TestCounting:
     def test_a_reconnect_window_is_a_gap_but_not_missed(self) -> None:
         """After a reconnect, a log's first index beyond the last is a gap, not a missed count."""
         # certstream did not skip it: certwatch was not connected.
-        coverage = Coverage(Metrics(), backfill=True)
+        coverage = Coverage(Metrics().coverage, backfill=True)
         coverage.observe(LOG_A, "", 10)
         coverage.new_connection()
         coverage.observe(LOG_A, "", 500)
@@ -62,7 +62,7 @@ class TestCounting:
 
     def test_without_backfill_only_the_count_is_kept(self) -> None:
         """With back-fill off, jumps are counted as before and no gap is kept."""
-        coverage = Coverage(Metrics(), backfill=False)
+        coverage = Coverage(Metrics().coverage, backfill=False)
         for index in (1, 5, 9):
             coverage.observe(LOG_A, "", index)
         assert coverage.missed == 6
@@ -72,7 +72,7 @@ class TestCounting:
         """Per-log coverage series start at 0 with the log's first message."""
         # So that Prometheus' increase() sees the first gap.
         metrics = Metrics()
-        coverage = Coverage(metrics, backfill=True)
+        coverage = Coverage(metrics.coverage, backfill=True)
         assert sample(metrics, "certwatch_ct_missed_entries_total", LOG_A) is None
         coverage.observe(LOG_A, "", 10)
         for name in (
@@ -86,7 +86,7 @@ class TestCounting:
     def test_pending_falls_back_to_zero_once_filled(self) -> None:
         """The pending gauge shows a gap's size until back-fill fills it, then 0."""
         metrics = Metrics()
-        coverage = Coverage(metrics, backfill=True)
+        coverage = Coverage(metrics.coverage, backfill=True)
         coverage.observe(LOG_A, "", 10)
         coverage.observe(LOG_A, "", 20)
         assert sample(metrics, "certwatch_ct_backfill_pending_entries", LOG_A) == 9
@@ -100,7 +100,7 @@ class TestLogs:
         """source.url finds the listed log by any of its URLs; the log is named by its read URL."""
         # url, submission_url or monitoring_url, ignoring the scheme's case and a trailing slash.
         metrics = Metrics()
-        coverage = Coverage(metrics, backfill=True)
+        coverage = Coverage(metrics.coverage, backfill=True)
         coverage.set_log_list(LogList((
             listed("https://mon.example/willow", "https://sub.example/willow"),
         )))  # fmt: skip
@@ -113,7 +113,7 @@ class TestLogs:
 
     def test_an_unlisted_log_is_read_from_its_own_url_and_type(self) -> None:
         """An unlisted log is followed under certstream's URL and type, and cannot be verified."""
-        coverage = Coverage(Metrics(), backfill=True)
+        coverage = Coverage(Metrics().coverage, backfill=True)
         info = coverage.resolve("https://Other.example/log/", "tiled")
         assert info is not None
         assert (info.read_url, info.kind, info.listed, info.key) == (
@@ -125,7 +125,7 @@ class TestLogs:
 
     def test_a_list_loaded_later_names_the_logs_already_followed(self) -> None:
         """When the list loads after a log was first seen, the log is named by the list."""
-        coverage = Coverage(Metrics(), backfill=True)
+        coverage = Coverage(Metrics().coverage, backfill=True)
         coverage.observe("https://sub.example/willow", "tiled", 1)
         coverage.set_log_list(LogList((
             listed("https://mon.example/willow", "https://sub.example/willow"),
@@ -136,7 +136,7 @@ class TestLogs:
         """Unlisted logs are bounded in number and URL length: 300 huge URLs cost nothing."""
         # Past MAX_UNLISTED_LOGS, or with a URL over MAX_LOG_URL, a log is not followed nor read.
         metrics = Metrics()
-        coverage = Coverage(metrics, backfill=True)
+        coverage = Coverage(metrics.coverage, backfill=True)
         for n in range(MAX_UNLISTED_LOGS + 88):
             coverage.observe(f"https://log-{n}.example", "", 1)
         huge = "https://" + "x" * (1 << 20)
@@ -149,7 +149,7 @@ class TestLogs:
 
     def test_listed_logs_are_followed_past_the_unlisted_bound(self) -> None:
         """The bound is on logs the list does not hold: a listed log is always followed."""
-        coverage = Coverage(Metrics(), backfill=True)
+        coverage = Coverage(Metrics().coverage, backfill=True)
         coverage.set_log_list(LogList((listed("https://listed.example/log"),)))
         for n in range(MAX_UNLISTED_LOGS):
             coverage.observe(f"https://log-{n}.example", "", 1)
@@ -163,7 +163,7 @@ class TestPersistence:
         """Saved positions and gaps are restored on start; only changed logs are saved again."""
         store = await SQLiteStore.open(tmp_path / "cw.db")
         try:
-            coverage = Coverage(Metrics(), backfill=True)
+            coverage = Coverage(Metrics().coverage, backfill=True)
             for index in (100, 101, 150):
                 coverage.observe(LOG_A, "rfc6962", index)
             coverage.observe(LOG_B, "tiled", 7)
@@ -172,7 +172,7 @@ class TestPersistence:
             coverage.observe(LOG_B, "tiled", 8)
             assert await coverage.save(store) == 1
 
-            restarted = Coverage(Metrics(), backfill=True)
+            restarted = Coverage(Metrics().coverage, backfill=True)
             assert sorted(await restarted.adopt(store)) == [LOG_A, LOG_B]
             a = restarted.state(LOG_A)
             assert (a.position, a.high, a.gaps, a.kind) == (101, 150, [(102, 149)], "rfc6962")

@@ -87,8 +87,8 @@ async def test_no_frame_stops_the_pipeline_or_the_positions_saver(
     )
     try:
         metrics = Metrics()
-        coverage = Coverage(metrics, backfill=True)
-        pipeline = Matcher(WatchIndex([WATCHED]), metrics, coverage=coverage)
+        coverage = Coverage(metrics.coverage, backfill=True)
+        pipeline = Matcher(WatchIndex([WATCHED]), metrics.feed, coverage=coverage)
         for n, raw in enumerate(frames):
             hit = pipeline.process(raw)
             if hit is None:
@@ -97,7 +97,7 @@ async def test_no_frame_stops_the_pipeline_or_the_positions_saver(
             await store.insert_alert(alert)
             coverage.observe(hit.source_url, hit.source_type, hit.index)
         await coverage.save(store)
-        again = Coverage(Metrics(), backfill=True)
+        again = Coverage(Metrics().coverage, backfill=True)
         await again.adopt(store)
         saved = {state.key: state.high for _, state in again}
         for _, state in coverage:

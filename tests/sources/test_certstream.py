@@ -105,7 +105,7 @@ async def consumer(
 ) -> AsyncIterator[Running]:
     metrics = Metrics()
     feed = FeedConsumer(
-        "ws://feed.test/full-stream", timing, metrics, connect=memory.connect, rng=lambda: 1.0
+        "ws://feed.test/full-stream", timing, metrics.feed, connect=memory.connect, rng=lambda: 1.0
     )
     send, receive = trio.open_memory_channel[FeedItem](capacity)
     async with trio.open_nursery() as nursery:

@@ -20,7 +20,7 @@ class MemoryList(LogListLoader):
     worker thread's file read)."""
 
     def __init__(self, coverage: Coverage, metrics: Metrics, documents: list[bytes]) -> None:
-        super().__init__("/etc/certwatch/log_list.json", coverage, metrics, PRODUCTION,
+        super().__init__("/etc/certwatch/log_list.json", coverage, metrics.coverage, PRODUCTION,
                          clock=trio.current_time)  # fmt: skip
         self.documents = documents
         self.reads: list[float] = []
@@ -40,7 +40,7 @@ class TestLogList:
         """A loaded list is read again a day later, and the new one replaces it."""
         one, two = TestLog("rfc6962", name="one"), TestLog("rfc6962", name="two")
         metrics = Metrics()
-        coverage = Coverage(metrics, backfill=True)
+        coverage = Coverage(metrics.coverage, backfill=True)
         documents = [json.dumps(log_list(one)).encode(), json.dumps(log_list(one, two)).encode()]
         loader = MemoryList(coverage, metrics, documents)
         async with trio.open_nursery() as nursery:
@@ -58,7 +58,7 @@ class TestLogList:
     ) -> None:
         """An unreadable log list is said once and retried (1 min to 1 h); the old one is kept."""
         metrics = Metrics()
-        coverage = Coverage(metrics, backfill=True)
+        coverage = Coverage(metrics.coverage, backfill=True)
         loader = MemoryList(coverage, metrics, [b""])
         with caplog.at_level(logging.INFO, logger="certwatch.sources.loglist"):
             async with trio.open_nursery() as nursery:

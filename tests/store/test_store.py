@@ -12,7 +12,7 @@ import trio
 from certwatch.core.alerts import Kind, Severity, Status
 from certwatch.core.identity import CertFacts
 from certwatch.core.recognition import Evidence, InventoryCert, KnownKey, Recognition
-from certwatch.store import SavedPosition, SQLiteStore, Store
+from certwatch.store import Claim, SavedPosition, SQLiteStore, Store
 from tests.support.alerts import pending_alert
 
 Opener = Callable[[], Awaitable[Store]]
@@ -125,8 +125,11 @@ class TestAlerts:
         [mine] = await store.claim_due(100.0, 10, claimer="a", until=130.0)
         assert mine.id == stored.id
         assert await store.claim_due(101.0, 10, claimer="b", until=131.0) == []
-        assert await store.claim(stored.id, 101.0, claimer="b", until=131.0) is None
-        assert await store.claim(stored.id, 101.0, claimer="a", until=140.0) is not None
+        assert await store.claim(stored.id, 101.0, claimer="b", until=131.0) == Claim(
+            None, lost=True
+        )
+        renewed = await store.claim(stored.id, 101.0, claimer="a", until=140.0)
+        assert renewed.alert is not None
         assert await store.next_due_at() == 140.0
         [taken] = await store.claim_due(141.0, 10, claimer="b", until=170.0)  # a's expired
         assert taken.id == stored.id
@@ -134,6 +137,8 @@ class TestAlerts:
                                    next_attempt_at=151.0)  # fmt: skip
         [again] = await store.claim_due(151.0, 10, claimer="a", until=180.0)  # released
         assert again.attempts == 1
+        await store.record_attempt(stored.id, status=Status.DELIVERED, error=None, now=160.0)
+        assert await store.claim(stored.id, 161.0, claimer="b", until=190.0) == Claim(None)
 
     async def test_concurrent_claims_never_share_an_alert(self, store: Store) -> None:
         """Claimers racing for 40 due alerts take each exactly once."""

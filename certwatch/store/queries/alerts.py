@@ -7,7 +7,7 @@ from typing import Any
 import attrs
 
 from certwatch.core.alerts import Alert, Severity, Status
-from certwatch.store.interface import PRUNE_BATCH, OutboxStats
+from certwatch.store.interface import PRUNE_BATCH, Claim, OutboxStats
 from certwatch.store.queries import Connection, Dialect, Row, insert_sql
 from certwatch.store.rows import alert_rows
 
@@ -198,15 +198,21 @@ def claim_due(
     return sorted((_load(r) for r in rows), key=lambda a: (a.next_attempt_at, a.id))
 
 
-def claim(conn: Connection, alert_id: int, now: float, claimer: str, until: float) -> Alert | None:
+def claim(conn: Connection, alert_id: int, now: float, claimer: str, until: float) -> Claim:
     """Claim one pending alert (due or not) for ``claimer`` until ``until``, unless someone
-    else holds an unexpired claim on it."""
+    else holds an unexpired claim on it (then the claim is lost)."""
     row = conn.execute(
         "UPDATE alerts SET claimed_by = ?, claim_until = ? WHERE id = ? AND status = ? "
         "AND (claim_until IS NULL OR claim_until < ? OR claimed_by = ?) RETURNING *",
         (claimer, until, alert_id, Status.PENDING.value, now, claimer),
     ).fetchone()
-    return None if row is None else _load(row)
+    if row is not None:
+        return Claim(_load(row))
+    held = conn.execute(
+        "SELECT 1 AS held FROM alerts WHERE id = ? AND status = ? AND claim_until >= ?",
+        (alert_id, Status.PENDING.value, now),
+    ).fetchone()
+    return Claim(None, lost=held is not None)
 
 
 def release_claims(conn: Connection) -> int:
