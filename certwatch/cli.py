@@ -6,7 +6,10 @@ bad setting (one line on stderr naming the variable), 1 for an environment that 
 (the database cannot be used, the port is taken: one line too) or a task that crashed (the
 traceback is logged: a half-alive process is worse than a restarted one).
 
-``certwatch replay FILE`` runs the pipeline over a capture (see :mod:`certwatch.replay`).
+``certwatch replay FILE`` runs the pipeline over a capture (see :mod:`certwatch.replay`);
+``certwatch migrate-db`` copies a SQLite database into PostgreSQL (:mod:`certwatch.migrate`).
+Each command imports what it needs when it runs: ``--help`` and ``replay`` do not load the
+web stack or the database drivers they do not use.
 """
 
 from __future__ import annotations
@@ -23,9 +26,6 @@ import trio
 
 from certwatch.errors import ConfigError, ListenError, StoreError, leaves
 from certwatch.logs import configure_logging
-from certwatch.migrate import migrate_db
-from certwatch.replay import load_views, replay
-from certwatch.service import serve
 from certwatch.settings import Settings
 from certwatch.settings import read as read_setting
 from certwatch.version import __version__
@@ -68,6 +68,8 @@ class _StopRequests:
 
 
 async def _run_until_signal(settings: Settings, early: _StopRequests) -> None:
+    from certwatch.service import serve  # the service's imports only when it runs
+
     shutdown = trio.Event()
 
     def stop(signum: int) -> None:
@@ -126,6 +128,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _replay(file: str, grace_s: float | None) -> NoReturn:
+    from certwatch.replay import load_views, replay  # no web stack for a replay
+
     try:
         db_path = read_setting("DB_PATH")
         grace = read_setting("SUSPICIOUS_GRACE_S") if grace_s is None else grace_s
@@ -147,6 +151,8 @@ def _replay(file: str, grace_s: float | None) -> NoReturn:
 
 
 def _migrate_db() -> NoReturn:
+    from certwatch.migrate import migrate_db
+
     try:
         db_path: Path = read_setting("DB_PATH")
         database_url: str | None = read_setting("DATABASE_URL")

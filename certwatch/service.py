@@ -44,7 +44,7 @@ from certwatch.errors import StoreError
 from certwatch.http.app import create_app
 from certwatch.http.context import ApiContext
 from certwatch.http.probes import HealthProbes
-from certwatch.http.server import App, serve_api
+from certwatch.http.server import App, check_listen, serve_api
 from certwatch.metrics import Metrics
 from certwatch.pipeline.alerter import HOLDS_POLL_S, Alerter
 from certwatch.pipeline.cleanup import Cleanup
@@ -124,6 +124,7 @@ async def serve(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run certwatch until ``shutdown`` is set. Reports the API's bound addresses."""
+    await check_listen(settings)
     store = await open_store(settings)
     try:
         parts = await build(settings, store, connect=connect, clock=clock)

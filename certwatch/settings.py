@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import logging
+import base64
+import binascii
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -228,6 +229,18 @@ def _port(name: str, raw: str) -> int:
 
 
 def _secret(name: str, raw: str) -> str:
+    """A signing secret: ``whsec_`` and base64 (Standard Webhooks; at least 16 bytes), or
+    any other text of at least 16 characters, used as its UTF-8 bytes."""
+    if raw.startswith("whsec_"):
+        try:
+            key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(
+                name, "starts with whsec_ but the rest is not base64 (Standard Webhooks' form)"
+            ) from None
+        if len(key) < 16:
+            raise ConfigError(name, f"whsec_ must be followed by at least 16 bytes, got {len(key)}")
+        return raw
     if len(raw) < 16:
         raise ConfigError(name, "must be at least 16 characters")
     return raw
@@ -249,36 +262,49 @@ def _seconds(*, positive: bool = False) -> Callable[[str, str], float]:
     return parse
 
 
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _switch(name: str, raw: str) -> bool:
     value = raw.lower()
-    if value in ("1", "true", "yes", "on"):
+    if value in _ON:
         return True
-    if value in ("0", "false", "no", "off"):
+    if value in _OFF:
         return False
-    raise ConfigError(name, f"must be 1 (on) or 0 (off), got {raw!r}")
+    raise ConfigError(name, f"must be one of {', '.join(_ON + _OFF)}, got {raw!r}")
 
 
 def _count(name: str, raw: str) -> int:
+    """A whole number of 1 or more (to turn a feature off, each has its own switch)."""
     try:
         value = int(raw, 10)
     except ValueError:
         raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(name, f"must be 0 or more, got {raw!r}")
+    if value < 1:
+        raise ConfigError(name, f"must be 1 or more, got {raw!r}")
     return value
 
 
 def _path_or_url(name: str, raw: str) -> str:
+    """An http(s) URL, or the path of a file that exists now (a URL may be down for a
+    while; a path that does not exist is a mistake in the settings)."""
     if "://" in raw:
         return _url("http", "https")(name, raw)
-    return str(_path(name, raw))
+    path = _path(name, raw)
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(name, f"{raw!r} {what} (a path, or an http(s):// URL)")
+    return str(path)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _log_level(name: str, raw: str) -> str:
+    """One of :data:`LOG_LEVELS`, any case (not logging's aliases WARN, FATAL, NOTSET)."""
     level = raw.upper()
-    if level not in logging.getLevelNamesMapping():
-        choices = "DEBUG, INFO, WARNING, ERROR, CRITICAL"
-        raise ConfigError(name, f"must be one of {choices}, got {raw!r}")
+    if level not in LOG_LEVELS:
+        raise ConfigError(name, f"must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
     return level
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from certwatch.errors import ConfigError
-from certwatch.settings import Settings, redact_url
+from certwatch.settings import Settings, names, redact_url
 from tests.support.service import run_certwatch
 
 
@@ -31,25 +31,35 @@ class TestFromEnv:
         assert s.suspicious_grace_s == 60
         assert s.log_level == "INFO"
 
-    def test_every_variable_is_read(self) -> None:
-        """Each documented variable overrides its default; seconds accept fractions."""
-        s = Settings.from_env(
-            env(
-                CERTSTREAM_URL="wss://certstream.example/full-stream",
-                DB_PATH="/data/cw.db",
-                API_HOST="0.0.0.0",
-                API_PORT="9000",
-                WEBHOOK_URL="https://n8n.example/webhook/abc",
-                WEBHOOK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-                WEBHOOK_TIMEOUT_S="2.5",
-                WEBHOOK_RETRY_PERIOD_S="3600",
-                CLEANUP_INTERVAL_S="60",
-                CLEANUP_GRACE_S="0",
-                ALERT_RETENTION_S="86400",
-                SUSPICIOUS_GRACE_S="0",
-                LOG_LEVEL="debug",
-            )
+    def test_every_variable_is_read(self, tmp_path: Path) -> None:
+        """Each variable certwatch reads overrides its default; seconds accept fractions."""
+        log_list = tmp_path / "log_list.json"
+        log_list.write_text("{}")
+        values = env(
+            CERTSTREAM_URL="wss://certstream.example/full-stream",
+            DB_PATH="/data/cw.db",
+            DATABASE_URL="postgresql://certwatch@db.internal/certwatch",
+            API_HOST="0.0.0.0",
+            API_PORT="9000",
+            WEBHOOK_URL="https://n8n.example/webhook/abc",
+            WEBHOOK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            WEBHOOK_TIMEOUT_S="2.5",
+            WEBHOOK_RETRY_PERIOD_S="3600",
+            CLEANUP_INTERVAL_S="60",
+            CLEANUP_GRACE_S="0",
+            ALERT_RETENTION_S="86400",
+            SUSPICIOUS_GRACE_S="0",
+            LOG_LEVEL="debug",
+            CT_BACKFILL="off",
+            CT_LOG_LIST=str(log_list),
+            CT_BACKFILL_MAX_ENTRIES="5000",
+            CT_BACKFILL_RETRY_PERIOD_S="90.5",
         )
+        assert sorted(values) == sorted(names())  # a new setting is added here too
+        s = Settings.from_env(values)
+        assert s.database_url == "postgresql://certwatch@db.internal/certwatch"
+        assert (s.ct_backfill, s.ct_log_list) == (False, str(log_list))
+        assert (s.ct_backfill_max_entries, s.ct_backfill_retry_period_s) == (5000, 90.5)
         assert s.certstream_url == "wss://certstream.example/full-stream"
         assert s.db_path == Path("/data/cw.db")
         assert (s.api_host, s.api_port) == ("0.0.0.0", 9000)
@@ -89,6 +99,15 @@ class TestFromEnv:
             ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", "one of"),
             ({"API_HOST": "a b"}, "API_HOST", "not a host"),
             ({"WEBHOOK_SECRET": "short"}, "WEBHOOK_SECRET", "at least 16"),
+            ({"WEBHOOK_SECRET": "whsec_not*base64!"}, "WEBHOOK_SECRET", "not base64"),
+            ({"WEBHOOK_SECRET": "whsec_c2hvcnQ="}, "WEBHOOK_SECRET", "at least 16 bytes"),
+            ({"LOG_LEVEL": "WARN"}, "LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+            ({"LOG_LEVEL": "notset"}, "LOG_LEVEL", "one of"),
+            ({"LOG_LEVEL": "FATAL"}, "LOG_LEVEL", "one of"),
+            ({"CT_BACKFILL": "maybe"}, "CT_BACKFILL", "1, true, yes, on, 0, false, no, off"),
+            ({"CT_BACKFILL_MAX_ENTRIES": "0"}, "CT_BACKFILL_MAX_ENTRIES", "1 or more"),
+            ({"CT_LOG_LIST": "/nonexistent/list.json"}, "CT_LOG_LIST", "does not exist"),
+            ({"CT_LOG_LIST": "/"}, "CT_LOG_LIST", "is not a file"),
             ({"API_TOKEN": "two words"}, "API_TOKEN", "whitespace or control"),
             ({"API_TOKEN": "tab\there"}, "API_TOKEN", "whitespace or control"),
         ],

@@ -36,7 +36,12 @@ from quart_trio.asgi import TrioASGIHTTPConnection
 from certwatch.errors import ListenError, leaves
 from certwatch.settings import Settings
 
-__all__ = ["App", "listen_error", "serve_api"]
+__all__ = [
+    "App",
+    "check_listen",
+    "listen_error",
+    "serve_api",
+]
 
 
 class _HTTPConnection(TrioASGIHTTPConnection):
@@ -119,6 +124,22 @@ def listen_error(settings: Settings, error: BaseException) -> ListenError:
         problem = f"no permission to listen on {where} (ports below 1024 need privileges)"
         return ListenError("API_PORT", problem, exit_status=1)
     return ListenError("API_HOST", f"cannot listen on {where}: {error}", exit_status=1)
+
+
+async def check_listen(settings: Settings) -> None:
+    """Raise the :class:`ListenError` that serving would meet (a name that does not
+    resolve, a port in use, an address not on this host), before anything else starts: a
+    mistyped port must not leave a database created and migrated behind it."""
+    try:
+        infos = await trio.socket.getaddrinfo(
+            settings.api_host, settings.api_port, type=socket.SOCK_STREAM
+        )
+        for family, kind, proto, _, address in infos:
+            with trio.socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                await probe.bind(address)
+    except OSError as e:
+        raise listen_error(settings, e) from None
 
 
 async def serve_api(

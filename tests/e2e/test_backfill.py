@@ -385,9 +385,9 @@ async def test_without_a_log_list_logs_are_read_from_certstreams_url_unverified(
     """Without the log list, gaps fill from the feed's source, alerts unverified, said once."""
     # CT_LOG_LIST unreadable: source.url and source.type are used; log_verified is false.
     log = await log_with_hijack(nursery, "rfc6962", ca)
-    settings = backfill_settings(
-        tmp_path, feed, receiver, log, ct_log_list=str(tmp_path / "missing.json")
-    )
+    garbled = tmp_path / "garbled.json"
+    garbled.write_text('{"operators": [')  # cut short, as by a failed download
+    settings = backfill_settings(tmp_path, feed, receiver, log, ct_log_list=str(garbled))
     async with watching(settings) as service:
         await skip(feed, log, 1, 5)
         [delivery] = await receiver.wait_for(1)
@@ -395,7 +395,7 @@ async def test_without_a_log_list_logs_are_read_from_certstreams_url_unverified(
     event = delivery.json()
     assert (event["log_url"], event["log_index"], event["log_verified"]) == (log.url, 3, False)
     assert cover["log_list"]["logs"] == 0
-    assert "missing.json" in cover["log_list"]["error"]
+    assert "not JSON" in cover["log_list"]["error"]
     [entry] = cover["logs"]
     assert (entry["listed"], entry["verifiable"]) == (False, False)
     said = [r for r in caplog.records if "cannot load the CT log list" in r.getMessage()]

@@ -105,6 +105,7 @@ class TestStartupErrors:
             f"certwatch: API_PORT: 127.0.0.1:{port} is already in use "
             "(another certwatch, or another program)"
         )
+        assert not list(tmp_path.glob("*.db"))  # checked before the database is made
 
     def test_an_address_not_on_this_host_is_one_line_and_exit_1(self, tmp_path: Path) -> None:
         """API_HOST set to an address this host does not have: one line naming it, exit 1."""
