@@ -277,6 +277,13 @@ class PostgresStore(SQLStore):
         )
 
         def start() -> None:
+            # One plain connection first: when the database cannot be used, its error says
+            # why (no such database, authentication failed, connection refused), where the
+            # pool's workers would retry for the whole timeout, warn, and say only that the
+            # pool is incomplete.
+            psycopg.connect(
+                url, connect_timeout=int(connect_timeout_s), **connection_options(url)
+            ).close()
             pool.open(wait=True, timeout=connect_timeout_s)
             with pool.connection() as conn:
                 _migrate(conn)

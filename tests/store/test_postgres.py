@@ -3,6 +3,9 @@ leader's lock, notifications, a server that restarts or cannot be reached."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import psycopg
 import pytest
 import trio
@@ -10,6 +13,7 @@ import trio
 from certwatch.errors import StoreError, StoreUnavailable
 from certwatch.store.postgres import MIGRATIONS, PostgresStore, connection_options
 from tests.support.postgres import PASSWORD, PostgresCluster
+from tests.support.service import run_certwatch
 
 
 class TestSchema:
@@ -134,3 +138,34 @@ class TestFaults:
             assert await store.try_lead() is True
         finally:
             store.close()
+
+
+class TestUnusableDatabase:
+    @pytest.mark.parametrize(
+        ("change", "cause"),
+        [
+            ("database", 'database "no_such_db" does not exist'),
+            ("role", 'role "ghost" does not exist'),
+            ("port", "Connection refused"),
+        ],
+    )
+    def test_an_unusable_database_is_one_line_with_its_cause(
+        self, postgres: PostgresCluster, change: str, cause: str
+    ) -> None:
+        """No such database or role, nothing listening: one line saying which, at once."""
+        url = postgres.url("no_such_db")
+        if change == "role":
+            url = postgres.new_database().replace("certwatch:", "ghost:", 1)
+        elif change == "port":
+            url = "postgresql://certwatch:x@127.0.0.1:9/certwatch?connect_timeout=5"
+        started = time.monotonic()
+        result = run_certwatch(
+            env={**os.environ, "API_TOKEN": "x", "API_PORT": "0", "DATABASE_URL": url}
+        )
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("certwatch: DATABASE_URL: cannot use ")
+        assert cause in lines[0]
+        assert PASSWORD not in lines[0]
+        assert time.monotonic() - started < 10  # not the pool's whole timeout, retrying
