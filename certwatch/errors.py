@@ -85,11 +85,12 @@ class InputError(CertwatchError):
         self.message = message
         self.problems: list[FieldProblem] = problems or []
 
-    def in_field(self, field: str) -> InputError:
-        """Return a copy whose problems are reported under ``field``."""
+    def in_field(self, field: str, message: str = "invalid request body") -> InputError:
+        """A copy whose problems are reported under ``field``, with the request's error
+        ``message`` (the one error shape: what kind of input was wrong, then each field)."""
         problems = self.problems or [("", self.message)]
         located = [(_join(field, sub), problem) for sub, problem in problems]
-        return type(self)(self.message, located)
+        return type(self)(message, located)
 
 
 def _join(field: str, sub: str) -> str:

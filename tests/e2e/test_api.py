@@ -101,7 +101,7 @@ class TestDomains:
         assert created.json()["value"] == "example.org"
         await client.post("/domains", json={"value": "*.bücher.example"})
         again = await client.post("/domains", json={"value": "example.org", "note": "updated"})
-        assert again.status_code == 201
+        assert again.status_code == 200  # an update: nothing was created
         assert again.json() == {"value": "example.org", "created": False}
         listed = (await client.get("/domains")).json()
         assert [(d["value"], d["note"]) for d in listed] == [
@@ -387,6 +387,32 @@ class TestErrors:
             response = await running.client.post(f"/alerts/{alert_id}/retry")
         assert response.status_code == 404, response.text
         assert "error" in response.json()
+
+    @pytest.mark.parametrize(
+        ("method", "path", "body", "error", "field"),
+        [
+            ("POST", "/domains", {"value": "a..b.org"}, "invalid request body", "value"),
+            ("POST", "/domains", {"value": 5}, "invalid request body", "value"),
+            ("POST", "/domains", {"value": "co.uk"}, "invalid request body", "value"),
+            ("DELETE", "/domains/a..b.org", None, "invalid path", "value"),
+            ("POST", "/certs", {"pem": "junk"}, "invalid request body", "pem"),
+            ("GET", "/alerts?limit=0", None, "invalid query", "limit"),
+        ],
+    )
+    async def test_every_validation_error_has_one_shape(
+        self,
+        service: RunningService,
+        method: str,
+        path: str,
+        body: Any,
+        error: str,
+        field: str,
+    ) -> None:
+        """A bad name, type, suffix, path or query: the error's kind, then each field."""
+        response = await service.client.request(method, path, json=body)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == error
+        assert [f["field"] for f in response.json()["fields"]] == [field]
 
     async def test_unknown_routes_and_methods_are_json(self, service: RunningService) -> None:
         """404 and 405 answers are JSON too."""

@@ -29,6 +29,7 @@ domains = Blueprint("domains", __name__)
 @domains.post("/domains")
 @document_request(DomainIn)
 @document_response(DomainCreated, 201)
+@document_response(DomainCreated, 200)
 async def add_domain() -> Response:
     """Watch a domain and everything below it (re-posting updates the note)."""
     ctx = context()
@@ -36,7 +37,7 @@ async def add_domain() -> Response:
     value = watch_entry(body)
     created = await ctx.views.add_domain(value, body.note, ctx.clock())
     log.info("watch entry %s %s", value, "added" if created else "updated")
-    return json_response(DomainCreated(value, created), 201)
+    return json_response(DomainCreated(value, created), 201 if created else 200)
 
 
 @domains.get("/domains")
@@ -54,7 +55,7 @@ async def delete_domain(value: str) -> Response:
     try:
         entry = normalise_entry(value)
     except InvalidName as e:
-        raise e.in_field("value") from None
+        raise e.in_field("value", "invalid path") from None
     if not await context().views.delete_domain(entry):
         return error_response(404, f"no watch entry {entry!r}")
     log.info("watch entry %s deleted", entry)
