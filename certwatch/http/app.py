@@ -38,16 +38,13 @@ def create_app(ctx: ApiContext, *, body_timeout_s: float = 30.0) -> App:
         BODY_TIMEOUT=body_timeout_s,
         RESPONSE_TIMEOUT=60,
         PROPAGATE_EXCEPTIONS=False,
-        # Relative: the page is /docs, so these resolve under it behind a path prefix too.
-        QUART_SCHEMA_SWAGGER_JS_URL="docs/assets/swagger-ui-bundle.js",
-        QUART_SCHEMA_SWAGGER_CSS_URL="docs/assets/swagger-ui.css",
     )
     ctx.install(app)
     # The OpenAPI document and its docs page, generated from the classes the handlers use.
     QuartSchema(
         app,
         openapi_path="/openapi.json",
-        swagger_ui_path="/docs",
+        swagger_ui_path=None,  # certwatch's own page (routes/health.py): relative URLs
         redoc_ui_path=None,
         scalar_ui_path=None,
         info=Info(title="certwatch", version=__version__),

@@ -38,6 +38,14 @@ _ERRORS = {
     "422": "a field is missing, of the wrong type or invalid; `fields` names each",
     "503": "the database is unavailable; nothing changed, retry",
 }
+_TAGS = {
+    "domains": "The watch list: domains watched with everything below them.",
+    "certs": "The inventory: certificates the load balancers obtained.",
+    "keys": "Public keys registered in advance, with the names they may be used for.",
+    "alerts": "Alerts, their delivery, and re-queueing it.",
+    "health": "Health check and metrics (anonymous).",
+}
+"""Each route is listed under its resource (the first segment of its path)."""
 _LISTS = frozenset({"/domains", "/certs", "/keys", "/alerts"})
 """GET on these answers a JSON array of the documented class."""
 
@@ -52,6 +60,7 @@ class OpenAPI(OpenAPIProvider):
 
     def schema(self) -> dict[str, Any]:
         document = super().schema()
+        document["tags"] = [{"name": name, "description": text} for name, text in _TAGS.items()]
         self._public = _public_paths(self._app)
         components = document.setdefault("components", {})
         components.setdefault("schemas", {}).update(_component_schemas(ErrorOut, HealthOut))
@@ -63,6 +72,8 @@ class OpenAPI(OpenAPIProvider):
         return document
 
     def _complete(self, path: str, method: str, operation: dict[str, Any]) -> None:
+        resource = path.split("/")[1]
+        operation["tags"] = [resource if resource in _TAGS else "health"]
         # quart-schema keys responses by int; JSON (and sorting) wants one kind of key.
         responses = {str(code): value for code, value in operation.get("responses", {}).items()}
         operation["responses"] = responses

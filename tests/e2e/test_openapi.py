@@ -87,6 +87,37 @@ async def test_the_docs_page_needs_nothing_from_the_internet(tmp_path: Path) -> 
     assert missing.status_code == 404
 
 
+async def test_the_docs_page_works_behind_a_path_prefix_and_with_a_slash(tmp_path: Path) -> None:
+    """/docs and /docs/ name the document and assets relatively: a proxy's prefix works."""
+    async with run_service(make_settings(tmp_path)) as service, httpx.AsyncClient() as anonymous:
+        pages = {path: await anonymous.get(service.url + path) for path in ("/docs", "/docs/")}
+        for path, page in pages.items():
+            assert page.status_code == 200, path
+            # Resolved as a browser does, against the page under a proxy's prefix, each
+            # reference stays under the prefix and names what certwatch serves.
+            under = "https://proxy.example/certwatch" + path
+            for reference in re.findall(r'(?:src|href|url:)\s*=?\s*"([^"]+)"', page.text):
+                resolved = httpx.URL(under).join(reference)
+                assert str(resolved).startswith("https://proxy.example/certwatch/"), reference
+                local = str(resolved).removeprefix("https://proxy.example/certwatch")
+                assert (await anonymous.get(service.url + local)).status_code == 200, local
+
+
+async def test_every_route_is_listed_under_its_resource_with_a_whole_summary(
+    tmp_path: Path,
+) -> None:
+    """Routes are tagged by resource (no "default"), and each summary is one sentence."""
+    async with run_service(make_settings(tmp_path)) as service:
+        document = (await service.client.get("/openapi.json")).json()
+    tags = {t["name"] for t in document["tags"]}
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            assert len(operation["tags"]) == 1
+            assert operation["tags"][0] in tags, path
+            assert operation["summary"].endswith("."), (path, operation["summary"])
+    assert tags == {"domains", "certs", "keys", "alerts", "health"}
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
 async def test_the_docs_page_renders_every_route_in_a_browser_offline(tmp_path: Path) -> None:
     """Headless Chromium, with every host but loopback unresolvable, renders all routes."""

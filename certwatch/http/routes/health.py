@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import trio
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 from quart_schema import document_response, hide
 
 from certwatch.core.loglist import LogInfo
@@ -50,9 +50,11 @@ def _swagger_ui_static() -> Path:
 @document_response(HealthOut, 200)
 @document_response(HealthOut, 503)
 async def healthz() -> Response:
-    """The container's health check: the feed, the views in memory, the outbox, the
-    database. 503 when a shared database (PostgreSQL) does not answer: such a replica can
-    do nothing useful, and says so."""
+    """The container's health check, answered within a second.
+
+    The feed, the views in memory, the outbox, each CT log's coverage and the database.
+    503 when a shared database (PostgreSQL) does not answer: such a replica can do nothing
+    useful, and says so."""
     ctx = context()
     database = await _database(ctx)
     feed = ctx.feed.statistics()
@@ -156,6 +158,42 @@ async def metrics() -> Response:
     ctx = context()
     await ctx.probes.check()  # the round trip and the outbox gauges, as they are now
     return Response(ctx.metrics.exposition(), content_type=CONTENT_TYPE)
+
+
+_DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>certwatch API</title>
+  <link type="text/css" rel="stylesheet" href="{base}docs/assets/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="{base}docs/assets/swagger-ui-bundle.js"></script>
+  <script>
+    SwaggerUIBundle({{
+      url: "{base}openapi.json",
+      dom_id: "#swagger-ui",
+      deepLinking: true,
+      presets: [SwaggerUIBundle.presets.apis],
+      layout: "BaseLayout"
+    }});
+  </script>
+</body>
+</html>
+"""
+"""Swagger UI over /openapi.json, every URL relative to the page: behind a reverse proxy
+that serves certwatch under a path prefix, the page finds its document and its assets."""
+
+
+@health.get("/docs")
+@health.get("/docs/")
+@public
+@hide
+async def docs() -> Response:
+    """The API's documentation page (Swagger UI), offline."""
+    base = "../" if request.path.endswith("/") else ""
+    return Response(_DOCS_PAGE.format(base=base), content_type="text/html; charset=utf-8")
 
 
 @health.get("/docs/assets/<name>")
