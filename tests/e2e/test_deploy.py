@@ -19,11 +19,12 @@ import pytest
 import trio
 import yaml
 
-from certwatch.delivery.webhook import sign
 from certwatch.settings import names as settings_names
 from certwatch.store.postgres import PostgresStore
 from tests.support import CONTRIB, ROOT
+from tests.support.certs import CA
 from tests.support.postgres import PostgresCluster, find_binaries
+from tests.support.servers import Delivery, FeedServer, Receiver
 from tests.support.service import make_settings, run_service
 
 METRIC = re.compile(r"\bcertwatch_[a-z_]+")
@@ -60,7 +61,25 @@ async def test_dashboard_queries_name_exported_metrics(tmp_path: Path) -> None:
         "certwatch_ct_missed_entries_total",
         "certwatch_ct_unrecovered_entries_total",
         "certwatch_ct_backfill_pending_entries",
+        # the replicas' signals
+        "certwatch_leader",
+        "certwatch_alerts_held",
+        "certwatch_db_round_trip_seconds",
+        "certwatch_db_connections",
+        "certwatch_outbox_claims_total",
     } <= used
+
+
+def test_every_alert_rule_is_documented_and_unit_tested() -> None:
+    """Each rule is in the README's table and has a promtool test that evaluates it."""
+    rules = yaml.safe_load((CONTRIB / "prometheus" / "certwatch-rules.yml").read_text())
+    names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    tests = (CONTRIB / "prometheus" / "certwatch-rules.test.yml").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for name in names:
+        assert f"| `{name}` |" in readme, f"{name} is not in the README's table of rules"
+        assert f"alertname: {name}" in tests, f"{name} has no promtool test"
+    assert {"CertwatchDown", "CertwatchNoLeader", "CertwatchHeldAlertsGrowing"} <= names
 
 
 async def test_alert_rules_name_exported_metrics(tmp_path: Path) -> None:
@@ -116,6 +135,20 @@ def test_compose_documents_every_variable_it_sets() -> None:
         if name.startswith("certwatch"):
             for variable in service["environment"]:
                 assert f"`{variable}`" in readme, f"{variable} is not documented"
+
+
+def test_compose_gives_n8n_what_the_workflow_needs() -> None:
+    """n8n gets the secret, crypto and access to the environment, each documented."""
+    compose = yaml.safe_load((CONTRIB / "docker-compose.yml").read_text())
+    environment = compose["services"]["n8n"]["environment"]
+    readme = (ROOT / "README.md").read_text()
+    assert environment["CERTWATCH_WEBHOOK_SECRET"] == "${WEBHOOK_SECRET:-}"
+    assert environment["NODE_FUNCTION_ALLOW_BUILTIN"] == "crypto"
+    assert environment["N8N_BLOCK_ENV_ACCESS_IN_NODE"] == "false"
+    for variable in ("CERTWATCH_WEBHOOK_SECRET", "NODE_FUNCTION_ALLOW_BUILTIN",
+                     "N8N_BLOCK_ENV_ACCESS_IN_NODE"):  # fmt: skip
+        assert f"| `{variable}` |" in readme
+    assert "n8n publish:workflow --id=" in readme
 
 
 def test_compose_replicas_share_the_database_its_init_script_makes() -> None:
@@ -225,68 +258,136 @@ def test_dockerfile_runtime_settings() -> None:
     assert "uv sync --locked --no-dev" in text
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the n8n Code node")
-class TestN8nWorkflow:
-    SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+def n8n_workflow() -> dict[str, Any]:
+    return json.loads((CONTRIB / "n8n" / "certwatch-workflow.json").read_text())  # type: ignore[no-any-return]
 
-    def workflow(self) -> dict[str, Any]:
-        return json.loads((CONTRIB / "n8n" / "certwatch-workflow.json").read_text())  # type: ignore[no-any-return]
 
-    def run_code(self, deliveries: list[tuple[dict[str, str], bytes]], secret: str) -> Any:
-        """Run the workflow's Code node in node, as n8n would, on successive deliveries."""
-        (code,) = [n["parameters"]["jsCode"] for n in self.workflow()["nodes"]
-                   if n["type"] == "n8n-nodes-base.code"]  # fmt: skip
-        harness = f"""
-const staticData = {{}};
+def run_code_node(
+    deliveries: list[tuple[dict[str, str], bytes]],
+    secret: str,
+    *,
+    failing: frozenset[int] = frozenset(),
+) -> list[dict[str, Any]]:
+    """Run the workflow's verifying Code node in node, as n8n runs it, on successive
+    deliveries. n8n keeps a Code node's static data only when the execution succeeds: for
+    the executions in ``failing`` (a later node failed) it is thrown away."""
+    [code] = [n["parameters"]["jsCode"] for n in n8n_workflow()["nodes"]
+              if n["name"] == "Verify signature"]  # fmt: skip
+    harness = f"""
+let staticData = {{}};
 const deliveries = {json.dumps([[h, b.decode()] for h, b in deliveries])};
+const failing = new Set({json.dumps(sorted(failing))});
 (async () => {{
   const results = [];
-  for (const [headers, body] of deliveries) {{
+  for (const [n, [headers, body]] of deliveries.entries()) {{
     const $input = {{ first: () => ({{ json: {{ headers }},
       binary: {{ data: {{ data: Buffer.from(body).toString('base64') }} }} }}) }};
     const $env = {{ CERTWATCH_WEBHOOK_SECRET: {json.dumps(secret)} }};
+    const before = JSON.parse(JSON.stringify(staticData));
     const $getWorkflowStaticData = () => staticData;
-    try {{
-      const out = await (async () => {{ {code} }})();
-      results.push({{ ok: out }});
-    }} catch (e) {{ results.push({{ error: e.message }}); }}
+    const out = await (async () => {{ {code} }})();
+    if (failing.has(n)) staticData = before;
+    results.push(out[0].json);
   }}
   console.log(JSON.stringify(results));
 }})();
 """
-        done = subprocess.run(
-            ["node", "-e", harness], capture_output=True, text=True, timeout=30, check=True
+    done = subprocess.run(
+        ["node", "-e", harness], capture_output=True, text=True, timeout=30, check=True
+    )
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the n8n Code node")
+class TestN8nWorkflow:
+    SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+    async def real_deliveries(
+        self, tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
+    ) -> list[Delivery]:
+        """Two deliveries of a running certwatch with WEBHOOK_SECRET: a suspicious alert and
+        an info event."""
+        settings = make_settings(
+            tmp_path, certstream_url=feed.url, webhook_url=receiver.url, webhook_secret=self.SECRET
         )
-        return json.loads(done.stdout)
+        ours = ca.issue(["www.example.org"])
+        async with run_service(settings) as service:
+            await service.add_domain("example.org")
+            pushed = await service.client.post("/certs", json={"pem": ours.final_pem()})
+            assert pushed.status_code == 201, pushed.text
+            await feed.send(ca.issue(["login.example.org"]).message())
+            await feed.send(ours.message())
+            return await receiver.wait_for(2)
 
-    def delivery(self, event_id: str, body: dict[str, Any]) -> tuple[dict[str, str], bytes]:
-        raw = json.dumps(body).encode()
-        timestamp = int(__import__("time").time())
-        headers = {
-            "webhook-id": event_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(self.SECRET, event_id, timestamp, raw),
+    async def test_the_code_node_verifies_real_deliveries_and_drops_duplicates(
+        self, tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
+    ) -> None:
+        """Real certwatch deliveries verify; tampered ones do not; a repeat is a duplicate."""
+        first, second = await self.real_deliveries(tmp_path, feed, receiver, ca)
+        good = (first.headers, first.body)
+        tampered = (first.headers, first.body.replace(b"suspicious", b"info"))
+        results = run_code_node([good, tampered, good, (second.headers, second.body)], self.SECRET)
+        assert results[0]["verified"] is True
+        assert results[0]["duplicate"] is False
+        assert results[0]["payload"] == json.loads(first.body)
+        assert (results[1]["verified"], results[1]["reason"]) == (False, "bad signature")
+        assert (results[2]["verified"], results[2]["duplicate"]) == (True, True)
+        assert results[3]["payload"]["severity"] == "info"
+
+    async def test_a_failed_execution_is_no_duplicate_on_redelivery(
+        self, tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
+    ) -> None:
+        """When a later node fails (n8n answers 500), certwatch's redelivery is handled."""
+        first, _ = await self.real_deliveries(tmp_path, feed, receiver, ca)
+        delivery = (first.headers, first.body)
+        results = run_code_node([delivery, delivery], self.SECRET, failing=frozenset({0}))
+        assert [r["duplicate"] for r in results] == [False, False]
+
+    async def test_without_a_secret_nothing_is_accepted(
+        self, tmp_path: Path, feed: FeedServer, receiver: Receiver, ca: CA
+    ) -> None:
+        """An n8n without CERTWATCH_WEBHOOK_SECRET refuses every delivery, saying why."""
+        first, _ = await self.real_deliveries(tmp_path, feed, receiver, ca)
+        [result] = run_code_node([(first.headers, first.body)], "")
+        assert result["verified"] is False
+        assert "CERTWATCH_WEBHOOK_SECRET" in result["reason"]
+
+    def test_certwatch_is_answered_only_after_verification_and_handling(self) -> None:
+        """401 when not verified; 200 only after the branch's node; every path answers."""
+        workflow = n8n_workflow()
+        nodes = {n["name"]: n for n in workflow["nodes"]}
+        edges = {
+            name: [[link["node"] for link in output] for output in value["main"]]
+            for name, value in workflow["connections"].items()
         }
-        return headers, raw
-
-    def test_verifies_signatures_and_drops_duplicates(self) -> None:
-        """certwatch's signature verifies, a tampered body does not, a repeated id is dropped."""
-        good = self.delivery("evt-1", {"severity": "suspicious", "event": "alert"})
-        tampered = (good[0], good[1].replace(b"suspicious", b"info"))
-        results = self.run_code([good, tampered, good], self.SECRET)
-        assert results[0] == {"ok": [{"json": {"severity": "suspicious", "event": "alert"}}]}
-        assert results[1] == {"error": "certwatch webhook: bad signature"}
-        assert results[2] == {"ok": []}
-
-    def test_routes_suspicious_info_and_resolved_apart(self) -> None:
-        """Resolved follow-ups, suspicious alerts and info events go to three different nodes."""
-        workflow = self.workflow()
-        connections = workflow["connections"]
-        resolved, rest = connections["Resolved follow-up?"]["main"]
-        suspicious, info = connections["Suspicious?"]["main"]
-        assert resolved[0]["node"].startswith("Close incident")
-        assert rest[0]["node"] == "Suspicious?"
-        assert suspicious[0]["node"].startswith("Page on-call")
-        assert info[0]["node"].startswith("Heartbeat")
-        webhook = next(n for n in workflow["nodes"] if n["type"] == "n8n-nodes-base.webhook")
+        webhook = nodes["certwatch webhook"]
+        assert webhook["parameters"]["responseMode"] == "responseNode"
         assert webhook["parameters"]["options"]["rawBody"] is True
+        assert edges["certwatch webhook"] == [["Verify signature"]]
+        [[on_true], [on_false]] = edges["Verified?"]
+        assert nodes[on_false]["parameters"]["options"]["responseCode"] == 401
+        assert on_true == "Duplicate?"
+
+        def answers(name: str) -> list[int]:
+            """The response codes every path from ``name`` ends with."""
+            node = nodes[name]
+            if node["type"] == "n8n-nodes-base.respondToWebhook":
+                assert name not in edges  # nothing runs after the answer
+                return [node["parameters"]["options"]["responseCode"]]
+            following = [n for output in edges.get(name, []) for n in output]
+            assert following, f"{name} ends a path without answering certwatch"
+            return [code for n in following for code in answers(n)]
+
+        assert sorted(set(answers("certwatch webhook"))) == [200, 401]
+        route = edges["Route by severity"]
+        keys = [r["outputKey"] for r in nodes["Route by severity"]["parameters"]["rules"]["values"]]
+        branch = dict(zip(keys, (names[0] for names in route), strict=True))
+        assert branch["critical"].startswith("Page on-call")
+        assert branch["suspicious"].startswith("Open a ticket")
+        assert branch["expected"].startswith("Log")
+        assert branch["lookalike"].startswith("Takedown ticket")
+        assert branch["resolved"].startswith("Close incident")
+        assert branch["info"].startswith("Heartbeat")
+        for action in branch.values():  # the action runs first, then certwatch is answered
+            [[after]] = edges[action]
+            assert nodes[after]["parameters"]["options"]["responseCode"] == 200
