@@ -427,6 +427,66 @@ async def test_the_environment_wins_over_the_hook_config_file(tmp_path: Path, ca
     assert [row["source"] for row in rows] == ["lb:from-the-environment"]
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+async def test_the_hook_needs_no_gnu_date_and_quotes_its_json(tmp_path: Path, ca: CA) -> None:
+    """Without GNU date (a BSD-like date first on PATH), a source with quotes registers."""
+    lineage = tmp_path / "example.org"
+    lineage.mkdir()
+    issuance = ca.issue(["example.org"])
+    (lineage / "cert.pem").write_text(issuance.final_pem())
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "date").write_text('#!/bin/sh\necho "date: illegal option -- d" >&2; exit 1\n')
+    (fake / "date").chmod(0o755)
+    source = 'lb:"edge" \\ 1'
+    async with run_service(make_settings(tmp_path)) as service:
+        env = hook_env(
+            tmp_path,
+            CERTWATCH_URL=service.url,
+            CERTWATCH_TOKEN=TOKEN,
+            CERTWATCH_SOURCE=source,
+            RENEWED_LINEAGE=str(lineage),
+        )
+        env["PATH"] = f"{fake}:{env['PATH']}"
+        done = await trio.run_process(
+            [str(HOOKS / "certwatch-deploy-hook")],
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        [row] = (await service.client.get("/certs")).json()
+    assert done.returncode == 0, done.stderr.decode()
+    assert row["source"] == source
+    assert row["not_before"] == int(issuance.final.not_valid_before_utc.timestamp())
+    assert row["not_after"] == int(issuance.final.not_valid_after_utc.timestamp())
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+async def test_the_hook_says_when_openssl_cannot_read_the_certificate(
+    tmp_path: Path,
+) -> None:
+    """A cert.pem that is not a certificate: exit non-zero, saying openssl cannot read it."""
+    lineage = tmp_path / "example.org"
+    lineage.mkdir()
+    (lineage / "cert.pem").write_text("-----BEGIN CERTIFICATE-----\ngarbage\n")
+    env = hook_env(
+        tmp_path,
+        CERTWATCH_URL="http://127.0.0.1:9",
+        CERTWATCH_TOKEN=TOKEN,
+        RENEWED_LINEAGE=str(lineage),
+    )
+    done = await trio.run_process(
+        [str(HOOKS / "certwatch-deploy-hook")],
+        env=env,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "openssl cannot read" in done.stderr.decode()
+
+
 def test_certbot_runs_the_hook_on_every_issuance() -> None:
     """The shipped cli.ini names the hook as certbot's deploy-hook, where it is installed."""
     # For certonly and renew, at the path its own install line puts it.
