@@ -58,11 +58,16 @@ class ReplayReport:
     def summary(self) -> str:
         rate = self.messages / self.seconds if self.seconds else 0.0
         return (
-            f"replayed {self.messages} messages in {self.seconds:.2f} s ({rate:,.0f} msg/s): "
-            f"{self.matched} matched, {self.info + self.suspicious} would alert "
-            f"({self.info} info, {self.suspicious} suspicious), {self.duplicates} duplicate "
-            f"copies, {self.skipped} skipped as malformed or unknown"
+            f"replayed {_count(self.messages, 'message')} in {self.seconds:.2f} s "
+            f"({rate:,.0f} msg/s): {self.matched} matched, {self.info + self.suspicious} "
+            f"would alert ({self.info} info, {self.suspicious} suspicious), "
+            f"{_count(self.duplicates, 'duplicate copy', 'duplicate copies')}, "
+            f"{self.skipped} skipped as malformed or unknown"
         )
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 async def _load(db_path: Path, database_url: str | None) -> tuple[WatchIndex, Inventory]:
@@ -116,7 +121,8 @@ def replay(
         alerts[alert.id] = alert
         if alert.kind is Kind.ALERT:
             counts[alert.severity or Severity.SUSPICIOUS] += 1
-        out.write(encode(webhook_payload(alert)).decode() + "\n")
+        # Nothing is stored: no alert has an id (the ones here are the replay's own).
+        out.write(encode({**webhook_payload(alert), "alert_id": None}).decode() + "\n")
 
     def make(actions: list[Action]) -> None:
         """What the alerter does with the store, done to the dict."""

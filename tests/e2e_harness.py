@@ -8,20 +8,21 @@ serves ``ws://127.0.0.1:8080/full-stream`` (certwatch's default ``CERTSTREAM_URL
 prints every webhook it receives. Then, in a second terminal:
 
     API_TOKEN=changeme WEBHOOK_URL=http://127.0.0.1:9000/hook SUSPICIOUS_GRACE_S=0 \\
-        uv run -m certwatch
+        DB_PATH=/tmp/certwatch-smoke.db CT_BACKFILL=0 uv run -m certwatch
 
 and in a third:
 
     curl -sS -X POST http://127.0.0.1:8765/domains -H 'Authorization: Bearer changeme' \\
         -H 'Content-Type: application/json' -d '{"value": "example.net"}'
 
-Within seconds the harness prints ``webhook: suspicious www.example.net ...``.
+Within seconds the harness prints ``webhook: suspicious www.example.net ...``. Ctrl-C
+stops it. (The README's command gives certwatch a database of its own and no back-fill:
+the fake feed's made-up CT log must not end up in the Quick start's database.)
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 
@@ -71,12 +72,6 @@ async def run(
             await trio.sleep(interval)
 
 
-def _shown(headers: dict[str, str], body: object) -> dict[str, object]:
-    """What --verbose prints of a delivery: its Standard Webhooks headers and payload."""
-    webhook = {k: v for k, v in headers.items() if k.startswith("webhook-")}
-    return {"headers": webhook, "payload": body}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--feed-port", type=int, default=8080)
@@ -87,13 +82,15 @@ def main() -> None:
         "--verbose", action="store_true", help="print each delivery's headers and full payload"
     )
     args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         trio.run(
             functools.partial(
                 run, args.feed_port, args.hook_port, args.domain, args.interval,
                 verbose=args.verbose,
             )
         )  # fmt: skip
+    except* KeyboardInterrupt:  # Ctrl-C, inside trio's exception group: one line, not 30
+        print("stopped", flush=True)
 
 
 if __name__ == "__main__":

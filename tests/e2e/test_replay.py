@@ -56,7 +56,8 @@ def test_replay_prints_what_would_alert(tmp_path: Path, ca: CA) -> None:
         ("suspicious", ["login.example.org"]),
     ]
     assert "replayed 5 messages" in result.stderr
-    assert "1 duplicate copies, 1 skipped" in result.stderr
+    assert "1 duplicate copy, 1 skipped" in result.stderr
+    assert [a["alert_id"] for a in alerts] == [None, None]  # nothing stored: no made-up id
 
 
 def test_replay_reads_stdin_and_needs_a_database(tmp_path: Path) -> None:
@@ -140,3 +141,20 @@ def test_replay_simulates_the_grace_period(tmp_path: Path, ca: CA) -> None:
     assert events("60") == [("alert", "info")]
     assert events("5") == [("alert", "suspicious"), ("resolved", "info")]
     assert events("0") == [("alert", "suspicious"), ("resolved", "info")]
+
+
+def test_one_message_is_one_message_in_the_summary(tmp_path: Path) -> None:
+    """The summary counts in the singular for one (replayed 1 message, not 1 messages)."""
+
+    async def empty_database() -> None:
+        (await SQLiteStore.open(tmp_path / "cw.db")).close()
+
+    trio.run(empty_database)
+    capture = tmp_path / "capture.jsonl"
+    capture.write_text(json.dumps(CA().issue(["a.example.com"]).message()) + "\n")
+    result = run_certwatch(
+        "replay", str(capture), env={**os.environ, "DB_PATH": str(tmp_path / "cw.db")}
+    )
+    assert result.returncode == 0, result.stderr
+    assert "replayed 1 message in" in result.stderr
+    assert "0 duplicate copies" in result.stderr
