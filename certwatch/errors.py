@@ -21,12 +21,16 @@ Each carries what the caller needs to report it: the variable, the field, the re
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 __all__ = [
     "BodyError",
     "CTLogError",
+    "CTLogReason",
     "CertwatchError",
     "ConfigError",
     "FeedConnectError",
+    "FeedConnectReason",
     "FieldProblem",
     "InputError",
     "InvalidBody",
@@ -128,16 +132,35 @@ class MalformedMessage(CertwatchError):
         self.detail = detail
 
 
+FeedConnectReason = Literal["dns", "refused", "timeout", "tls", "rejected", "protocol", "network"]
+"""Why a connection to the feed failed: a metric label, so a fixed few."""
+
+
 class FeedConnectError(CertwatchError):
     """A connection to the feed that never became a WebSocket; ``reason`` is a metric label."""
 
-    REASONS = ("dns", "refused", "timeout", "tls", "rejected", "protocol", "network")
+    REASONS: tuple[FeedConnectReason, ...] = get_args(FeedConnectReason)
 
-    def __init__(self, reason: str, detail: str) -> None:
-        assert reason in self.REASONS, reason
+    def __init__(self, reason: FeedConnectReason, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+CTLogReason = Literal[
+    "unreachable",
+    "timeout",
+    "http",
+    "rate_limited",
+    "malformed",
+    "bad_signature",
+    "bad_proof",
+    "unreadable_certificate",
+    "inconsistent",
+    "implausible_index",
+    "unlisted",
+]
+"""Why a CT log request failed: a metric label, so a fixed few."""
 
 
 class CTLogError(CertwatchError):
@@ -147,22 +170,15 @@ class CTLogError(CertwatchError):
     are retried with backoff; the others are not worth asking again.
     """
 
-    REASONS = (
-        "unreachable",
-        "timeout",
-        "http",
-        "rate_limited",
-        "malformed",
-        "bad_signature",
-        "bad_proof",
-        "unreadable_certificate",
-        "inconsistent",
-        "implausible_index",
-        "unlisted",
+    REASONS: tuple[CTLogReason, ...] = get_args(CTLogReason)
+    TRANSIENT: frozenset[CTLogReason] = frozenset(
+        {"unreachable", "timeout", "http", "rate_limited", "malformed"}
     )
+    """The reasons worth asking again for: the log was down, slow, busy, or cut short."""
 
-    def __init__(self, reason: str, detail: str, *, retry_after: float | None = None) -> None:
-        assert reason in self.REASONS, reason
+    def __init__(
+        self, reason: CTLogReason, detail: str, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
@@ -175,15 +191,12 @@ class CTLogError(CertwatchError):
         a signature that does not verify, a failed proof or a log that lied will not."""
         return self.reason in self.TRANSIENT
 
-    TRANSIENT = frozenset({"unreachable", "timeout", "http", "rate_limited", "malformed"})
-
 
 class BodyError(CertwatchError):
     """An HTTP body that cannot be read within its bound; ``reason`` is ``too_large`` or
     ``bad_encoding``."""
 
-    def __init__(self, reason: str, detail: str) -> None:
-        assert reason in ("too_large", "bad_encoding"), reason
+    def __init__(self, reason: Literal["too_large", "bad_encoding"], detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail

@@ -409,10 +409,5 @@ class Metrics:
         self.outbox = OutboxMetrics(r)
         self.store = StoreMetrics(r)
 
-    @staticmethod
-    def mirror(gauge: Gauge, read: Callable[[], float]) -> None:
-        """Make ``gauge`` read its value from ``read`` at every scrape."""
-        gauge.set_function(read)
-
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

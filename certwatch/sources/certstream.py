@@ -39,7 +39,7 @@ from trio_websocket import (
 
 from certwatch.core.backoff import Backoff
 from certwatch.core.messages import NEW_CONNECTION, FeedItem
-from certwatch.errors import FeedConnectError, leaves
+from certwatch.errors import FeedConnectError, FeedConnectReason, leaves
 from certwatch.metrics import FeedMetrics
 from certwatch.settings import Timing, redact_url
 
@@ -98,7 +98,9 @@ async def _connect_tcp(target: _Target, timing: Timing) -> trio.abc.Stream:
         refused = isinstance(e.__cause__, BaseExceptionGroup) and all(
             isinstance(leaf, ConnectionRefusedError) for leaf in leaves(e.__cause__)
         )
-        reason = "refused" if refused or isinstance(e, ConnectionRefusedError) else "network"
+        reason: FeedConnectReason = (
+            "refused" if refused or isinstance(e, ConnectionRefusedError) else "network"
+        )
         raise FeedConnectError(reason, str(e) or type(e).__name__) from None
 
 

@@ -55,9 +55,6 @@ ISSUER_CACHE = 256
 """Issuer certificates remembered (immutable; there are a few hundred CAs)."""
 
 
-_NETWORK_REASONS = frozenset({"unreachable", "timeout", "http", "rate_limited", "malformed"})
-
-
 @attrs.frozen
 class VerifiedHead:
     """A tree head, and whether its signature verified with the log's listed key."""
@@ -111,7 +108,7 @@ class CTLogReader:
         counted as ``unlisted``, whatever they were, so that anonymous ``/metrics`` does
         not tell a hostile feed which hosts and ports refuse, time out or speak HTTP."""
         counted = error
-        if not info.listed and error.reason in _NETWORK_REASONS:
+        if not info.listed and error.reason in CTLogError.TRANSIENT:
             counted = CTLogError("unlisted", error.detail)
         self._metrics.count_log_error(self._label(info), counted)
         return error

@@ -6,7 +6,9 @@ called inline (``threaded=False``) so that virtual time cannot race past a worke
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,8 +27,9 @@ from certwatch.core.recognition import Inventory, InventoryCert, KnownKey
 from certwatch.metrics import Metrics
 from certwatch.pipeline.alerter import Alerter
 from certwatch.pipeline.cleanup import Cleanup
+from certwatch.store import PRUNE_BATCH
 from certwatch.store.sqlite import SQLiteStore
-from certwatch.store.views import Views
+from certwatch.store.views import CHANGES_RETENTION_S, Views
 from tests.support.alerts import pending_alert
 from tests.support.certs import CA, Issuance
 
@@ -384,3 +387,24 @@ class TestCleanup:
             report = await cleanup.run_once()
             assert report.certs == 1234
             assert len(w.inventory) == 0
+
+    async def test_change_log_is_kept_for_its_retention_only(self, tmp_path: Path) -> None:
+        """Cleanup deletes the views' change log past its retention, and keeps newer changes."""
+        async with world(tmp_path / "db", grace=0, clock=time.time) as w:
+            for i in range(PRUNE_BATCH + 5):  # more than one batch
+                await w.views.add_domain(f"d{i}.example.org", "", time.time())
+            last = await w.store.last_change()
+            cleanup = Cleanup(
+                w.store, w.views, w.alerter,
+                interval_s=3600, cert_grace_s=0, alert_retention_s=86400,
+            )  # fmt: skip
+            assert (await cleanup.run_once()).changes == 0  # all within retention
+            # Those changes were made longer ago than the retention (the triggers stamp
+            # the database's own time, so the rows are aged rather than the clock moved).
+            with contextlib.closing(sqlite3.connect(tmp_path / "db")) as conn, conn:
+                conn.execute("UPDATE changes SET at = at - ?", (CHANGES_RETENTION_S + 60,))
+            await w.views.add_domain("new.example.org", "", time.time())
+            report = await cleanup.run_once()
+            assert report.changes == PRUNE_BATCH + 5
+            assert [c.key for c in await w.store.changes_since(0)] == ["new.example.org"]
+            assert await w.store.last_change() == last + 1

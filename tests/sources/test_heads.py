@@ -6,7 +6,7 @@ import pytest
 import trio
 
 from certwatch.core.loglist import LogInfo, LogKind
-from certwatch.errors import CTLogError
+from certwatch.errors import CTLogError, CTLogReason
 from certwatch.retry import Retrying
 from certwatch.sources.heads import NotYet, read_retrying
 from tests.support.timing import PRODUCTION
@@ -73,7 +73,7 @@ class TestReadRetrying:
         "reason", ["bad_signature", "bad_proof", "unreadable_certificate", "inconsistent"]
     )
     async def test_what_cannot_improve_is_not_asked_again(
-        self, autojump_clock: trio.abc.Clock, reason: str
+        self, autojump_clock: trio.abc.Clock, reason: CTLogReason
     ) -> None:
         """A bad signature (or proof, or a lie) is raised at once, not retried for 6 h."""
         operation = Flaky(CTLogError(reason, "no"))
