@@ -7,7 +7,8 @@ bad setting (one line on stderr naming the variable), 1 for an environment that 
 traceback is logged: a half-alive process is worse than a restarted one).
 
 ``certwatch replay FILE`` runs the pipeline over a capture (see :mod:`certwatch.replay`);
-``certwatch migrate-db`` copies a SQLite database into PostgreSQL (:mod:`certwatch.migrate`).
+``certwatch migrate-db`` copies a SQLite database into PostgreSQL (:mod:`certwatch.migrate`);
+``certwatch ca-data FILE`` writes CA identities from CCADB (:mod:`certwatch.sources.ccadb`).
 Each command imports what it needs when it runs: ``--help`` and ``replay`` do not load the
 web stack or the database drivers they do not use.
 """
@@ -118,6 +119,27 @@ def _parser() -> argparse.ArgumentParser:
         "DATABASE_URL. Rows already there are left alone: running it again is harmless. "
         "Stop certwatch first.",
     )
+    ca_data = commands.add_parser(
+        "ca-data",
+        help="write a CA_IDENTITIES_FILE from CCADB's live reports (fresher CA data)",
+        description="Read CCADB's All Certificate PEMs report (every year), find each CA "
+        "key's owner by the root it chains to, and write the keys of the owners certwatch "
+        "knows, with their CAA identifiers, as a CA_IDENTITIES_FILE. Point "
+        "CA_IDENTITIES_FILE at it: it is laid over the data built into certwatch.",
+    )
+    ca_data.add_argument("output", type=Path, help="the file to write (replaced whole)")
+    ca_data.add_argument(
+        "--from",
+        dest="source",
+        metavar="URL_OR_DIR",
+        help="CCADB's report URL (the default) or a directory of its per-year downloads "
+        "(AllCertificatePEMsCSVFormat_NotBeforeYear_YYYY)",
+    )
+    ca_data.add_argument(
+        "--builtin",
+        action="store_true",
+        help="write the compact form built into certwatch instead (for maintainers)",
+    )
     replay.add_argument(
         "--grace",
         type=float,
@@ -175,8 +197,22 @@ def _migrate_db() -> NoReturn:
     sys.exit(0)
 
 
+def _ca_data(output: Path, source: str | None, builtin: bool) -> NoReturn:
+    from certwatch.core.cas import InvalidIdentities
+    from certwatch.sources.ccadb import CCADB_REPORT_URL, generate
+
+    try:
+        generate(source or CCADB_REPORT_URL, output, builtin=builtin)
+    except (InvalidIdentities, OSError) as e:
+        print(f"certwatch: {e}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = _parser().parse_args(argv)
+    if args.command == "ca-data":
+        _ca_data(args.output, args.source, args.builtin)
     if args.command == "replay":
         _replay(args.file, args.grace)
     if args.command == "migrate-db":

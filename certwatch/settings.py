@@ -13,6 +13,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
+from certwatch.core.cas import (
+    MAX_IDENTITIES_FILE_BYTES,
+    IdentitiesFile,
+    InvalidIdentities,
+    decode_identities_file,
+)
 from certwatch.errors import ConfigError
 
 __all__ = ["PRODUCTION_TIMING", "Settings", "Timing", "names", "read", "redact_url"]
@@ -114,6 +120,8 @@ class Settings:
     ct_log_list: str = DEFAULT_LOG_LIST
     ct_backfill_max_entries: int = 2_000_000
     ct_backfill_retry_period_s: float = 21600.0
+    ca_identities_file: IdentitiesFile | None = None
+    """CA identities laid over the built-in data (read at start)."""
     timing: Timing = Timing()
 
     @classmethod
@@ -297,6 +305,24 @@ def _path_or_url(name: str, raw: str) -> str:
     return str(path)
 
 
+def _ca_identities_file(name: str, raw: str) -> IdentitiesFile:
+    """A JSON file of CA identities, read and checked now: a mistake stops certwatch at
+    start rather than leave a CA unknown."""
+    path = _path(name, raw)
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_IDENTITIES_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(name, f"{raw!r} cannot be read: {e.strerror or e}") from None
+    if len(data) > MAX_IDENTITIES_FILE_BYTES:
+        raise ConfigError(name, f"{raw!r} is larger than {MAX_IDENTITIES_FILE_BYTES:,} bytes")
+    try:
+        identities = decode_identities_file(data)
+    except InvalidIdentities as e:
+        raise ConfigError(name, f"{raw!r}: {e}") from None
+    return IdentitiesFile(str(path), tuple(identities))
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -327,5 +353,6 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "CT_LOG_LIST": _path_or_url,
     "CT_BACKFILL_MAX_ENTRIES": _count,
     "CT_BACKFILL_RETRY_PERIOD_S": _seconds(),
+    "CA_IDENTITIES_FILE": _ca_identities_file,
 }
 """Every optional variable and how it is read; each is the Settings field of its name."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from certwatch.core.cas import CAIdentity
 from certwatch.errors import ConfigError
 from certwatch.settings import Settings, names, redact_url
 from tests.support.service import run_certwatch
@@ -35,6 +36,10 @@ class TestFromEnv:
         """Each variable certwatch reads overrides its default; seconds accept fractions."""
         log_list = tmp_path / "log_list.json"
         log_list.write_text("{}")
+        cas = tmp_path / "cas.json"
+        cas.write_text(
+            '[{"ski": "0a0b0c0d", "owner": "Corp PKI", "caa_domains": ["corp.example"]}]'
+        )
         values = env(
             CERTSTREAM_URL="wss://certstream.example/full-stream",
             DB_PATH="/data/cw.db",
@@ -54,6 +59,7 @@ class TestFromEnv:
             CT_LOG_LIST=str(log_list),
             CT_BACKFILL_MAX_ENTRIES="5000",
             CT_BACKFILL_RETRY_PERIOD_S="90.5",
+            CA_IDENTITIES_FILE=str(cas),
         )
         assert sorted(values) == sorted(names())  # a new setting is added here too
         s = Settings.from_env(values)
@@ -71,6 +77,11 @@ class TestFromEnv:
         assert s.alert_retention_s == 86400
         assert s.suspicious_grace_s == 0
         assert s.log_level == "DEBUG"
+        assert s.ca_identities_file is not None
+        assert s.ca_identities_file.path == str(cas)
+        assert s.ca_identities_file.identities == (
+            CAIdentity("0a0b0c0d", "Corp PKI", ("corp.example",)),
+        )
 
     def test_token_never_in_repr(self) -> None:
         """The token and the webhook secret stay out of reprs (and so out of logs)."""
@@ -144,6 +155,29 @@ def test_command_exits_2_with_one_line(values: dict[str, str], needle: str) -> N
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"certwatch: {needle}: ")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "cannot be read: No such file"),
+        ("[{", "not JSON"),
+        ('[{"ski": "zz", "owner": "x", "caa_domains": ["a.example"]}]', "entry 0: ski"),
+        ('[{"ski": "0a0b0c0d", "owner": "x", "caa_domains": ["a b"]}]', "entry 0: caa_domains"),
+    ],
+)
+def test_an_unusable_ca_identities_file_stops_certwatch_at_start(
+    tmp_path: Path, content: str | None, problem: str
+) -> None:
+    """A missing or malformed CA_IDENTITIES_FILE is exit 2, one line naming the variable."""
+    path = tmp_path / "cas.json"
+    if content is not None:
+        path.write_text(content)
+    result = run_certwatch(env={**os.environ, "API_TOKEN": "x", "CA_IDENTITIES_FILE": str(path)})
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"certwatch: CA_IDENTITIES_FILE: {str(path)!r}")
+    assert problem in line
 
 
 def test_unusable_database_exits_1_with_a_clear_message(tmp_path: Path) -> None:

@@ -288,9 +288,10 @@ def gzip_bomb(size: int, layers: int = 2) -> bytes:
 
 
 class HttpPeer:
-    """A scripted HTTP server on loopback (Quart-Trio on Hypercorn): each path answers the
-    status, headers and body set in ``routes`` (404 otherwise), byte for byte as set, so a
-    test can serve what a hostile or broken peer would. Requests are recorded."""
+    """A scripted HTTP server on loopback (Quart-Trio on Hypercorn): each path (or path with
+    its query) answers the status, headers and body set in ``routes`` (404 otherwise), byte
+    for byte as set, so a test can serve what a hostile or broken peer would. Requests are
+    recorded."""
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
@@ -312,7 +313,8 @@ class HttpPeer:
         self.requests.append((request.method, full, headers))
         self._changed.set()
         self._changed = trio.Event()
-        status, answer_headers, body = self.routes.get(path, (404, {}, b"not found"))
+        route = self.routes.get(full.removeprefix("/")) or self.routes.get(path)
+        status, answer_headers, body = route or (404, {}, b"not found")
         response = Response(body, status=status, headers=answer_headers)
         # Hypercorn must send the body as given: no re-encoding, the length as it is.
         response.headers["Content-Length"] = str(len(body))
