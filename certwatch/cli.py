@@ -150,21 +150,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _replay(file: str, grace_s: float | None) -> NoReturn:
+    from certwatch.core.decision import Policy
     from certwatch.replay import load_views, replay  # no web stack for a replay
+    from certwatch.sources.ccadb import load as load_cas
 
     try:
         db_path = read_setting("DB_PATH")
         grace = read_setting("SUSPICIOUS_GRACE_S") if grace_s is None else grace_s
-        index, inventory = load_views(db_path, read_setting("DATABASE_URL"))
+        cas_file = read_setting("CA_IDENTITIES_FILE")
+        views = load_views(db_path, read_setting("DATABASE_URL"))
     except (ConfigError, StoreError) as e:
         print(f"certwatch: {e}", file=sys.stderr)
         sys.exit(2 if isinstance(e, ConfigError) else 1)
+    policy = Policy(views.rules, load_cas(cas_file.identities if cas_file else ()))
     try:
         if file == "-":
-            report = replay(sys.stdin, index, inventory, sys.stdout, grace_s=grace)
+            report = replay(
+                sys.stdin, views.index, views.inventory, sys.stdout, grace_s=grace, policy=policy
+            )
         else:
             with Path(file).open(encoding="utf-8", errors="replace") as lines:
-                report = replay(lines, index, inventory, sys.stdout, grace_s=grace)
+                report = replay(
+                    lines, views.index, views.inventory, sys.stdout, grace_s=grace, policy=policy
+                )
     except OSError as e:
         print(f"certwatch: cannot read {file}: {e.strerror or e}", file=sys.stderr)
         sys.exit(1)

@@ -7,7 +7,8 @@
     │   ├── InvalidName         not a usable hostname or watch entry
     │   ├── InvalidCertificate  a PEM, DER, CSR or public key that does not parse
     │   ├── InvalidBody         a body that is not JSON, too deep, or of the wrong shape
-    │   └── UnsupportedMediaType  a body in a format the route does not take (HTTP 415)
+    │   ├── UnsupportedMediaType  a body in a format the route does not take (HTTP 415)
+    │   └── Conflict            a request the resource's state does not allow (HTTP 409)
     ├── MalformedMessage        a feed message that is counted and skipped
     ├── FeedConnectError        connecting to the feed failed (counted by reason, retried)
     ├── CTLogError              reading a CT log failed (counted by reason, retried)
@@ -29,6 +30,7 @@ __all__ = [
     "CTLogReason",
     "CertwatchError",
     "ConfigError",
+    "Conflict",
     "FeedConnectError",
     "FeedConnectReason",
     "FieldProblem",
@@ -121,6 +123,13 @@ class UnsupportedMediaType(InputError):
     """A request body in a format the route does not take."""
 
     status = 415
+
+
+class Conflict(InputError):
+    """A well-formed request that the resource's state does not allow (an alert
+    acknowledged before, say)."""
+
+    status = 409
 
 
 class MalformedMessage(CertwatchError):

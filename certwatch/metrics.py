@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from certwatch.core.alerts import Severity
 from certwatch.core.messages import COERCIBLE_FIELDS, KNOWN_TYPES, SKIP_REASONS
+from certwatch.core.policy import RuleKind
 from certwatch.errors import CTLogError, FeedConnectError
 
 __all__ = [
@@ -371,6 +372,7 @@ class StoreMetrics:
             r, "certwatch_known_fingerprints", "Certificates in the inventory."
         )
         self.known_keys = _gauge(r, "certwatch_known_keys", "Public keys registered in advance.")
+        self.rules = _gauge(r, "certwatch_rules", "Rules, by kind.", ("kind",))
 
     def watch(self, usage: Callable[[], _PoolUsage]) -> None:
         """Serve ``certwatch_db_connections`` from the store's usage at every scrape."""
@@ -381,11 +383,20 @@ class StoreMetrics:
         for state in ("size", "in_use", "waiting"):
             self.connections.labels(state).set_function(reader(state))
 
-    def watch_views(self, index: Sized, inventory: _Inventory) -> None:
-        """Serve the watch entries, inventory certificates and keys from the views."""
+    def watch_views(
+        self, index: Sized, inventory: _Inventory, rules: Callable[[], Mapping[RuleKind, int]]
+    ) -> None:
+        """Serve the watch entries, inventory certificates, keys and rules (per kind, every
+        kind from the start) from the views."""
         self.watch_entries.set_function(lambda: len(index))
         self.known_fingerprints.set_function(lambda: len(inventory))
         self.known_keys.set_function(lambda: inventory.key_count)
+
+        def count(kind: RuleKind) -> Callable[[], float]:
+            return lambda: float(rules()[kind])
+
+        for kind in RuleKind:
+            self.rules.labels(kind).set_function(count(kind))
 
 
 class Metrics:

@@ -25,6 +25,7 @@ TABLES = (
     ("domains", "value"),
     ("certs", "fingerprint_sha1"),
     ("keys", "spki_sha256"),
+    ("rules", "id"),
     ("alerts", "id"),
     ("ct_log_positions", "log"),
     ("ct_log_evidence", "id"),

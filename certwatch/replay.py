@@ -2,8 +2,9 @@
 
 The capture is certstream messages, one JSON object per line (``-`` reads stdin). Each line
 goes through the same decoding and matching as the service, and the same decision
-(:mod:`certwatch.core.decision`: dedupe, recognition, the grace period, follow-ups), against
-the watch list and inventory in ``DB_PATH``; nothing is stored and nothing is sent. The
+(:mod:`certwatch.core.decision`: dedupe, recognition, the grace period, follow-ups, the
+rules' ladder), against the watch list, inventory and rules in the database, and the CA
+identities the service uses; nothing is stored and nothing is sent. The
 clock is the messages' own ``seen``, so a later copy of an issuance that arrives within the
 grace period can still recognise it, as in the service; holds still open when the capture
 ends are decided then. Every event that would be sent is printed as its webhook payload
@@ -28,12 +29,14 @@ from certwatch.core.decision import (
     Action,
     Decisions,
     Fetch,
+    Policy,
     StoreAlert,
     StoreFollowUp,
     StoreVerdict,
 )
 from certwatch.core.messages import SKIP_REASONS
 from certwatch.core.names import WatchIndex
+from certwatch.core.policy import Rules
 from certwatch.core.recognition import Inventory
 from certwatch.errors import StoreError
 from certwatch.metrics import Metrics
@@ -42,25 +45,26 @@ from certwatch.pipeline.matching import Matcher
 from certwatch.store import SQLiteStore, Store
 from certwatch.store.views import Views
 
-__all__ = ["ReplayReport", "load_views", "replay"]
+__all__ = ["ReplayReport", "ReplayViews", "load_views", "replay"]
 
 
 @attrs.frozen
 class ReplayReport:
     messages: int
     matched: int
-    info: int
-    suspicious: int
+    severities: dict[Severity, int]
+    """Alerts that would be sent, by severity (every severity, 0 when none)."""
     duplicates: int
     skipped: int
     seconds: float
 
     def summary(self) -> str:
         rate = self.messages / self.seconds if self.seconds else 0.0
+        each = ", ".join(f"{n} {severity}" for severity, n in self.severities.items())
         return (
             f"replayed {_count(self.messages, 'message')} in {self.seconds:.2f} s "
-            f"({rate:,.0f} msg/s): {self.matched} matched, {self.info + self.suspicious} "
-            f"would alert ({self.info} info, {self.suspicious} suspicious), "
+            f"({rate:,.0f} msg/s): {self.matched} matched, {sum(self.severities.values())} "
+            f"would alert ({each}), "
             f"{_count(self.duplicates, 'duplicate copy', 'duplicate copies')}, "
             f"{self.skipped} skipped as malformed or unknown"
         )
@@ -70,7 +74,16 @@ def _count(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
-async def _load(db_path: Path, database_url: str | None) -> tuple[WatchIndex, Inventory]:
+@attrs.frozen
+class ReplayViews:
+    """What a replay decides with, as the database holds it."""
+
+    index: WatchIndex
+    inventory: Inventory
+    rules: Rules
+
+
+async def _load(db_path: Path, database_url: str | None) -> ReplayViews:
     store: Store
     if database_url is not None:
         from certwatch.store.postgres import PostgresStore
@@ -82,11 +95,11 @@ async def _load(db_path: Path, database_url: str | None) -> tuple[WatchIndex, In
         views = await Views.load(store)
     finally:
         store.close()
-    return views.index, views.inventory
+    return ReplayViews(views.index, views.inventory, views.rules)
 
 
-def load_views(db_path: Path, database_url: str | None = None) -> tuple[WatchIndex, Inventory]:
-    """The watch list and inventory of an existing database (PostgreSQL at
+def load_views(db_path: Path, database_url: str | None = None) -> ReplayViews:
+    """The watch list, inventory and rules of an existing database (PostgreSQL at
     ``database_url`` if given, else the SQLite file)."""
     if database_url is None and not db_path.exists():
         raise StoreError(f"no database at {str(db_path)!r} (set DB_PATH)")
@@ -100,17 +113,19 @@ def replay(
     out: TextIO,
     *,
     grace_s: float = 0.0,
+    policy: Policy | None = None,
 ) -> ReplayReport:
     """Run the pipeline over ``lines``; write would-be webhook payloads to ``out``."""
     metrics = Metrics()
     pipeline = Matcher(index, metrics.feed, Coverage(metrics.coverage))
     ids = itertools.count(1)
     decisions = Decisions(
-        grace_s=grace_s, observer=True, new_event_id=lambda: f"replay-{next(ids)}"
+        grace_s=grace_s, observer=True, new_event_id=lambda: f"replay-{next(ids)}", policy=policy
     )
     alerts: dict[int, Alert] = {}
     """The store, in memory: what a real one would hold, by id."""
-    counts = {"matched": 0, Severity.INFO: 0, Severity.SUSPICIOUS: 0, "duplicates": 0}
+    severities = dict.fromkeys(Severity, 0)
+    counts = {"matched": 0, "duplicates": 0}
     started = time.perf_counter()
     encode = msgspec.json.encode
     now = 0.0
@@ -120,7 +135,7 @@ def replay(
         assert alert.id is not None
         alerts[alert.id] = alert
         if alert.kind is Kind.ALERT:
-            counts[alert.severity or Severity.SUSPICIOUS] += 1
+            severities[alert.severity or Severity.SUSPICIOUS] += 1
         # Nothing is stored: no alert has an id (the ones here are the replay's own).
         out.write(encode({**webhook_payload(alert), "alert_id": None}).decode() + "\n")
 
@@ -164,8 +179,7 @@ def replay(
     return ReplayReport(
         messages=pipeline.processed,
         matched=counts["matched"],
-        info=counts[Severity.INFO],
-        suspicious=counts[Severity.SUSPICIOUS],
+        severities=severities,
         duplicates=counts["duplicates"],
         skipped=int(skipped),
         seconds=time.perf_counter() - started,

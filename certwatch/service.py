@@ -37,6 +37,7 @@ from typing import NoReturn
 import attrs
 import trio
 
+from certwatch.core.decision import Policy
 from certwatch.core.messages import FeedItem
 from certwatch.core.names import public_suffix_kind
 from certwatch.delivery.webhook import WebhookSender
@@ -53,6 +54,7 @@ from certwatch.pipeline.matching import Matcher
 from certwatch.retry import Retrying, retrying
 from certwatch.settings import Settings, redact_url
 from certwatch.sources.backfill import Backfill
+from certwatch.sources.ccadb import load as load_cas
 from certwatch.sources.certstream import Connector, FeedConsumer
 from certwatch.sources.ctlog import CTLogReader
 from certwatch.sources.entries import MatchedEntries
@@ -147,7 +149,11 @@ async def build(
     metrics.store.watch(store.usage)
     public_suffix_kind("example.org")  # loads the Public Suffix List now, not in a request
     views = await Views.load(store, timing=t, clock=clock)
-    metrics.store.watch_views(views.index, views.inventory)
+    metrics.store.watch_views(views.index, views.inventory, views.rules.counts)
+    extra_cas = (
+        () if settings.ca_identities_file is None else settings.ca_identities_file.identities
+    )
+    policy = Policy(views.rules, load_cas(extra_cas))
     frames = trio.open_memory_channel[FeedItem](FEED_BUFFER)
     outbox_send, outbox_receive = trio.open_memory_channel[int](OUTBOX_BUFFER)
     observer = settings.webhook_url is None
@@ -156,6 +162,7 @@ async def build(
         grace_s=settings.suspicious_grace_s,
         retention_s=settings.alert_retention_s,
         outbox=None if observer else outbox_send,
+        policy=policy,
         timing=t,
         clock=clock,
         fresh=views.wait_fresh,

@@ -2,7 +2,8 @@
 
 An :class:`Alert` is one row of the ``alerts`` table: the outbox entry for one webhook
 event. ``kind`` is ``alert`` for the one event per issuance, ``resolved`` for the follow-up
-sent when a suspicious issuance is later recognised.
+sent when a ``suspicious`` or ``critical`` issuance is later recognised or acknowledged.
+Its severity, reason, rule and CA are the ladder's :class:`~certwatch.core.policy.Verdict`.
 
 Lifecycle (``status``)::
 
@@ -19,13 +20,16 @@ from typing import Any
 
 import attrs
 
+from certwatch.core.cas import CAIdentity
 from certwatch.core.identity import CertFacts
 from certwatch.core.loglist import normalise_log_url
 from certwatch.core.names import Match
 from certwatch.core.observation import CertSummary, Observation
+from certwatch.core.policy import Reason, RuleRef, Severity, Verdict
 from certwatch.core.recognition import Recognition
 
 __all__ = [
+    "AckScope",
     "Alert",
     "Kind",
     "Severity",
@@ -36,14 +40,8 @@ __all__ = [
     "webhook_payload",
 ]
 
-
-class Severity(enum.StrEnum):
-    """The verdict on a matched issuance."""
-
-    INFO = "info"
-    """Recognised as the organisation's own (also a heartbeat of the whole pipeline)."""
-    SUSPICIOUS = "suspicious"
-    """Not in the inventory: a potential hijack."""
+ALARMING = frozenset({Severity.SUSPICIOUS, Severity.CRITICAL})
+"""Severities that a later recognition or acknowledgement resolves with a follow-up."""
 
 
 class Status(enum.StrEnum):
@@ -60,7 +58,19 @@ class Kind(enum.StrEnum):
     ALERT = "alert"
     """The one event of an issuance."""
     RESOLVED = "resolved"
-    """The follow-up when a suspicious issuance is recognised later."""
+    """The follow-up when a suspicious or critical issuance is recognised (or acknowledged)
+    later."""
+
+
+class AckScope(enum.StrEnum):
+    """What an analyst's acknowledgement of an alert authorises."""
+
+    CERTIFICATE = "certificate"
+    """This issuance, as a registration would."""
+    KEY = "key"
+    """The certificate's public key, for every name on the certificate (as ``POST /keys``)."""
+    ISSUER = "issuer"
+    """The certificate's CA, for each matched SAN (``expect`` rules)."""
 
 
 @attrs.frozen
@@ -93,6 +103,15 @@ class Alert:
     delivered_at: float | None = None
     queued_at: float | None = None
     """When the alert last entered ``pending``: the retry period counts from here."""
+    reason: Reason | None = None
+    """The ladder's rung (``None`` while held)."""
+    issuer_ca: CAIdentity | None = None
+    """The certificate's CA, when certwatch knows it (set when decided)."""
+    rule: RuleRef | None = None
+    """The rule that decided it, if one did."""
+    acknowledged_at: float | None = None
+    acknowledged_scope: AckScope | None = None
+    acknowledged_note: str | None = None
 
     @property
     def delivered(self) -> bool:
@@ -116,11 +135,21 @@ def new_alert(observation: Observation, match: Match, *, event_id: str, now: flo
     )
 
 
-def decided(alert: Alert, recognition: Recognition | None, *, observer: bool, now: float) -> Alert:
-    """The alert with its verdict: ``info`` when recognised, else ``suspicious``, queued."""
+def decided(
+    alert: Alert,
+    verdict: Verdict,
+    recognition: Recognition | None,
+    *,
+    observer: bool,
+    now: float,
+) -> Alert:
+    """The alert with the ladder's verdict (and what recognised it, if anything), queued."""
     return attrs.evolve(
         alert,
-        severity=Severity.INFO if recognition else Severity.SUSPICIOUS,
+        severity=verdict.severity,
+        reason=verdict.reason,
+        rule=verdict.rule,
+        issuer_ca=verdict.issuer_ca,
         status=Status.OBSERVED if observer else Status.PENDING,
         recognised_by=recognition,
         decide_at=None,
@@ -130,16 +159,28 @@ def decided(alert: Alert, recognition: Recognition | None, *, observer: bool, no
 
 
 def resolved_follow_up(
-    alert: Alert, recognition: Recognition, *, event_id: str, observer: bool, now: float
+    alert: Alert,
+    recognition: Recognition,
+    *,
+    event_id: str,
+    observer: bool,
+    now: float,
+    verdict: Verdict | None = None,
 ) -> Alert:
-    """The ``resolved`` event for a suspicious alert that a late registration recognised."""
+    """The ``resolved`` event for a suspicious or critical alert that a late registration
+    (or an acknowledgement) recognised: ``info``, or ``verdict``'s severity (``expected``
+    for an acknowledged issuer)."""
+    verdict = verdict or Verdict(Severity.INFO, Reason.RECOGNISED, issuer_ca=alert.issuer_ca)
     return attrs.evolve(
         alert,
         id=None,
         event_id=event_id,
         kind=Kind.RESOLVED,
         parent_id=alert.id,
-        severity=Severity.INFO,
+        severity=verdict.severity,
+        reason=verdict.reason,
+        rule=verdict.rule,
+        issuer_ca=verdict.issuer_ca,
         status=Status.OBSERVED if observer else Status.PENDING,
         created_at=now,
         decide_at=None,
@@ -182,6 +223,11 @@ def webhook_payload(alert: Alert) -> dict[str, Any]:
         "issuance_id": alert.issuance,
         "recognised_by": None if alert.recognised_by is None else alert.recognised_by.as_dict(),
         "resolved_by": None if alert.resolved_by is None else alert.resolved_by.as_dict(),
+        # Triage (the policy contract): why this severity, by which rule, which CA.
+        "reason": alert.reason,
+        "issuer_ca": None if alert.issuer_ca is None else alert.issuer_ca.as_dict(),
+        "rule": None if alert.rule is None else alert.rule.as_dict(),
+        "caa": None,
         # Coverage additions (the contract's): where the certificate was seen.
         "observed_via": cert.observed_via,
         "log_url": cert.log_url or normalise_log_url(cert.source_url),

@@ -12,25 +12,40 @@ them, against PostgreSQL, SQLite or a dict, and reports the answers back::
     a copy of a sent alert that a registration now recognises ──> Fetch ──fetched──>
         StoreFollowUp (the ``resolved`` event), or StoreVerdict if another replica holds it
 
-An issuance is recognised (``info``) or not (``suspicious``) by everything seen of it:
-every copy (another log, the final certificate) noted during its hold counts. The store
+An issuance is recognised by everything seen of it: every copy (another log, the final
+certificate) noted during its hold counts. What it is then (``info``, ``expected``,
+``suspicious``, ``critical``) is the ladder's verdict (:func:`certwatch.core.policy.judge`)
+with the rules and CA identities of :class:`Policy` as they are at the decision. The store
 keeps one alert per issuance and makes every verdict a conditional update, so what this
-machine asks is safe whichever replica asks it.
+machine asks is safe whichever replica asks it. An analyst's acknowledgement decides an
+issuance too (:meth:`Decisions.acknowledgement`).
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
-from certwatch.core.alerts import Alert, Severity, Status, decided, new_alert, resolved_follow_up
+from certwatch.core.alerts import (
+    ALARMING,
+    AckScope,
+    Alert,
+    Kind,
+    Status,
+    decided,
+    new_alert,
+    resolved_follow_up,
+)
+from certwatch.core.cas import CAIdentities
 from certwatch.core.identity import CertFacts
 from certwatch.core.names import Match
 from certwatch.core.observation import Observation
-from certwatch.core.recognition import Inventory, Recognition
+from certwatch.core.policy import Reason, Rule, RuleKind, Rules, Severity, Verdict, judge
+from certwatch.core.recognition import Evidence, Inventory, KnownKey, Recognition
+from certwatch.errors import Conflict, InputError
 
 __all__ = [
     "DEDUPE_CAPACITY",
@@ -40,9 +55,11 @@ __all__ = [
     "DedupeCache",
     "Fetch",
     "Holds",
+    "Policy",
     "StoreAlert",
     "StoreFollowUp",
     "StoreVerdict",
+    "check_acknowledgeable",
     "follow_up",
 ]
 
@@ -96,10 +113,28 @@ def follow_up(
     alert: Alert, recognition: Recognition | None, *, observer: bool, now: float, event_id: str
 ) -> Alert | None:
     """The ``resolved`` event owed to ``alert`` now that ``recognition`` recognises it, if any:
-    only a suspicious alert, once."""
-    if recognition is None or alert.severity is not Severity.SUSPICIOUS or alert.resolved_at:
+    only a suspicious or critical alert, once."""
+    if recognition is None or alert.severity not in ALARMING or alert.resolved_at:
         return None
     return resolved_follow_up(alert, recognition, event_id=event_id, observer=observer, now=now)
+
+
+@attrs.frozen
+class Policy:
+    """What the ladder decides with besides the inventory: the rules and the CAs known.
+    Both are read as they are at each decision (the views change them in place)."""
+
+    rules: Rules = attrs.field(factory=Rules)
+    cas: CAIdentities = attrs.field(factory=CAIdentities)
+
+    def verdict(self, alert: Alert, recognition: Recognition | None, now: float) -> Verdict:
+        return judge(
+            alert.matched_sans,
+            recognised=recognition is not None,
+            rules=self.rules,
+            ca=self.cas.find(alert.facts.authority_key_id),
+            now=now,
+        )
 
 
 # --- the machine ------------------------------------------------------------------------------
@@ -118,8 +153,10 @@ class Decisions:
         grace_s: float,
         observer: bool,
         new_event_id: Callable[[], str],
+        policy: Policy | None = None,
         dedupe_capacity: int = DEDUPE_CAPACITY,
     ) -> None:
+        self._policy = policy or Policy()
         self._grace_s = grace_s
         self._observer = observer
         self._new_event_id = new_event_id
@@ -181,7 +218,7 @@ class Decisions:
             return self._copy(existing, facts, recognition, inventory=inventory, now=now)
         alert = new_alert(observation, match, event_id=self._new_event_id(), now=now)
         if recognition is not None or self._grace_s == 0:
-            alert = decided(alert, recognition, observer=self._observer, now=now)
+            alert = self._decided(alert, recognition, now)
         else:
             alert = attrs.evolve(alert, decide_at=now + self._grace_s)
         return [StoreAlert(alert)]
@@ -205,7 +242,7 @@ class Decisions:
         """The store answered :class:`Fetch` with the alert: decided ``info`` if it is held
         (by another replica's timer), or followed up if it was sent as suspicious."""
         if alert.status is Status.HELD:
-            return [StoreVerdict(decided(alert, recognition, observer=self._observer, now=now))]
+            return [StoreVerdict(self._decided(alert, recognition, now))]
         event = follow_up(
             alert, recognition, observer=self._observer, now=now, event_id=self._new_event_id()
         )
@@ -274,13 +311,90 @@ class Decisions:
     ) -> list[Action]:
         """Decide a held alert with everything known now (only if something recognises it,
         with ``recognised``: the hold goes on otherwise)."""
-        verdict = self._holds.verdict(
-            alert_id, inventory, observer=self._observer, now=now, only_if_recognised=recognised
-        )
-        if verdict is None:
+        held = self._holds.get(alert_id)
+        if held is None:
+            return []
+        recognition = self._holds.recognition(alert_id, inventory)
+        if recognition is None and recognised:
             return []
         self._holds.release(alert_id)
-        return [StoreVerdict(verdict)]
+        return [StoreVerdict(self._decided(held, recognition, now))]
+
+    def _decided(self, alert: Alert, recognition: Recognition | None, now: float) -> Alert:
+        verdict = self._policy.verdict(alert, recognition, now)
+        return decided(alert, verdict, recognition, observer=self._observer, now=now)
+
+    # --- acknowledgements ----------------------------------------------------------------------
+
+    def acknowledgement(
+        self, alert: Alert, scope: AckScope, note: str, *, now: float
+    ) -> Callable[[Alert, Sequence[Rule]], Alert]:
+        """How an analyst's acknowledgement of ``alert`` decides it: a function of the alert
+        as the store holds it (read in the acknowledgement's transaction) and the rules the
+        acknowledgement stored, giving what to store: the verdict on a held alert (``info``;
+        ``expected`` for ``issuer``), or the ``resolved`` follow-up of a sent one. Raises
+        :class:`Conflict` for an alert it cannot decide."""
+        check_acknowledgeable(alert)
+        observer, event_id = self._observer, self._new_event_id()
+
+        def outcome(current: Alert, rules: Sequence[Rule]) -> Alert:
+            check_acknowledgeable(current)
+            recognition = Recognition(Evidence.ACKNOWLEDGED, note, scope.value)
+            if scope is AckScope.ISSUER:
+                verdict = Verdict(
+                    Severity.EXPECTED, Reason.EXPECT_RULE, rules[0].ref(), current.issuer_ca
+                )
+            else:
+                verdict = Verdict(Severity.INFO, Reason.RECOGNISED, issuer_ca=current.issuer_ca)
+            marked = attrs.evolve(
+                current, acknowledged_at=now, acknowledged_scope=scope, acknowledged_note=note
+            )
+            if current.status is Status.HELD:
+                ca = self._policy.cas.find(current.facts.authority_key_id)
+                verdict = attrs.evolve(verdict, issuer_ca=ca)
+                return decided(marked, verdict, recognition, observer=observer, now=now)
+            return resolved_follow_up(
+                marked, recognition, event_id=event_id, observer=observer, now=now, verdict=verdict
+            )
+
+        return outcome
+
+    def effects(
+        self, alert: Alert, scope: AckScope, note: str, *, now: float
+    ) -> tuple[list[Rule], KnownKey | None]:
+        """What acknowledging ``alert`` with ``scope`` creates: for ``key``, the certificate's
+        public key registered for every name on the certificate; for ``issuer``, an
+        ``expect`` rule per matched SAN (``*.x`` -> ``x``) naming the CA's CAA identifiers.
+        :class:`InputError` (a 422 naming ``scope``) when the alert lacks what the scope
+        needs: the key of a certificate seen without its DER, an unknown CA."""
+        if scope is AckScope.KEY:
+            if alert.facts.spki_sha256 is None:
+                raise InputError(
+                    "invalid request body",
+                    [("scope", "certwatch never saw this certificate's key (it came without "
+                               "its DER): acknowledge the certificate instead")],
+                )  # fmt: skip
+            names = tuple(sorted(alert.facts.names))
+            return [], KnownKey(alert.facts.spki_sha256, names, note, now)
+        if scope is AckScope.ISSUER:
+            ca = self._policy.cas.find(alert.facts.authority_key_id)
+            if ca is None:
+                raise InputError(
+                    "invalid request body",
+                    [("scope", "the certificate's CA is unknown to certwatch (add it with "
+                               "CA_IDENTITIES_FILE), so no rule can name it")],
+                )  # fmt: skip
+            scopes = sorted({san.removeprefix("*.") for san in alert.matched_sans})
+            rules = [
+                Rule(RuleKind.EXPECT, scope_, ca.caa_domains, note, created_at=now)
+                for scope_ in scopes
+            ]
+            return rules, None
+        return [], None
+
+    def acknowledged(self, alert_id: int) -> None:
+        """The acknowledgement of ``alert_id`` was stored: its hold, if any, is over."""
+        self._holds.release(alert_id)
 
 
 # --- its parts --------------------------------------------------------------------------------
@@ -347,33 +461,41 @@ class Holds:
                 ended.append(alert_id)
         return ended
 
-    def verdict(
-        self,
-        alert_id: int,
-        inventory: Inventory,
-        *,
-        observer: bool,
-        now: float,
-        only_if_recognised: bool = False,
-    ) -> Alert | None:
-        """The decided alert for a held one, with everything known now: ``info`` if any
-        copy is recognised, else ``suspicious``. With ``only_if_recognised``, ``None``
-        unless some copy is recognised (the hold goes on). The hold stays until
-        :meth:`release`."""
+    def get(self, alert_id: int) -> Alert | None:
+        """The held alert, as stored when it was held."""
+        hold = self._holds.get(alert_id)
+        return None if hold is None else hold.alert
+
+    def recognition(self, alert_id: int, inventory: Inventory) -> Recognition | None:
+        """What recognises the held issuance now, by any of its copies; ``None`` if nothing
+        does (or it is not held)."""
         hold = self._holds.get(alert_id)
         if hold is None:
             return None
-        recognition = None
         for facts in hold.facts:
             recognition = inventory.recognise(facts)
             if recognition is not None:
-                break
-        if recognition is None and only_if_recognised:
-            return None
-        return decided(hold.alert, recognition, observer=observer, now=now)
+                return recognition
+        return None
 
     def release(self, alert_id: int) -> None:
         self._holds.pop(alert_id, None)
+
+
+def check_acknowledgeable(alert: Alert) -> None:
+    """Raise :class:`Conflict` unless an acknowledgement can decide ``alert``: an
+    issuance's alert, not acknowledged before, held or sent as suspicious or critical and
+    not resolved since."""
+    if alert.kind is not Kind.ALERT:
+        raise Conflict("a follow-up event: acknowledge the alert it follows up")
+    if alert.acknowledged_at is not None:
+        raise Conflict(f"acknowledged before ({alert.acknowledged_scope})")
+    if alert.status is Status.HELD:
+        return
+    if alert.severity not in ALARMING:
+        raise Conflict(f"the alert is {alert.severity} already")
+    if alert.resolved_at is not None:
+        raise Conflict("resolved already (recognised since it was sent)")
 
 
 class DedupeCache:

@@ -18,6 +18,9 @@ Evidence, strongest first:
 ``key``
     A public key registered in advance, and every name on the certificate in its list.
     Strong (whoever has the certificate has our key) but needs the DER to see the key.
+``acknowledged``
+    Not evidence from the inventory: an analyst authorised the issuance after the fact
+    (``POST /alerts/<id>/acknowledge``).
 ``serial_and_names``
     For rows pushed as JSON without the PEM (no key identifier known): the same serial with
     the same set of names.
@@ -51,6 +54,8 @@ class Evidence(enum.StrEnum):
     ISSUANCE = "issuance"
     KEY = "key"
     SERIAL_AND_NAMES = "serial_and_names"
+    ACKNOWLEDGED = "acknowledged"
+    """An analyst acknowledged the alert (``source``: the note; ``ref``: the scope)."""
 
 
 @attrs.frozen

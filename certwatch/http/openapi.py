@@ -42,11 +42,12 @@ _TAGS = {
     "domains": "The watch list: domains watched with everything below them.",
     "certs": "The inventory: certificates the load balancers obtained.",
     "keys": "Public keys registered in advance, with the names they may be used for.",
-    "alerts": "Alerts, their delivery, and re-queueing it.",
+    "rules": "The organisation's rules: which CAs may issue for which names (triage).",
+    "alerts": "Alerts, their delivery, re-queueing it, and acknowledging them.",
     "health": "Health check and metrics (anonymous).",
 }
 """Each route is listed under its resource (the first segment of its path)."""
-_LISTS = frozenset({"/domains", "/certs", "/keys", "/alerts"})
+_LISTS = frozenset({"/domains", "/certs", "/keys", "/rules", "/alerts"})
 """GET on these answers a JSON array of the documented class."""
 
 

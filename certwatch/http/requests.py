@@ -20,10 +20,13 @@ import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from quart import request
 
+from certwatch.core.alerts import AckScope
+from certwatch.core.cas import caa_identifier, caa_identifiers
 from certwatch.core.certificates import parse_certificate
 from certwatch.core.identity import fingerprint, serial_number
 from certwatch.core.messages import decode_json
 from certwatch.core.names import SuffixKind, normalise_entry, normalise_san, public_suffix_kind
+from certwatch.core.policy import Rule, RuleKind
 from certwatch.core.recognition import InventoryCert
 from certwatch.errors import (
     FieldProblem,
@@ -178,6 +181,25 @@ class KeyIn:
     names: list[str]
     spki_sha256: str | None = None
     pem: str | None = None
+    note: str = ""
+
+
+@attrs.frozen
+class RuleIn:
+    """``POST /rules``."""
+
+    kind: str
+    scope: str
+    issuers: list[str] | None = None
+    note: str = ""
+    expires_at: int | None = None
+
+
+@attrs.frozen
+class AcknowledgeIn:
+    """``POST /alerts/<id>/acknowledge``."""
+
+    scope: str
     note: str = ""
 
 
@@ -428,3 +450,63 @@ def check_pem_agrees(body: CertIn, cert: InventoryCert) -> None:
         problems.append(("serial", "does not match the certificate in pem"))
     if problems:
         raise InputError("invalid request body", problems)
+
+
+MAX_NOTE = 1000
+"""Characters of a rule's or an acknowledgement's note."""
+
+
+def rule_from(body: RuleIn, now: float) -> Rule:
+    """The rule a ``POST /rules`` asks for, every field checked (all problems at once)."""
+    problems: list[FieldProblem] = []
+    kind: RuleKind | None = None
+    try:
+        kind = RuleKind(body.kind)
+    except ValueError:
+        problems.append(("kind", f"must be one of {', '.join(RuleKind)}"))
+    scope = ""
+    try:
+        scope = normalise_entry(body.scope)
+        if public_suffix_kind(scope) is SuffixKind.ICANN:
+            problems.append(("scope", f"{scope} is a public suffix (ICANN section of the "
+                                      "Public Suffix List): a rule for it would cover every "
+                                      "domain registered under it"))  # fmt: skip
+    except InvalidName as e:
+        problems.append(("scope", e.message))
+    issuers: tuple[str, ...] = ()
+    given = body.issuers or []
+    if kind is RuleKind.PROTECT and given:
+        problems.append(("issuers", "a protect rule names no issuer (nobody else may issue)"))
+    elif kind in (RuleKind.EXPECT, RuleKind.RESTRICT) and not given:
+        problems.append(("issuers", f"a {kind} rule needs at least one CAA identifier, "
+                                    'such as "letsencrypt.org"'))  # fmt: skip
+    for i, issuer in enumerate(given):
+        try:
+            caa_identifier(issuer)
+        except InvalidName as e:
+            problems.append((f"issuers[{i}]", e.message))
+    if not any(field.startswith("issuers") for field, _ in problems):
+        issuers = caa_identifiers(given)
+    if len(body.note) > MAX_NOTE:
+        problems.append(("note", f"must be at most {MAX_NOTE} characters"))
+    if body.expires_at is not None and not now < body.expires_at <= EPOCH_MAX:
+        problems.append(("expires_at", "must be epoch seconds in the future"))
+    if problems:
+        raise InputError("invalid request body", problems)
+    assert kind is not None
+    return Rule(kind, scope, issuers, body.note, created_at=now, expires_at=body.expires_at)
+
+
+def acknowledgement_from(body: AcknowledgeIn) -> tuple[AckScope, str]:
+    problems: list[FieldProblem] = []
+    scope: AckScope | None = None
+    try:
+        scope = AckScope(body.scope)
+    except ValueError:
+        problems.append(("scope", f"must be one of {', '.join(AckScope)}"))
+    if len(body.note) > MAX_NOTE:
+        problems.append(("note", f"must be at most {MAX_NOTE} characters"))
+    if problems:
+        raise InputError("invalid request body", problems)
+    assert scope is not None
+    return scope, body.note

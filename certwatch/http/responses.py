@@ -14,10 +14,13 @@ import msgspec
 from quart import Response
 
 from certwatch.core.alerts import Alert, Severity, Status
+from certwatch.core.cas import CAIdentity
+from certwatch.core.policy import Rule, RuleRef
 from certwatch.core.recognition import InventoryCert, KnownKey
 
 __all__ = [
     "LIMIT_MAX",
+    "Acknowledgement",
     "AlertOut",
     "AlertsQuery",
     "CertOut",
@@ -30,6 +33,7 @@ __all__ = [
     "KeyCreated",
     "KeyOut",
     "Requeued",
+    "RuleOut",
     "error_response",
     "json_response",
 ]
@@ -136,6 +140,66 @@ class KeyCreated:
 
 
 @attrs.frozen
+class RuleOut:
+    id: int
+    kind: str
+    """``expect``, ``restrict`` or ``protect``."""
+    scope: str
+    issuers: list[str]
+    note: str
+    created_at: float
+    expires_at: float | None
+
+    @classmethod
+    def of(cls, rule: Rule) -> RuleOut:
+        return cls(
+            rule.id or 0, rule.kind, rule.scope, list(rule.issuers), rule.note,
+            rule.created_at, rule.expires_at,
+        )  # fmt: skip
+
+
+@attrs.frozen
+class RuleRefOut:
+    """The rule that decided an alert, as it was then."""
+
+    id: int
+    kind: str
+    scope: str
+    note: str
+
+    @classmethod
+    def of(cls, ref: RuleRef) -> RuleRefOut:
+        return cls(ref.id, ref.kind, ref.scope, ref.note)
+
+
+@attrs.frozen
+class IssuerCAOut:
+    """The certificate's CA, identified by its key (CCADB data)."""
+
+    owner: str
+    caa_domains: list[str]
+    """The CAA identifiers its owner recognises."""
+    ski: str
+    """The issuing CA certificate's subject key identifier, lowercase hex."""
+
+    @classmethod
+    def of(cls, ca: CAIdentity) -> IssuerCAOut:
+        return cls(ca.owner, list(ca.caa_domains), ca.ski)
+
+
+@attrs.frozen
+class Acknowledgement:
+    """What ``POST /alerts/<id>/acknowledge`` created."""
+
+    alert_id: int
+    scope: str
+    rules: list[int]
+    """The ``expect`` rules created (``issuer``)."""
+    keys: list[str]
+    """The SPKI SHA-256 of the key registered (``key``)."""
+
+
+@attrs.frozen
 class AlertOut:
     id: int
     fingerprint: str
@@ -165,6 +229,15 @@ class AlertOut:
     last_error: str | None
     next_attempt_at: float | None
     delivered_at: float | None
+    reason: str | None
+    """Which rung of the ladder decided (null while held)."""
+    issuer_ca: IssuerCAOut | None
+    rule: RuleRefOut | None
+    caa: dict[str, Any] | None
+    """The CAA evaluation (null until certwatch looks CAA up)."""
+    acknowledged_at: float | None
+    acknowledged_scope: str | None
+    acknowledged_note: str | None
 
     @classmethod
     def of(cls, alert: Alert) -> AlertOut:
@@ -198,6 +271,13 @@ class AlertOut:
             last_error=alert.last_error,
             next_attempt_at=alert.next_attempt_at,
             delivered_at=alert.delivered_at,
+            reason=alert.reason,
+            issuer_ca=None if alert.issuer_ca is None else IssuerCAOut.of(alert.issuer_ca),
+            rule=None if alert.rule is None else RuleRefOut.of(alert.rule),
+            caa=None,
+            acknowledged_at=alert.acknowledged_at,
+            acknowledged_scope=alert.acknowledged_scope,
+            acknowledged_note=alert.acknowledged_note,
         )
 
 

@@ -27,28 +27,30 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import NoReturn, TypeVar
 
 import trio
 
-from certwatch.core.alerts import Alert, Kind, Severity, Status
+from certwatch.core.alerts import AckScope, Alert, Kind, Severity, Status
 from certwatch.core.decision import (
     Action,
     Decisions,
     Fetch,
+    Policy,
     StoreAlert,
     StoreFollowUp,
     StoreVerdict,
 )
 from certwatch.core.names import Match
 from certwatch.core.observation import Observation
-from certwatch.core.recognition import Inventory
+from certwatch.core.policy import Rule
+from certwatch.core.recognition import Inventory, KnownKey
 from certwatch.errors import StoreUnavailable
 from certwatch.metrics import AlertMetrics
 from certwatch.retry import Retrying, retrying
 from certwatch.settings import PRODUCTION_TIMING, Timing
-from certwatch.store import AlerterStore
+from certwatch.store import Acknowledged, AlerterStore
 
 __all__ = ["Alerter"]
 
@@ -80,6 +82,7 @@ class Alerter:
         grace_s: float,
         retention_s: float,
         outbox: trio.MemorySendChannel[int] | None,
+        policy: Policy | None = None,
         timing: Timing = PRODUCTION_TIMING,
         clock: Callable[[], float] = time.time,
         fresh: Callable[[], Awaitable[None]] = _always_fresh,
@@ -96,7 +99,10 @@ class Alerter:
         self._clock = clock
         self._lock = trio.Lock()
         self._decisions = Decisions(
-            grace_s=grace_s, observer=outbox is None, new_event_id=lambda: str(uuid.uuid4())
+            grace_s=grace_s,
+            observer=outbox is None,
+            new_event_id=lambda: str(uuid.uuid4()),
+            policy=policy,
         )
         self._holds_changed = trio.Event()
         metrics.dedupe_cache_size.set_function(lambda: self._decisions.remembered)
@@ -178,6 +184,34 @@ class Alerter:
             stored.extend(await self._retry(lambda: self._store.unresolved_suspicious(since)))
             await self._make(self._decisions.recheck_stored(stored, self._inventory, now=now))
 
+    async def acknowledge(
+        self,
+        alert: Alert,
+        scope: AckScope,
+        note: str,
+        store: Callable[
+            [int, Callable[[Alert, Sequence[Rule]], Alert], Sequence[Rule], KnownKey | None],
+            Awaitable[Acknowledged | None],
+        ],
+    ) -> Acknowledged | None:
+        """An analyst acknowledged ``alert`` (as read just now): decide it and store what
+        the acknowledgement creates, in one transaction through ``store`` (the views'), and
+        send what it decided. Raises :class:`~certwatch.errors.InputError` (422: the scope
+        needs what the alert lacks) or :class:`~certwatch.errors.Conflict` (409); ``None``
+        when the alert is gone. Not retried: the API answers 503 through a fault."""
+        assert alert.id is not None
+        async with self._lock:
+            now = self._clock()
+            rules, key = self._decisions.effects(alert, scope, note, now=now)
+            outcome = self._decisions.acknowledgement(alert, scope, note, now=now)
+            done = await store(alert.id, outcome, rules, key)
+            if done is not None:
+                self._decisions.acknowledged(alert.id)
+                if done.alert.kind is Kind.RESOLVED:
+                    self._metrics.resolved.inc()
+                self._announce(done.alert)
+        return done
+
     # --- doing what the decisions ask -----------------------------------------------------------
 
     async def _make(self, actions: Iterable[Action]) -> None:
@@ -223,7 +257,8 @@ class Alerter:
         assert alert.id is not None
         if alert.kind is Kind.ALERT:
             self._metrics.alerts.labels(alert.severity or Severity.SUSPICIOUS).inc()
-        level = logging.WARNING if alert.severity is Severity.SUSPICIOUS else logging.INFO
+        alarming = alert.severity in (Severity.SUSPICIOUS, Severity.CRITICAL)
+        level = logging.WARNING if alarming else logging.INFO
         log.log(
             level,
             "%s %s: %s (issuer %s, serial %s)%s",

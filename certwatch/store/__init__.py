@@ -14,6 +14,7 @@ from __future__ import annotations
 from certwatch.settings import Settings
 from certwatch.store.interface import (
     PRUNE_BATCH,
+    Acknowledged,
     AlerterStore,
     ApiStore,
     Change,
@@ -34,6 +35,7 @@ from certwatch.store.sqlite import SQLiteStore
 
 __all__ = [
     "PRUNE_BATCH",
+    "Acknowledged",
     "AlerterStore",
     "ApiStore",
     "Change",

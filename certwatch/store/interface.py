@@ -14,17 +14,19 @@ PostgreSQL database shared by several replicas.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import attrs
 
 from certwatch.core.alerts import Alert, Severity, Status
 from certwatch.core.ctlog import TreeHead
+from certwatch.core.policy import Rule
 from certwatch.core.recognition import InventoryCert, KnownKey
 
 __all__ = [
     "PRUNE_BATCH",
+    "Acknowledged",
     "AlerterStore",
     "ApiStore",
     "Change",
@@ -104,19 +106,32 @@ class LogEvidence:
 
 @attrs.frozen
 class Change:
-    """One change to a table the views mirror (``domains``, ``certs``, ``keys``), written by
+    """One change to a table the views mirror (``domains``, ``certs``, ``keys``, ``rules``),
+    written by
     the database itself (a trigger), whoever made it: this replica, another one, or another
     system writing the tables."""
 
     id: int
     kind: str
-    """``domain``, ``cert`` or ``key``."""
+    """``domain``, ``cert``, ``key`` or ``rule``."""
     key: str
-    """The row's key (the value, the SHA-1, the SPKI SHA-256)."""
+    """The row's key (the value, the SHA-1, the SPKI SHA-256, the rule's id)."""
     old: dict[str, Any] | None
     """The row before the change (columns as stored), ``None`` for an insert."""
     at: float
     """When it was made, by the database's clock."""
+
+
+@attrs.frozen
+class Acknowledged:
+    """What an acknowledgement stored."""
+
+    alert: Alert
+    """The verdict on the held alert, or the ``resolved`` follow-up of a sent one."""
+    rules: tuple[Rule, ...]
+    """The ``expect`` rules it created (``issuer``)."""
+    key: KnownKey | None
+    """The key it registered (``key``), with every name it is registered for."""
 
 
 @attrs.frozen
@@ -174,6 +189,26 @@ class ViewsStore(Protocol):
 
     async def delete_key(self, spki_sha256: str) -> bool: ...
     async def keys_in(self, spki_sha256s: Sequence[str]) -> list[KnownKey]: ...
+    async def list_rules(self) -> list[Rule]: ...
+    async def insert_rule(self, rule: Rule) -> Rule:
+        """Store a new rule; it comes back with its id."""
+        ...
+
+    async def delete_rule(self, rule_id: int) -> bool: ...
+    async def rules_in(self, ids: Sequence[int]) -> list[Rule]: ...
+    async def acknowledge(
+        self,
+        alert_id: int,
+        outcome: Callable[[Alert, Sequence[Rule]], Alert],
+        rules: Sequence[Rule],
+        key: KnownKey | None,
+    ) -> Acknowledged | None:
+        """An analyst's acknowledgement of an alert, atomically: the rules and the key it
+        creates, the acknowledgement on the alert, and what ``outcome`` decides of it (from
+        the alert as stored, and the stored rules). ``None`` when there is no such alert;
+        :class:`~certwatch.errors.Conflict` (nothing stored) when it cannot be decided."""
+        ...
+
     async def changes_since(self, cursor: int, limit: int = 1000) -> list[Change]:
         """Changes to the views' tables after change ``cursor``, in order."""
         ...

@@ -24,9 +24,10 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from certwatch.core.alerts import Alert
 from certwatch.core.identity import CertFacts
+from certwatch.core.policy import Rule
 from certwatch.core.recognition import InventoryCert, KnownKey, Recognition
 
-__all__ = ["RowMapping", "alert_rows", "cert_rows", "key_rows"]
+__all__ = ["RowMapping", "alert_rows", "cert_rows", "key_rows", "rule_rows"]
 
 T = TypeVar("T")
 
@@ -125,11 +126,14 @@ class RowMapping(Generic[T]):
 
 
 @functools.cache
-def _mappings() -> tuple[RowMapping[Alert], RowMapping[InventoryCert], RowMapping[KnownKey]]:
+def _mappings() -> tuple[
+    RowMapping[Alert], RowMapping[InventoryCert], RowMapping[KnownKey], RowMapping[Rule]
+]:
     return (
         RowMapping.of(Alert, key="id"),
         RowMapping.of(InventoryCert),
         RowMapping.of(KnownKey),
+        RowMapping.of(Rule, key="id"),
     )
 
 
@@ -143,3 +147,7 @@ def cert_rows() -> RowMapping[InventoryCert]:
 
 def key_rows() -> RowMapping[KnownKey]:
     return _mappings()[2]
+
+
+def rule_rows() -> RowMapping[Rule]:
+    return _mappings()[3]

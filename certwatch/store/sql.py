@@ -15,8 +15,10 @@ from typing import Any, TypeVar
 import trio
 
 from certwatch.core.alerts import Alert, Severity, Status
+from certwatch.core.policy import Rule
 from certwatch.core.recognition import InventoryCert, KnownKey
 from certwatch.store.interface import (
+    Acknowledged,
     Change,
     Claim,
     Domain,
@@ -25,7 +27,7 @@ from certwatch.store.interface import (
     PoolUsage,
     SavedPosition,
 )
-from certwatch.store.queries import Dialect, alerts, changes, domains, inventory, positions
+from certwatch.store.queries import Dialect, alerts, changes, domains, inventory, positions, rules
 from certwatch.store.queries import transfer as rows
 
 __all__ = ["SQLStore"]
@@ -118,6 +120,29 @@ class SQLStore(abc.ABC):
 
     async def prune_changes(self, before: float) -> int:
         return await self._run(changes.prune, before)
+
+    # --- rules ------------------------------------------------------------------------------
+
+    async def list_rules(self) -> list[Rule]:
+        return await self._run(rules.listed, write=False)
+
+    async def insert_rule(self, rule: Rule) -> Rule:
+        return await self._run(rules.insert, rule)
+
+    async def delete_rule(self, rule_id: int) -> bool:
+        return await self._run(rules.delete, rule_id)
+
+    async def rules_in(self, ids: Sequence[int]) -> list[Rule]:
+        return await self._run(rules.present, self.dialect, ids, write=False)
+
+    async def acknowledge(
+        self,
+        alert_id: int,
+        outcome: Callable[[Alert, Sequence[Rule]], Alert],
+        new_rules: Sequence[Rule],
+        key: KnownKey | None,
+    ) -> Acknowledged | None:
+        return await self._run(alerts.acknowledge, alert_id, outcome, new_rules, key)
 
     # --- alerts -----------------------------------------------------------------------------
 

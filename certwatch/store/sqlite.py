@@ -42,15 +42,20 @@ VIEW_TABLES = (
         "fingerprint_sha256", "authority_key_id", "tbs_sha256", "spki_sha256", "issuer",
     )),
     ("keys", "key", "spki_sha256", ("spki_sha256", "names", "note", "added_at")),
+    ("rules", "rule", "id", (
+        "id", "kind", "scope", "issuers", "note", "created_at", "expires_at",
+    )),
 )  # fmt: skip
 """The tables the views mirror: (table, kind of change, key column, columns)."""
 
 
-def _change_triggers() -> str:
-    """Triggers that log every change to the views' tables in ``changes``, whoever makes
+def _change_triggers(tables: Sequence[str] = ("domains", "certs", "keys")) -> str:
+    """Triggers that log every change to these views' tables in ``changes``, whoever makes
     it (the old row as JSON, for an update or a delete)."""
     script = []
     for table, kind, key, columns in VIEW_TABLES:
+        if table not in tables:
+            continue
         old = "json_object(" + ", ".join(f"'{c}', OLD.{c}" for c in columns) + ")"
         for op, row, before in (("INSERT", "NEW", "NULL"), ("UPDATE", "NEW", old),
                                 ("DELETE", "OLD", old)):  # fmt: skip
@@ -170,6 +175,30 @@ MIGRATIONS: Sequence[str] = (
         found_at REAL NOT NULL
     );
     """,
+    # 6: rules and triage: the organisation's rules (a views table, logged like the
+    # others), and on each alert the ladder's reason, rule and CA, and its acknowledgement.
+    "".join([
+        """
+    CREATE TABLE rules (
+        id         INTEGER PRIMARY KEY,
+        kind       TEXT NOT NULL,
+        scope      TEXT NOT NULL,
+        issuers    TEXT NOT NULL,
+        note       TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        expires_at REAL
+    );
+    ALTER TABLE alerts ADD COLUMN reason TEXT;
+    ALTER TABLE alerts ADD COLUMN issuer_ca TEXT;
+    ALTER TABLE alerts ADD COLUMN rule TEXT;
+    ALTER TABLE alerts ADD COLUMN acknowledged_at REAL;
+    ALTER TABLE alerts ADD COLUMN acknowledged_scope TEXT;
+    ALTER TABLE alerts ADD COLUMN acknowledged_note TEXT;
+    UPDATE alerts SET reason = CASE severity WHEN 'info' THEN 'recognised'
+        WHEN 'suspicious' THEN 'unrecognised' END WHERE severity IS NOT NULL;
+    """,
+        _change_triggers(("rules",)),
+    ]),
 )  # fmt: skip
 
 

@@ -1,10 +1,11 @@
 """The in-memory views the hot path reads, changed only together with the database.
 
-The watch index and the inventory answer every feed message from memory; the database
-holds the same rows. Every change to them goes through :class:`Views`: the row is written
-and committed first, then the view follows, under one lock held by the views themselves
-and shielded from cancellation. So a cancelled request never leaves one changed without
-the other, two changes never interleave, and no caller can bring the wrong lock.
+The watch index and the inventory answer every feed message from memory, and the rules
+every decision; the database holds the same rows. Every change to them goes through
+:class:`Views`: the row is written and committed first, then the view follows, under one
+lock held by the views themselves and shielded from cancellation. So a cancelled request
+never leaves one changed without the other, two changes never interleave, and no caller
+can bring the wrong lock.
 
 Changes made elsewhere (another replica, another system writing the tables, an operator's
 shell) reach the views through the database's log of changes (written by triggers):
@@ -24,13 +25,15 @@ from typing import NoReturn
 
 import trio
 
+from certwatch.core.alerts import Alert
 from certwatch.core.names import WatchIndex
+from certwatch.core.policy import Rule, Rules
 from certwatch.core.recognition import Inventory, InventoryCert, KnownKey
 from certwatch.errors import StoreError
 from certwatch.metrics import StoreMetrics
 from certwatch.retry import Retrying
 from certwatch.settings import PRODUCTION_TIMING, Timing
-from certwatch.store import PRUNE_BATCH, Change, ViewsStore
+from certwatch.store import PRUNE_BATCH, Acknowledged, Change, ViewsStore
 from certwatch.store.rows import cert_rows
 
 __all__ = ["CHANGES_RETENTION_S", "FOLLOW_INTERVAL_S", "MAX_VIEW_AGE_S", "Views"]
@@ -48,13 +51,15 @@ CHANGES_RETENTION_S = 7 * 86400.0
 
 
 class Views:
-    """The watch index and the inventory (certificates and keys), kept equal to the store."""
+    """The watch index, the inventory (certificates and keys) and the rules, kept equal to
+    the store."""
 
     def __init__(
         self,
         store: ViewsStore,
         index: WatchIndex,
         inventory: Inventory,
+        rules: Rules | None = None,
         *,
         cursor: int = 0,
         timing: Timing = PRODUCTION_TIMING,
@@ -67,6 +72,8 @@ class Views:
         """Read it freely; change it only through these methods."""
         self.inventory = inventory
         """Read it freely; change it only through these methods."""
+        self.rules = rules if rules is not None else Rules()
+        """Read them freely; change them only through these methods."""
         self._clock = clock
         self.cursor = cursor
         """The last change in the database's log that the views include."""
@@ -84,8 +91,8 @@ class Views:
     ) -> Views:
         """The views of what ``store`` holds."""
         cursor = await store.last_change()  # first: later changes are read again, harmlessly
-        index, inventory = await _read_all(store)
-        return cls(store, index, inventory, cursor=cursor, timing=timing, clock=clock)
+        index, inventory, rules = await _read_all(store)
+        return cls(store, index, inventory, rules, cursor=cursor, timing=timing, clock=clock)
 
     @asynccontextmanager
     async def _change(self) -> AsyncIterator[None]:
@@ -157,6 +164,42 @@ class Views:
             if deleted:
                 self.inventory.remove_key(spki_sha256)
         return deleted
+
+    # --- rules ------------------------------------------------------------------------------
+
+    async def add_rule(self, rule: Rule) -> Rule:
+        """Store a new rule and take it into account from now on; it comes back with its id."""
+        async with self._change():
+            stored = await self._store.insert_rule(rule)
+            self.rules.add(stored)
+        return stored
+
+    async def delete_rule(self, rule_id: int) -> bool:
+        async with self._change():
+            deleted = await self._store.delete_rule(rule_id)
+            self.rules.discard(rule_id)
+        return deleted
+
+    # --- acknowledgements -------------------------------------------------------------------
+
+    async def acknowledge(
+        self,
+        alert_id: int,
+        outcome: Callable[[Alert, Sequence[Rule]], Alert],
+        rules: Sequence[Rule],
+        key: KnownKey | None,
+    ) -> Acknowledged | None:
+        """Store an acknowledgement (see :meth:`ViewsStore.acknowledge`), and take the rules
+        and the key it created into the views."""
+        async with self._change():
+            done = await self._store.acknowledge(alert_id, outcome, rules, key)
+            if done is not None:
+                for rule in done.rules:
+                    self.rules.add(rule)
+                if done.key is not None:
+                    self.inventory.remove_key(done.key.spki_sha256)
+                    self.inventory.add_key(done.key)
+        return done
 
     # --- changes made elsewhere -------------------------------------------------------------
 
@@ -240,11 +283,18 @@ class Views:
                 self.inventory.remove_key(spki)
             for key in found:
                 self.inventory.add_key(key)
+        rules = sorted({int(c.key) for c in changes if c.kind == "rule"})
+        if rules:
+            stored = await self._store.rules_in(rules)
+            for rule_id in rules:
+                self.rules.discard(rule_id)
+            for rule in stored:
+                self.rules.add(rule)
 
     async def reload(self) -> None:
         """Read the views whole again, and take them in place."""
         cursor = await self._store.last_change()
-        index, inventory = await _read_all(self._store)
+        index, inventory, rules = await _read_all(self._store)
         async with self._lock:
             current = set(self.index)
             wanted = set(index)
@@ -253,16 +303,23 @@ class Views:
             for value in wanted - current:
                 self.index.add(value)
             self.inventory.replace(inventory)
+            for rule in list(self.rules):
+                assert rule.id is not None
+                self.rules.discard(rule.id)
+            for rule in rules:
+                self.rules.add(rule)
             self.cursor = max(self.cursor, cursor)
-        log.info("views read again whole: %d watch entries, %d inventory certs, %d keys",
-                 len(self.index), len(self.inventory), self.inventory.key_count)  # fmt: skip
+        log.info("views read again whole: %d watch entries, %d inventory certs, %d keys, "
+                 "%d rules", len(self.index), len(self.inventory), self.inventory.key_count,
+                 len(self.rules))  # fmt: skip
 
 
-async def _read_all(store: ViewsStore) -> tuple[WatchIndex, Inventory]:
+async def _read_all(store: ViewsStore) -> tuple[WatchIndex, Inventory, Rules]:
     """Everything the views hold, from ``store`` (the inventory read in batches: 100,000
     rows read whole would churn far more memory than the views keep)."""
     index = WatchIndex(await store.domain_values())
     inventory = Inventory(keys=await store.list_keys())
     async for batch in store.cert_batches():
         inventory.add_certs(batch)
-    return index, inventory
+    rules = Rules(await store.list_rules())
+    return index, inventory, rules

@@ -7,7 +7,8 @@ from certwatch.http.routes.certs import certs
 from certwatch.http.routes.domains import domains
 from certwatch.http.routes.health import health
 from certwatch.http.routes.keys import keys
+from certwatch.http.routes.rules import rules
 
 __all__ = ["BLUEPRINTS"]
 
-BLUEPRINTS = (health, domains, certs, keys, alerts)
+BLUEPRINTS = (health, domains, certs, keys, rules, alerts)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
-from certwatch.core.alerts import Alert, Severity, Status
-from certwatch.store.interface import PRUNE_BATCH, Claim, OutboxStats
-from certwatch.store.queries import Connection, Dialect, Row, insert_sql
+from certwatch.core.alerts import Alert, Kind, Severity, Status
+from certwatch.core.policy import Rule
+from certwatch.core.recognition import KnownKey
+from certwatch.errors import Conflict
+from certwatch.store.interface import PRUNE_BATCH, Acknowledged, Claim, OutboxStats
+from certwatch.store.queries import Connection, Dialect, Row, insert_sql, inventory, loads, rules
 from certwatch.store.rows import alert_rows
 
 __all__ = [
+    "acknowledge",
     "claim",
     "claim_due",
     "decide",
@@ -68,15 +73,21 @@ def get(conn: Connection, alert_id: int) -> Alert | None:
     return None if row is None else _load(row)
 
 
+_VERDICT = (
+    "severity", "reason", "rule", "issuer_ca", "status", "recognised_by", "next_attempt_at",
+    "queued_at", "acknowledged_at", "acknowledged_scope", "acknowledged_note",
+)  # fmt: skip
+"""The columns a verdict on a held alert sets."""
+
+
 def decide(conn: Connection, verdict: Alert) -> Alert | None:
     """Store the verdict on a held alert; ``None`` when it was not held any more."""
     assert verdict.id is not None
     columns = alert_rows().values(verdict)
-    changed = ("severity", "status", "recognised_by", "next_attempt_at", "queued_at")
     row = conn.execute(
-        "UPDATE alerts SET severity = ?, status = ?, recognised_by = ?, next_attempt_at = ?, "
-        "queued_at = ? WHERE id = ? AND status = ? RETURNING *",
-        (*(columns[name] for name in changed), verdict.id, Status.HELD.value),
+        f"UPDATE alerts SET {', '.join(f'{name} = ?' for name in _VERDICT)} "  # noqa: S608
+        "WHERE id = ? AND status = ? RETURNING *",
+        (*(columns[name] for name in _VERDICT), verdict.id, Status.HELD.value),
     ).fetchone()
     return None if row is None else _load(row)
 
@@ -101,10 +112,11 @@ def held(conn: Connection) -> list[Alert]:
 
 
 def unresolved_suspicious(conn: Connection, since: float) -> list[Alert]:
+    """Alerts sent as ``suspicious`` or ``critical`` and not resolved since."""
     rows = conn.execute(
-        "SELECT * FROM alerts WHERE kind = 'alert' AND severity = ? AND resolved_at IS NULL "
-        "AND created_at >= ? ORDER BY id",
-        (Severity.SUSPICIOUS.value, since),
+        "SELECT * FROM alerts WHERE kind = 'alert' AND severity IN (?, ?) "
+        "AND resolved_at IS NULL AND created_at >= ? ORDER BY id",
+        (Severity.SUSPICIOUS.value, Severity.CRITICAL.value, since),
     )
     return [_load(r) for r in rows]
 
@@ -270,3 +282,43 @@ def outbox_stats(conn: Connection) -> OutboxStats:
     return OutboxStats(
         pending=int(row["pending"]), failed=int(failed["failed"]), oldest_pending_at=row["oldest"]
     )
+
+
+# --- acknowledgements -------------------------------------------------------------------------
+
+
+def acknowledge(
+    conn: Connection,
+    alert_id: int,
+    outcome: Callable[[Alert, Sequence[Rule]], Alert],
+    new_rules: Sequence[Rule],
+    key: KnownKey | None,
+) -> Acknowledged | None:
+    """An analyst's acknowledgement, in one transaction: the rules and the key it creates,
+    the acknowledgement on the alert, and ``outcome``'s verdict or follow-up (``outcome``
+    raises :class:`~certwatch.errors.Conflict` for an alert it cannot decide: nothing is
+    then stored). ``None`` when there is no such alert."""
+    current = get(conn, alert_id)
+    if current is None:
+        return None
+    stored_rules = [rules.insert(conn, rule) for rule in new_rules]
+    if key is not None:
+        registered = conn.execute(
+            "SELECT names FROM keys WHERE spki_sha256 = ?", (key.spki_sha256,)
+        ).fetchone()
+        if registered is not None:  # the key is kept for the names it had too
+            names = sorted({*loads(registered["names"]), *key.names})
+            key = attrs.evolve(key, names=tuple(names))
+        inventory.upsert_key(conn, key)
+    result = outcome(current, stored_rules)
+    marked = conn.execute(
+        "UPDATE alerts SET acknowledged_at = ?, acknowledged_scope = ?, acknowledged_note = ? "
+        "WHERE id = ? AND acknowledged_at IS NULL",
+        (result.acknowledged_at, result.acknowledged_scope, result.acknowledged_note, alert_id),
+    )
+    stored = None
+    if marked.rowcount:
+        stored = decide(conn, result) if result.kind is Kind.ALERT else resolve(conn, result)
+    if stored is None:  # another replica decided it between our read and our write
+        raise Conflict("the alert changed while it was acknowledged: look at it again")
+    return Acknowledged(stored, tuple(stored_rules), key)
