@@ -12,7 +12,8 @@ import json
 import attrs
 import pytest
 
-from certwatch.core.alerts import Alert, Severity, Status
+from certwatch.core.alerts import AckScope, Alert, Kind, Severity, Status
+from certwatch.core.cas import CAIdentities, CAIdentity
 from certwatch.core.certificates import parse_certificate
 from certwatch.core.decision import (
     MAX_COPIES,
@@ -20,6 +21,7 @@ from certwatch.core.decision import (
     Decisions,
     Fetch,
     Holds,
+    Policy,
     StoreAlert,
     StoreFollowUp,
     StoreVerdict,
@@ -28,7 +30,9 @@ from certwatch.core.decision import (
 from certwatch.core.messages import read_update
 from certwatch.core.names import WatchIndex
 from certwatch.core.observation import Observation
+from certwatch.core.policy import Reason, Rule, RuleKind, Rules
 from certwatch.core.recognition import Evidence, Inventory, InventoryCert, KnownKey
+from certwatch.errors import Conflict, InputError
 from tests.support.certs import CA, Issuance
 
 NOW = 1_800_000_000.0
@@ -57,11 +61,20 @@ def stored_alert(actions: list[Action]) -> Alert:
 class World:
     """The machine and a store of alerts in a dict, doing what the alerter does."""
 
-    def __init__(self, *, grace_s: float = 60, inventory: Inventory | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        grace_s: float = 60,
+        inventory: Inventory | None = None,
+        policy: Policy | None = None,
+    ) -> None:
         self.ids = itertools.count(1)
         events = itertools.count(1)
         self.decisions = Decisions(
-            grace_s=grace_s, observer=False, new_event_id=lambda: f"evt-{next(events)}"
+            grace_s=grace_s,
+            observer=False,
+            new_event_id=lambda: f"evt-{next(events)}",
+            policy=policy,
         )
         self.inventory = inventory if inventory is not None else Inventory()
         self.store: dict[int, Alert] = {}
@@ -251,14 +264,16 @@ class TestFollowUp:
         ("severity", "resolved", "owed"),
         [
             (Severity.SUSPICIOUS, None, True),
+            (Severity.CRITICAL, None, True),
             (Severity.SUSPICIOUS, NOW, False),
             (Severity.INFO, None, False),
+            (Severity.EXPECTED, None, False),
         ],
     )
-    def test_only_an_unresolved_suspicious_alert_gets_one(
+    def test_only_an_unresolved_suspicious_or_critical_alert_gets_one(
         self, ca: CA, severity: Severity, resolved: float | None, owed: bool
     ) -> None:
-        """A `resolved` follow-up is owed once, and only to a suspicious alert."""
+        """A `resolved` follow-up is owed once, only to a suspicious or critical alert."""
         ours = ca.issue(["a.example.org"])
         world = World(grace_s=0)
         world.see(observe(ours.message()))
@@ -273,3 +288,178 @@ class TestFollowUp:
                 recognition,
             )
         assert follow_up(alert, None, observer=False, now=NOW, event_id="evt-3") is None
+
+
+def policy_for(ca: CA, *rules: Rule, owner: str = "Example Trust") -> Policy:
+    """Rules, and ``ca`` known as ``owner`` with CAA identifier ``ets.example``."""
+    known = CAIdentity(ca.key_id.hex(), owner, ("ets.example",))
+    return Policy(Rules(rules), CAIdentities([known]))
+
+
+def a_rule(kind: RuleKind, scope: str, *issuers: str, rule_id: int = 1) -> Rule:
+    return Rule(kind, scope, issuers, "vendor", NOW - 1, None, rule_id)
+
+
+class TestPolicy:
+    def test_the_verdict_is_the_ladders_at_the_end_of_the_hold(self, ca: CA) -> None:
+        """A vendor's certificate held for the grace is decided expected, with its rule."""
+        rule = a_rule(RuleKind.EXPECT, "status.example.org", "ets.example")
+        world = World(policy=policy_for(ca, rule))
+        world.see(observe(ca.issue(["status.example.org"]).message()))
+        world.make(world.decisions.due(NOW + 60, inventory=world.inventory), NOW + 60)
+        [alert] = world.sent
+        assert (alert.severity, alert.reason, alert.rule) == (
+            Severity.EXPECTED, Reason.EXPECT_RULE, rule.ref(),
+        )  # fmt: skip
+        assert alert.issuer_ca is not None
+        assert alert.issuer_ca.owner == "Example Trust"
+
+    def test_a_rule_added_during_the_hold_decides_it(self, ca: CA) -> None:
+        """Rules take effect for decisions after they are added, held alerts included."""
+        policy = policy_for(ca)
+        world = World(policy=policy)
+        world.see(observe(ca.issue(["login.example.org"]).message()))
+        policy.rules.add(a_rule(RuleKind.PROTECT, "login.example.org"))
+        world.make(world.decisions.due(NOW + 60, inventory=world.inventory), NOW + 60)
+        assert [(a.severity, a.reason) for a in world.sent] == [
+            (Severity.CRITICAL, Reason.PROTECT_RULE)
+        ]
+
+    def test_an_unknown_ca_is_suspicious_under_an_expect_rule(self, ca: CA) -> None:
+        """The CA is what an expect rule vouches for: unknown, it explains nothing."""
+        rule = a_rule(RuleKind.EXPECT, "status.example.org", "ets.example")
+        world = World(grace_s=0, policy=Policy(Rules([rule])))
+        world.see(observe(ca.issue(["status.example.org"]).message()))
+        [alert] = world.sent
+        assert (alert.severity, alert.reason, alert.issuer_ca) == (
+            Severity.SUSPICIOUS, Reason.UNRECOGNISED, None,
+        )  # fmt: skip
+
+    def test_a_recognised_copy_beats_a_protect_rule(self, ca: CA) -> None:
+        """Our own certificate for a protected name is info (recognised first)."""
+        ours = ca.issue(["login.example.org"])
+        rule = a_rule(RuleKind.PROTECT, "login.example.org")
+        world = World(inventory=registered(ours), policy=policy_for(ca, rule))
+        world.see(observe(ours.message()))
+        assert [(a.severity, a.reason) for a in world.sent] == [(Severity.INFO, Reason.RECOGNISED)]
+
+    def test_a_critical_alert_is_resolved_by_a_late_registration(self, ca: CA) -> None:
+        """A protected name pushed late: the critical alert gets its resolved follow-up."""
+        ours = ca.issue(["login.example.org"])
+        world = World(
+            grace_s=0, policy=policy_for(ca, a_rule(RuleKind.PROTECT, "login.example.org"))
+        )
+        world.see(observe(ours.message(log_url="a")))
+        world.inventory = registered(ours)
+        world.see(observe(ours.message(log_url="b")))
+        assert [(a.kind, a.severity, a.reason) for a in world.sent] == [
+            (Kind.ALERT, Severity.CRITICAL, Reason.PROTECT_RULE),
+            (Kind.RESOLVED, Severity.INFO, Reason.RECOGNISED),
+        ]
+
+
+class TestAcknowledgement:
+    def held(self, ca: CA, names: list[str]) -> tuple[World, Alert]:
+        world = World(policy=policy_for(ca))
+        world.see(observe(ca.issue(names).message("go-full")))
+        return world, world.store[1]
+
+    @pytest.mark.parametrize(
+        ("scope", "severity", "reason"),
+        [
+            (AckScope.CERTIFICATE, Severity.INFO, Reason.RECOGNISED),
+            (AckScope.KEY, Severity.INFO, Reason.RECOGNISED),
+            (AckScope.ISSUER, Severity.EXPECTED, Reason.EXPECT_RULE),
+        ],
+    )
+    def test_a_held_alert_is_decided_at_once(
+        self, ca: CA, scope: AckScope, severity: Severity, reason: Reason
+    ) -> None:
+        """Acknowledged while held: decided now, with the acknowledgement on it."""
+        world, alert = self.held(ca, ["cdn.example.org", "*.cdn.example.org"])
+        rules, key = world.decisions.effects(alert, scope, "vendor CDN", now=NOW + 5)
+        stored = [attrs.evolve(r, id=i) for i, r in enumerate(rules, start=7)]
+        outcome = world.decisions.acknowledgement(alert, scope, "vendor CDN", now=NOW + 5)
+        decided = outcome(alert, stored)
+        assert (decided.kind, decided.status, decided.severity, decided.reason) == (
+            Kind.ALERT, Status.PENDING, severity, reason,
+        )  # fmt: skip
+        assert (decided.acknowledged_at, decided.acknowledged_scope) == (NOW + 5, scope)
+        assert decided.acknowledged_note == "vendor CDN"
+        assert decided.recognised_by is not None
+        assert decided.recognised_by.as_dict() == {
+            "evidence": "acknowledged", "source": "vendor CDN", "ref": scope.value,
+        }  # fmt: skip
+        if scope is AckScope.ISSUER:
+            assert [(r.kind, r.scope, r.issuers) for r in rules] == [
+                (RuleKind.EXPECT, "cdn.example.org", ("ets.example",))
+            ]  # one rule: *.cdn.example.org and cdn.example.org share a scope
+            assert decided.rule == stored[0].ref()
+        else:
+            assert rules == []
+        if scope is AckScope.KEY:
+            assert key is not None
+            assert key.names == ("*.cdn.example.org", "cdn.example.org")
+            assert key.spki_sha256 == alert.facts.spki_sha256
+        world.decisions.acknowledged(alert.id or 0)
+        assert world.decisions.held == 0
+
+    def test_a_sent_alert_gets_its_resolved_follow_up(self, ca: CA) -> None:
+        """Sent as suspicious, then acknowledged by issuer: a resolved event, expected."""
+        world = World(grace_s=0, policy=policy_for(ca))
+        world.see(observe(ca.issue(["cdn.example.org"]).message("go-full")))
+        alert = world.store[1]
+        rules, _ = world.decisions.effects(alert, AckScope.ISSUER, "", now=NOW)
+        stored = [attrs.evolve(r, id=3) for r in rules]
+        event = world.decisions.acknowledgement(alert, AckScope.ISSUER, "", now=NOW)(alert, stored)
+        assert (event.kind, event.parent_id, event.severity, event.reason) == (
+            Kind.RESOLVED, alert.id, Severity.EXPECTED, Reason.EXPECT_RULE,
+        )  # fmt: skip
+        assert event.resolved_by is not None
+        assert event.resolved_by.evidence.value == "acknowledged"
+
+    @pytest.mark.parametrize(
+        ("change", "problem"),
+        [
+            ({"severity": Severity.INFO, "status": Status.PENDING}, "info already"),
+            ({"severity": Severity.EXPECTED, "status": Status.PENDING}, "expected already"),
+            ({"kind": Kind.RESOLVED}, "a follow-up"),
+            ({"acknowledged_at": NOW}, "acknowledged before"),
+            ({"severity": Severity.SUSPICIOUS, "status": Status.DELIVERED, "resolved_at": NOW},
+             "resolved already"),
+        ],
+    )  # fmt: skip
+    def test_what_cannot_be_acknowledged_is_a_conflict(
+        self, ca: CA, change: dict[str, object], problem: str
+    ) -> None:
+        """info or expected already, a follow-up, acknowledged or resolved before: 409."""
+        world, alert = self.held(ca, ["a.example.org"])
+        alert = attrs.evolve(alert, **change)  # type: ignore[arg-type]
+        with pytest.raises(Conflict, match=problem):
+            world.decisions.acknowledgement(alert, AckScope.CERTIFICATE, "", now=NOW)
+
+    def test_an_alert_that_changed_meanwhile_is_a_conflict(self, ca: CA) -> None:
+        """The outcome checks the alert as the store holds it at the acknowledgement."""
+        world, alert = self.held(ca, ["a.example.org"])
+        outcome = world.decisions.acknowledgement(alert, AckScope.CERTIFICATE, "", now=NOW)
+        meanwhile = attrs.evolve(alert, status=Status.PENDING, severity=Severity.INFO)
+        with pytest.raises(Conflict):
+            outcome(meanwhile, [])
+
+    def test_key_needs_the_certificates_key(self, ca: CA) -> None:
+        """A DER-less alert (no key seen) cannot be acknowledged by key: 422 on scope."""
+        world = World(policy=policy_for(ca))
+        world.see(observe(ca.issue(["a.example.org"]).message("go-tiled")))  # no DER
+        alert = world.store[1]
+        assert alert.facts.spki_sha256 is None
+        with pytest.raises(InputError) as caught:
+            world.decisions.effects(alert, AckScope.KEY, "", now=NOW)
+        assert [field for field, _ in caught.value.problems] == ["scope"]
+
+    def test_issuer_needs_a_known_ca(self, ca: CA) -> None:
+        """An unknown CA cannot be named by a rule: 422 on scope."""
+        world = World()
+        world.see(observe(ca.issue(["a.example.org"]).message("go-full")))
+        with pytest.raises(InputError, match="invalid request body") as caught:
+            world.decisions.effects(world.store[1], AckScope.ISSUER, "", now=NOW)
+        assert "unknown to certwatch" in caught.value.problems[0][1]
