@@ -9,8 +9,9 @@ import attrs
 import trio
 
 from certwatch.core.alerts import Kind, Severity, Status
+from certwatch.core.policy import Rule, RuleKind
 from certwatch.core.recognition import InventoryCert, KnownKey
-from certwatch.store import SavedPosition, SQLiteStore
+from certwatch.store import LogEvidence, SavedPosition, SQLiteStore
 from certwatch.store.postgres import PostgresStore
 from tests.support.alerts import pending_alert
 from tests.support.service import run_certwatch
@@ -27,6 +28,11 @@ async def a_deployment(path: Path) -> None:
                 InventoryCert(f"{n:040x}", ("a.example.org",), 1, 2_000_000_000)
             )
         await store.upsert_key(KnownKey("ab" * 32, ("a.example.org",), "lb", 3.0))
+        for scope in ("status.example.org", "help.example.org"):
+            await store.insert_rule(
+                Rule(RuleKind.EXPECT, scope, ("letsencrypt.org",), "vendor", 4.0, None)
+            )
+        await store.record_log_evidence(LogEvidence("https://log.example", "fork", {}, 6.0))
         delivered = await store.insert_alert(pending_alert(1, 10.0))
         assert delivered.id is not None
         await store.record_attempt(delivered.id, status=Status.DELIVERED, error=None, now=11.0)
@@ -60,9 +66,10 @@ async def test_a_sqlite_deployment_moves_to_postgresql_and_twice_is_harmless(
         "domains: 2 read, 2 copied, 0 already there",
         "certs: 3 read, 3 copied, 0 already there",
         "keys: 1 read, 1 copied, 0 already there",
+        "rules: 2 read, 2 copied, 0 already there",
         "alerts: 4 read, 4 copied, 0 already there",
         "ct_log_positions: 1 read, 1 copied, 0 already there",
-        "ct_log_evidence: 0 read, 0 copied, 0 already there",
+        "ct_log_evidence: 1 read, 1 copied, 0 already there",
     ]
     assert second.returncode == 0, second.stderr
     assert all(line.endswith(" 0 copied, " + line.split(" read")[0].split(": ")[1]
@@ -75,6 +82,7 @@ async def test_a_sqlite_deployment_moves_to_postgresql_and_twice_is_harmless(
         assert await target.list_domains() == await source.list_domains()
         assert await target.list_certs(100, 0) == await source.list_certs(100, 0)
         assert await target.list_keys() == await source.list_keys()
+        assert await target.list_rules() == await source.list_rules()
         assert await target.log_positions() == await source.log_positions()
         copied = {a.event_id: a for a in await target.list_alerts()}
         original = {a.event_id: a for a in await source.list_alerts()}
@@ -84,6 +92,11 @@ async def test_a_sqlite_deployment_moves_to_postgresql_and_twice_is_harmless(
         assert {a.event_id for a in due} == {pending_alert(2, 12.0).event_id, "follow-up"}
         new = await target.insert_alert(pending_alert(9, 20.0))
         assert (new.id or 0) > max(a.id or 0 for a in copied.values())
+        # Every table with ids numbers new rows after the copied ones.
+        rule = await target.insert_rule(Rule(RuleKind.PROTECT, "login.example.org", (), "", 7.0))
+        assert rule.id == 3
+        await target.record_log_evidence(LogEvidence("https://log.example", "fork", {}, 8.0))
+        assert sorted(e.id or 0 for e in await target.list_log_evidence()) == [1, 2]
     finally:
         source.close()
         target.close()

@@ -11,7 +11,7 @@ import pytest
 
 from certwatch.core.recognition import Evidence, InventoryCert, Recognition
 from certwatch.errors import StoreError, StoreUnavailable
-from certwatch.store.sqlite import MIGRATIONS, SQLiteStore
+from certwatch.store.sqlite import MIGRATIONS, SQLiteStore, _statements
 
 
 def cert(n: int, not_after: int = 2_000_000_000) -> InventoryCert:
@@ -142,3 +142,26 @@ class TestRows:
         conn.close()
         assert rows == [(1, "aki:ab:01#1"), (2, "aki:ab:01")]
         assert [(c.kind, c.key) for c in changes] == [("domain", "example.org")]
+
+
+async def test_alerts_decided_before_rules_existed_get_their_reason(tmp_path: Path) -> None:
+    """Upgrading a version 5 file: decided alerts get reason recognised or unrecognised."""
+    conn = sqlite3.connect(tmp_path / "cw.db", isolation_level=None)
+    for number, script in enumerate(MIGRATIONS[:5], start=1):
+        for statement in _statements(script):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
+    for n, severity in enumerate(["info", "suspicious", None]):
+        conn.execute(
+            "INSERT INTO alerts (event_id, kind, issuance, status, severity, fingerprint, "
+            "matched_entries, matched_sans, cert, facts, seen_at, created_at) VALUES "
+            "(?, 'alert', ?, 'pending', ?, '', '[]', '[]', '{}', '{}', 1, 1)",
+            (f"evt-{n}", f"i{n}", severity),
+        )
+    conn.close()
+    store = await SQLiteStore.open(tmp_path / "cw.db")
+    store.close()
+    conn = sqlite3.connect(tmp_path / "cw.db")
+    reasons = conn.execute("SELECT severity, reason FROM alerts ORDER BY id").fetchall()
+    conn.close()
+    assert reasons == [("info", "recognised"), ("suspicious", "unrecognised"), (None, None)]

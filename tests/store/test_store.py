@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import attrs
 import pytest
 import trio
 
-from certwatch.core.alerts import Kind, Severity, Status
+from certwatch.core.alerts import AckScope, Alert, Kind, Severity, Status
 from certwatch.core.identity import CertFacts
+from certwatch.core.policy import Rule, RuleKind
 from certwatch.core.recognition import Evidence, InventoryCert, KnownKey, Recognition
+from certwatch.errors import Conflict
 from certwatch.store import Claim, SavedPosition, SQLiteStore, Store
 from tests.support.alerts import pending_alert
 
 Opener = Callable[[], Awaitable[Store]]
+Outcome = Callable[[Alert, Sequence[Rule]], Alert]
 
 
 def cert(n: int, not_after: int = 2_000_000_000) -> InventoryCert:
@@ -201,3 +204,117 @@ class TestChanges:
         await store.save_log_positions([one])
         await store.save_log_positions([attrs.evolve(one, position=20, gaps=())])
         assert await store.log_positions() == [attrs.evolve(one, position=20, gaps=())]
+
+
+def a_rule(scope: str = "status.example.org", kind: RuleKind = RuleKind.EXPECT) -> Rule:
+    issuers = () if kind is RuleKind.PROTECT else ("letsencrypt.org", "pki.goog")
+    return Rule(kind, scope, issuers, "Statuspage", 10.0, 2_000_000_000.0)
+
+
+class TestRules:
+    async def test_rules_round_trip_with_their_ids(self, store: Store) -> None:
+        """A rule is stored with every field, gets an id, and is listed, found and deleted."""
+        first = await store.insert_rule(a_rule())
+        second = await store.insert_rule(a_rule("login.example.org", RuleKind.PROTECT))
+        assert first.id is not None
+        assert second.id is not None
+        assert second.id > first.id
+        assert first == attrs.evolve(a_rule(), id=first.id)
+        assert await store.list_rules() == [first, second]
+        assert await store.rules_in([second.id, 999]) == [second]
+        assert await store.delete_rule(first.id)
+        assert not await store.delete_rule(first.id)
+        assert await store.list_rules() == [second]
+
+    async def test_rule_changes_are_logged_for_the_other_replicas(self, store: Store) -> None:
+        """Adding and deleting a rule each write a change the views follow, by id."""
+        start = await store.last_change()
+        rule = await store.insert_rule(a_rule())
+        assert rule.id is not None
+        await store.delete_rule(rule.id)
+        changes = await store.changes_since(start)
+        assert [(c.kind, c.key) for c in changes] == [("rule", str(rule.id))] * 2
+        assert changes[0].old is None
+        assert changes[1].old is not None
+
+
+def acknowledging(note: str, scope: AckScope = AckScope.CERTIFICATE) -> Outcome:
+    """An outcome as the decision machine makes them: a verdict on the alert."""
+
+    def outcome(current: Alert, rules: Sequence[Rule]) -> Alert:
+        if current.acknowledged_at is not None:
+            raise Conflict("acknowledged before")
+        return attrs.evolve(
+            current, severity=Severity.EXPECTED, status=Status.PENDING,
+            rule=rules[0].ref() if rules else None,
+            acknowledged_at=50.0, acknowledged_scope=scope, acknowledged_note=note,
+        )  # fmt: skip
+
+    return outcome
+
+
+class TestAcknowledge:
+    async def held(self, store: Store) -> Alert:
+        alert = attrs.evolve(pending_alert(1, 10.0), status=Status.HELD, severity=None,
+                             decide_at=70.0)  # fmt: skip
+        return await store.insert_alert(alert)
+
+    async def test_rules_key_and_verdict_are_stored_together(self, store: Store) -> None:
+        """One transaction: the rule, the key (its names merged), the decided alert."""
+        alert = await self.held(store)
+        assert alert.id is not None
+        await store.upsert_key(KnownKey("cd" * 32, ("old.example.org",), "lb", 1.0))
+        key = KnownKey("cd" * 32, ("b1.example.org",), "ack", 50.0)
+        done = await store.acknowledge(alert.id, acknowledging("ok", AckScope.ISSUER),
+                                       [a_rule()], key)  # fmt: skip
+        assert done is not None
+        [rule] = done.rules
+        assert rule.id is not None
+        assert (done.alert.status, done.alert.severity) == (Status.PENDING, Severity.EXPECTED)
+        assert done.alert.rule == rule.ref()
+        assert done.key == KnownKey("cd" * 32, ("b1.example.org", "old.example.org"), "ack", 50.0)
+        stored = await store.get_alert(alert.id)
+        assert stored == done.alert
+        assert (stored.acknowledged_scope, stored.acknowledged_note) == (AckScope.ISSUER, "ok")
+        assert await store.list_rules() == [rule]
+        assert await store.keys_in(["cd" * 32]) == [done.key]
+
+    async def test_a_conflict_stores_nothing(self, store: Store) -> None:
+        """A second acknowledgement is refused, and its rule and key are not stored."""
+        alert = await self.held(store)
+        assert alert.id is not None
+        assert await store.acknowledge(alert.id, acknowledging("first"), [], None) is not None
+        with pytest.raises(Conflict):
+            await store.acknowledge(alert.id, acknowledging("second"), [a_rule()],
+                                    KnownKey("ef" * 32, ("b1.example.org",)))  # fmt: skip
+        assert await store.list_rules() == []
+        assert await store.keys_in(["ef" * 32]) == []
+        stored = await store.get_alert(alert.id)
+        assert stored is not None
+        assert stored.acknowledged_note == "first"
+
+    async def test_a_sent_alert_is_resolved_by_its_follow_up(self, store: Store) -> None:
+        """Acknowledging a sent alert stores the follow-up and marks the alert resolved."""
+        alert = await store.insert_alert(pending_alert(2, 10.0))
+        assert alert.id is not None
+
+        def follow(current: Alert, rules: Sequence[Rule]) -> Alert:
+            return attrs.evolve(
+                current, id=None, event_id="ack-1", kind=Kind.RESOLVED, parent_id=current.id,
+                severity=Severity.INFO, created_at=50.0, resolved_at=50.0, acknowledged_at=50.0,
+                acknowledged_scope=AckScope.CERTIFICATE, acknowledged_note="",
+                resolved_by=Recognition(Evidence.ACKNOWLEDGED, "", "certificate"),
+            )  # fmt: skip
+
+        done = await store.acknowledge(alert.id, follow, [], None)
+        assert done is not None
+        assert (done.alert.kind, done.alert.parent_id) == (Kind.RESOLVED, alert.id)
+        parent = await store.get_alert(alert.id)
+        assert parent is not None
+        assert parent.resolved_at == 50.0
+        assert parent.acknowledged_scope is AckScope.CERTIFICATE
+
+    async def test_an_unknown_alert_is_none(self, store: Store) -> None:
+        """No such alert: nothing stored, None (a 404)."""
+        assert await store.acknowledge(404, acknowledging(""), [a_rule()], None) is None
+        assert await store.list_rules() == []
