@@ -82,6 +82,16 @@ def test_every_alert_rule_is_documented_and_unit_tested() -> None:
     assert {"CertwatchDown", "CertwatchNoLeader", "CertwatchHeldAlertsGrowing"} <= names
 
 
+def test_critical_pages_and_expected_never_alerts() -> None:
+    """The ladder in Prometheus: critical pages, suspicious is a ticket, expected nothing."""
+    rules = yaml.safe_load((CONTRIB / "prometheus" / "certwatch-rules.yml").read_text())
+    by_name = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    assert by_name["CertwatchCriticalCertificate"]["labels"]["severity"] == "page"
+    assert 'severity="critical"' in by_name["CertwatchCriticalCertificate"]["expr"]
+    assert by_name["CertwatchSuspiciousCertificate"]["labels"]["severity"] == "ticket"
+    assert not [name for name, r in by_name.items() if '"expected"' in r["expr"]]
+
+
 async def test_alert_rules_name_exported_metrics(tmp_path: Path) -> None:
     """Every alert rule queries metrics certwatch exports (promtool checks the syntax)."""
     rules = yaml.safe_load((CONTRIB / "prometheus" / "certwatch-rules.yml").read_text())
