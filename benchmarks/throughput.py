@@ -1,6 +1,6 @@
 """End-to-end feed throughput: certwatch against the transport's own ceiling.
 
-    uv run python benchmarks/throughput.py [--messages 100000] [--runs 3]
+    uv run python benchmarks/throughput.py [--messages 100000] [--runs 3] [--rules 1000]
 
 A feed process sends pre-built full-stream frames (4-9 KB) flat out over loopback. In the
 same run this measures
@@ -12,11 +12,18 @@ same run this measures
 
 certwatch's rate is read from ``/healthz`` (``feed.processed``) between the first and the
 last processed frame. Each figure is the median of ``--runs`` runs.
+
+With ``--rules N``, two more configurations run on a feed where every 500th frame is a new
+certificate for a watched name (decided at once, ``SUSPICIOUS_GRACE_S=0``): without rules,
+and with ``N`` rules (expect, restrict and protect) under the watched domain, so every
+decision goes through the ladder with them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -44,12 +51,36 @@ async def bare_client(url: str, count: int) -> float:
         return (count - 1) / (time.perf_counter() - started)
 
 
-def certwatch_rate(url: str, count: int, entries: int, workdir: Path) -> tuple[float, float]:
-    """(frames per second, resident MB) for certwatch with ``entries`` watch entries."""
-    db = workdir / f"cw-{entries}.db"
+MATCHED_DOMAIN = "throughput.example"
+
+
+def add_rules(db: Path, count: int) -> None:
+    """``count`` rules under the matched domain: mostly expect, some restrict and protect."""
+    kinds = ["expect"] * 8 + ["restrict", "protect"]
+    rows = []
+    for i in range(count):
+        kind = kinds[i % len(kinds)]
+        issuers = [] if kind == "protect" else ["letsencrypt.org", "pki.goog"]
+        rows.append((kind, f"r{i}.{MATCHED_DOMAIN}", json.dumps(issuers), f"rule {i}", 1.0))
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.executemany(
+        "INSERT INTO rules (kind, scope, issuers, note, created_at) VALUES (?, ?, ?, ?, ?)", rows
+    )
+    conn.close()
+
+
+def certwatch_rate(
+    url: str, count: int, entries: int, workdir: Path, *, rules: int | None = None
+) -> tuple[float, float]:
+    """(frames per second, resident MB) for certwatch with ``entries`` watch entries (and,
+    with ``rules``, the matched domain watched and that many rules)."""
+    db = workdir / f"cw-{entries}-{rules}.db"
     if not db.exists():
-        prepare_db(db, entries=entries, certs=100_000)
-    service = Certwatch(db, url)
+        domains = [] if rules is None else [MATCHED_DOMAIN]
+        prepare_db(db, entries=entries, certs=100_000, domains=domains)
+        if rules:
+            add_rules(db, rules)
+    service = Certwatch(db, url) if rules is None else Certwatch(db, url, SUSPICIOUS_GRACE_S="0")
     try:
         service.wait_ready()
         rate, health = service.follow(count)
@@ -63,6 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rules", type=int, default=0, help="also measure with this many rules")
     args = parser.parse_args()
     frames = capture()
     sizes = sorted(len(line) for line in frames.read_text().splitlines())
@@ -93,6 +125,27 @@ def main() -> None:
         )
     small, large = statistics.median(results["10"]), statistics.median(results["100000"])
     print(f"\n100,000 vs 10 entries: {large / small - 1:+.1%}")
+    print("runs:", {k: [round(v) for v in vs] for k, vs in results.items()})
+    if args.rules:
+        rules_comparison(frames, args)
+
+
+def rules_comparison(frames: Path, args: argparse.Namespace) -> None:
+    """No rules against ``args.rules`` rules, on a feed with matched certificates."""
+    results: dict[int, list[float]] = {0: [], args.rules: []}
+    extra = ("--matched-every", "500", "--matched-domain", MATCHED_DOMAIN)
+    with tempfile.TemporaryDirectory() as tmp, feed_server(frames, args.messages, *extra) as url:
+        for _ in range(args.runs):
+            for rules in results:
+                rate, _ = certwatch_rate(url, args.messages, 10, Path(tmp), rules=rules)
+                results[rules].append(rate)
+    none, many = statistics.median(results[0]), statistics.median(results[args.rules])
+    print("\nevery 500th frame a new certificate for a watched name, decided at once:")
+    print("| rules | msgs/s |")
+    print("|---|---|")
+    print(f"| 0 | {none:,.0f} |")
+    print(f"| {args.rules:,} | {many:,.0f} |")
+    print(f"{args.rules:,} rules vs none: {many / none - 1:+.1%}")
     print("runs:", {k: [round(v) for v in vs] for k, vs in results.items()})
 
 
