@@ -121,6 +121,7 @@ class Certwatch:
                 "CERTSTREAM_URL": feed_url,
                 "LOG_LEVEL": "WARNING",
                 "CT_BACKFILL": "0",  # no benchmark but backfill.py reads CT logs
+                "CAA_CHECK": "0",  # nor DNS, but those that serve their own resolver
                 **env,
             },
             stderr=subprocess.DEVNULL,

@@ -108,6 +108,7 @@ def fleet_env(database_url: str, receiver: Receiver, grace_s: float) -> dict[str
         "WEBHOOK_URL": receiver.url,
         "SUSPICIOUS_GRACE_S": str(grace_s),
         "CT_BACKFILL": "0",
+        "CAA_CHECK": "0",
         "LOG_LEVEL": "WARNING",
     }
 

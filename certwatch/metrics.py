@@ -31,6 +31,7 @@ from certwatch.errors import CTLogError, FeedConnectError
 __all__ = [
     "CONTENT_TYPE",
     "AlertMetrics",
+    "CaaMetrics",
     "CoverageMetrics",
     "FeedMetrics",
     "LogSample",
@@ -299,6 +300,21 @@ class AlertMetrics:
         )
 
 
+class CaaMetrics:
+    """CAA lookups."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.lookups = _counter(
+            r,
+            "certwatch_caa_lookups",
+            "CAA queries, by result (records, empty: none at that name, error: failed).",
+            ("result",),
+            "records",
+            "empty",
+            "error",
+        )
+
+
 class OutboxMetrics:
     """Webhook deliveries, and the outbox they come from."""
 
@@ -417,6 +433,7 @@ class Metrics:
         self.feed = FeedMetrics(r)
         self.coverage = CoverageMetrics(r)
         self.alerts = AlertMetrics(r)
+        self.caa = CaaMetrics(r)
         self.outbox = OutboxMetrics(r)
         self.store = StoreMetrics(r)
 

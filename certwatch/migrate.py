@@ -29,6 +29,7 @@ TABLES = (
     ("alerts", "id"),
     ("ct_log_positions", "log"),
     ("ct_log_evidence", "id"),
+    ("caa_rrsets", "id"),
 )
 """What is copied, in this order (a follow-up alert after its parent), by key."""
 

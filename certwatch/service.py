@@ -48,12 +48,14 @@ from certwatch.http.probes import HealthProbes
 from certwatch.http.server import App, check_listen, serve_api
 from certwatch.metrics import Metrics
 from certwatch.pipeline.alerter import HOLDS_POLL_S, Alerter
+from certwatch.pipeline.caa import MAX_REFRESH_NAMES, CaaChecker
 from certwatch.pipeline.cleanup import Cleanup
 from certwatch.pipeline.coverage import Coverage
 from certwatch.pipeline.matching import Matcher
 from certwatch.retry import Retrying, retrying
 from certwatch.settings import Settings, redact_url
 from certwatch.sources.backfill import Backfill
+from certwatch.sources.caa import CaaResolver
 from certwatch.sources.ccadb import load as load_cas
 from certwatch.sources.certstream import Connector, FeedConsumer
 from certwatch.sources.ctlog import CTLogReader
@@ -115,6 +117,7 @@ class Parts:
     leadership: Leadership
     probes: HealthProbes
     app: App
+    caa: CaaChecker | None
 
 
 async def serve(
@@ -150,10 +153,7 @@ async def build(
     public_suffix_kind("example.org")  # loads the Public Suffix List now, not in a request
     views = await Views.load(store, timing=t, clock=clock)
     metrics.store.watch_views(views.index, views.inventory, views.rules.counts)
-    extra_cas = (
-        () if settings.ca_identities_file is None else settings.ca_identities_file.identities
-    )
-    policy = Policy(views.rules, load_cas(extra_cas))
+    policy, caa = _triage(settings, views, store, metrics, clock)
     frames = trio.open_memory_channel[FeedItem](FEED_BUFFER)
     outbox_send, outbox_receive = trio.open_memory_channel[int](OUTBOX_BUFFER)
     observer = settings.webhook_url is None
@@ -163,6 +163,7 @@ async def build(
         retention_s=settings.alert_retention_s,
         outbox=None if observer else outbox_send,
         policy=policy,
+        caa=None if caa is None else caa.check,
         timing=t,
         clock=clock,
         fresh=views.wait_fresh,
@@ -229,12 +230,34 @@ async def build(
         lookups=None if ct is None else ct.lookups,
         log_list=None if ct is None else ct.log_list,
         leadership=leadership,
+        caa=caa,
         clock=clock,
     ), body_timeout_s=t.api_body_timeout_s)  # fmt: skip
     return Parts(
         settings, store, metrics, views, alerter, coverage, feed, frames, matcher, reader, ct,
-        sender, outbox_receive, cleanup, leadership, probes, app,
+        sender, outbox_receive, cleanup, leadership, probes, app, caa,
     )  # fmt: skip
+
+
+def _triage(
+    settings: Settings, views: Views, store: Store, metrics: Metrics, clock: Callable[[], float]
+) -> tuple[Policy, CaaChecker | None]:
+    """What decisions judge with: the rules, the CAs known, and CAA lookups (if on)."""
+    cas_file = settings.ca_identities_file
+    policy = Policy(
+        views.rules, load_cas(cas_file.identities if cas_file else ()), caa=settings.caa_check
+    )
+    caa = None
+    if settings.caa_check:
+        nameservers = None if settings.caa_resolver is None else [settings.caa_resolver]
+        caa = CaaChecker(
+            CaaResolver(nameservers, metrics.caa).relevant, store,
+            timeout_s=settings.caa_timeout_s,
+            stable_s=settings.caa_stable_s,
+            refresh_s=settings.caa_refresh_s,
+            clock=clock,
+        )  # fmt: skip
+    return policy, caa
 
 
 async def run(
@@ -267,13 +290,17 @@ async def run(
         nursery.start_soon(p.leadership.run, functools.partial(_lead, p))
         if p.sender is not None:
             nursery.start_soon(p.sender.run, p.outbox)
+        if p.caa is not None:
+            nursery.start_soon(p.alerter.run_caa_checks)
+            nursery.start_soon(p.caa.run_new_entries)
         log.info(
             "certwatch ready: API on %s, feed %s, %d watch entries, %d inventory certs, "
-            "%s, back-fill %s, %s database",
+            "%s, back-fill %s, CAA %s, %s database",
             ", ".join(binds), redact_url(settings.certstream_url), len(p.views.index),
             len(p.views.inventory),
             "webhook enabled" if p.sender is not None else "observer mode",
             "on" if p.ct is not None else "off (CT_BACKFILL=0)",
+            "on" if p.caa is not None else "off (CAA_CHECK=0)",
             p.store.backend,
         )  # fmt: skip
         task_status.started(binds)
@@ -288,13 +315,19 @@ async def run(
 
 
 async def _lead(p: Parts, nursery: trio.Nursery) -> None:
-    """The leader's duties (the one process, on SQLite): the hold timer, cleanup, and
-    back-fill with the saving of positions."""
+    """The leader's duties (the one process, on SQLite): the hold timer, cleanup,
+    back-fill with the saving of positions, and the CAA refresh."""
     adopt = HOLDS_POLL_S if p.store.shared else None
     nursery.start_soon(functools.partial(p.alerter.run_holds, adopt_every_s=adopt))
     nursery.start_soon(p.cleanup.run)
     if p.ct is not None:
         nursery.start_soon(_lead_backfill, p, p.ct.backfill)
+    if p.caa is not None:
+
+        async def names() -> list[str]:
+            return [*p.views.index, *await p.store.inventory_names(MAX_REFRESH_NAMES)]
+
+        nursery.start_soon(p.caa.refresh, names)
 
 
 async def _lead_backfill(p: Parts, backfill: Backfill) -> NoReturn:

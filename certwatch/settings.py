@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -122,6 +123,12 @@ class Settings:
     ct_backfill_retry_period_s: float = 21600.0
     ca_identities_file: IdentitiesFile | None = None
     """CA identities laid over the built-in data (read at start)."""
+    caa_check: bool = True
+    caa_resolver: tuple[str, int] | None = None
+    """A recursive resolver; ``None``: the system's."""
+    caa_refresh_s: float = 3600.0
+    caa_stable_s: float = 28800.0
+    caa_timeout_s: float = 2.0
     timing: Timing = Timing()
 
     @classmethod
@@ -323,6 +330,30 @@ def _ca_identities_file(name: str, raw: str) -> IdentitiesFile:
     return IdentitiesFile(str(path), tuple(identities))
 
 
+def _resolver(name: str, raw: str) -> tuple[str, int]:
+    """``host:port`` of a recursive resolver, an IP address (IPv6 in brackets); the port
+    defaults to 53."""
+    host, port = raw, "53"
+    if raw.startswith("["):
+        host, _, rest = raw[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ConfigError(name, f"not [address]:port: {raw!r}")
+            port = rest[1:]
+    elif raw.count(":") == 1:
+        host, port = raw.split(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(
+            name, f"must be an IP address with an optional port (IPv6 in brackets), got {raw!r}"
+        ) from None
+    number = _port(name, port)
+    if number == 0:
+        raise ConfigError(name, f"port 0 is not a valid destination: {raw!r}")
+    return str(address), number
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -354,5 +385,10 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "CT_BACKFILL_MAX_ENTRIES": _count,
     "CT_BACKFILL_RETRY_PERIOD_S": _seconds(),
     "CA_IDENTITIES_FILE": _ca_identities_file,
+    "CAA_CHECK": _switch,
+    "CAA_RESOLVER": _resolver,
+    "CAA_REFRESH_S": _seconds(positive=True),
+    "CAA_STABLE_S": _seconds(),
+    "CAA_TIMEOUT_S": _seconds(positive=True),
 }
 """Every optional variable and how it is read; each is the Settings field of its name."""

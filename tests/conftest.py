@@ -42,6 +42,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # the published log list on the internet (tests that back-fill serve their own logs and
     # list, and say CT_BACKFILL=1).
     os.environ["CT_BACKFILL"] = "0"
+    # Nor the system's DNS resolvers (/etc/resolv.conf): tests of CAA run their own
+    # servers and say CAA_CHECK=1 and CAA_RESOLVER.
+    os.environ["CAA_CHECK"] = "0"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

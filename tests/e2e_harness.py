@@ -8,7 +8,7 @@ serves ``ws://127.0.0.1:8080/full-stream`` (certwatch's default ``CERTSTREAM_URL
 prints every webhook it receives. Then, in a second terminal:
 
     API_TOKEN=changeme WEBHOOK_URL=http://127.0.0.1:9000/hook SUSPICIOUS_GRACE_S=0 \\
-        DB_PATH=/tmp/certwatch-smoke.db CT_BACKFILL=0 uv run -m certwatch
+        DB_PATH=/tmp/certwatch-smoke.db CT_BACKFILL=0 CAA_CHECK=0 uv run -m certwatch
 
 and in a third:
 

@@ -60,6 +60,11 @@ class TestFromEnv:
             CT_BACKFILL_MAX_ENTRIES="5000",
             CT_BACKFILL_RETRY_PERIOD_S="90.5",
             CA_IDENTITIES_FILE=str(cas),
+            CAA_CHECK="no",
+            CAA_RESOLVER="[::1]:5353",
+            CAA_REFRESH_S="600",
+            CAA_STABLE_S="0",
+            CAA_TIMEOUT_S="0.5",
         )
         assert sorted(values) == sorted(names())  # a new setting is added here too
         s = Settings.from_env(values)
@@ -77,11 +82,23 @@ class TestFromEnv:
         assert s.alert_retention_s == 86400
         assert s.suspicious_grace_s == 0
         assert s.log_level == "DEBUG"
+        assert (s.caa_check, s.caa_resolver) == (False, ("::1", 5353))
+        assert (s.caa_refresh_s, s.caa_stable_s, s.caa_timeout_s) == (600, 0, 0.5)
         assert s.ca_identities_file is not None
         assert s.ca_identities_file.path == str(cas)
         assert s.ca_identities_file.identities == (
             CAIdentity("0a0b0c0d", "Corp PKI", ("corp.example",)),
         )
+
+    def test_a_resolver_without_a_port_is_asked_on_53(self) -> None:
+        """CAA_RESOLVER=10.0.0.53 means port 53; IPv6 in brackets, with or without a port."""
+        cases = [
+            ("10.0.0.53", ("10.0.0.53", 53)),
+            ("[2001:db8::53]", ("2001:db8::53", 53)),
+            ("::1", ("::1", 53)),
+        ]
+        for raw, wanted in cases:
+            assert Settings.from_env(env(CAA_RESOLVER=raw)).caa_resolver == wanted
 
     def test_token_never_in_repr(self) -> None:
         """The token and the webhook secret stay out of reprs (and so out of logs)."""
@@ -119,6 +136,12 @@ class TestFromEnv:
             ({"CT_BACKFILL_MAX_ENTRIES": "0"}, "CT_BACKFILL_MAX_ENTRIES", "1 or more"),
             ({"CT_LOG_LIST": "/nonexistent/list.json"}, "CT_LOG_LIST", "does not exist"),
             ({"CT_LOG_LIST": "/"}, "CT_LOG_LIST", "is not a file"),
+            ({"CAA_RESOLVER": "resolver.example:53"}, "CAA_RESOLVER", "an IP address"),
+            ({"CAA_RESOLVER": "127.0.0.1:0"}, "CAA_RESOLVER", "port 0"),
+            ({"CAA_RESOLVER": "127.0.0.1:99999"}, "CAA_RESOLVER", "0 to 65535"),
+            ({"CAA_RESOLVER": "[::1]x"}, "CAA_RESOLVER", r"not \[address\]:port"),
+            ({"CAA_TIMEOUT_S": "0"}, "CAA_TIMEOUT_S", "greater than 0"),
+            ({"CAA_CHECK": "sometimes"}, "CAA_CHECK", "1, true, yes, on"),
             ({"API_TOKEN": "two words"}, "API_TOKEN", "whitespace or control"),
             ({"API_TOKEN": "tab\there"}, "API_TOKEN", "whitespace or control"),
         ],

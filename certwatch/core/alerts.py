@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from certwatch.core.caa import CaaFinding
 from certwatch.core.cas import CAIdentity
 from certwatch.core.identity import CertFacts
 from certwatch.core.loglist import normalise_log_url
@@ -109,6 +110,8 @@ class Alert:
     """The certificate's CA, when certwatch knows it (set when decided)."""
     rule: RuleRef | None = None
     """The rule that decided it, if one did."""
+    caa: CaaFinding | None = None
+    """The CAA evaluation (``None``: not evaluated: recognised, or CAA_CHECK=0)."""
     acknowledged_at: float | None = None
     acknowledged_scope: AckScope | None = None
     acknowledged_note: str | None = None
@@ -142,10 +145,13 @@ def decided(
     *,
     observer: bool,
     now: float,
+    caa: CaaFinding | None = None,
 ) -> Alert:
-    """The alert with the ladder's verdict (and what recognised it, if anything), queued."""
+    """The alert with the ladder's verdict (what recognised it, if anything, and the CAA
+    evaluation it was decided with), queued."""
     return attrs.evolve(
         alert,
+        caa=caa,
         severity=verdict.severity,
         reason=verdict.reason,
         rule=verdict.rule,
@@ -227,7 +233,7 @@ def webhook_payload(alert: Alert) -> dict[str, Any]:
         "reason": alert.reason,
         "issuer_ca": None if alert.issuer_ca is None else alert.issuer_ca.as_dict(),
         "rule": None if alert.rule is None else alert.rule.as_dict(),
-        "caa": None,
+        "caa": None if alert.caa is None else alert.caa.as_dict(),
         # Coverage additions (the contract's): where the certificate was seen.
         "observed_via": cert.observed_via,
         "log_url": cert.log_url or normalise_log_url(cert.source_url),

@@ -9,6 +9,8 @@ them, against PostgreSQL, SQLite or a dict, and reports the answers back::
     match ──> StoreAlert ──stored──> decided at once ........................ (sent)
                                 └──> held ──(grace over, or a copy or a registration
                                               recognises it)──> StoreVerdict ─ (sent)
+                                          └─(grace over, CAA on)──> CheckCaa ──checked──>
+                                              StoreVerdict (unless recognised meanwhile)
     a copy of a sent alert that a registration now recognises ──> Fetch ──fetched──>
         StoreFollowUp (the ``resolved`` event), or StoreVerdict if another replica holds it
 
@@ -39,7 +41,8 @@ from certwatch.core.alerts import (
     new_alert,
     resolved_follow_up,
 )
-from certwatch.core.cas import CAIdentities
+from certwatch.core.caa import CaaFinding, CaaVerdict
+from certwatch.core.cas import CAIdentities, CAIdentity
 from certwatch.core.identity import CertFacts
 from certwatch.core.names import Match
 from certwatch.core.observation import Observation
@@ -51,6 +54,7 @@ __all__ = [
     "DEDUPE_CAPACITY",
     "MAX_COPIES",
     "Action",
+    "CheckCaa",
     "Decisions",
     "DedupeCache",
     "Fetch",
@@ -98,6 +102,17 @@ class StoreFollowUp:
 
 
 @attrs.frozen
+class CheckCaa:
+    """Evaluate CAA for this held alert, whose grace is over and which nothing recognises
+    (CAA lookups are I/O, bounded by ``CAA_TIMEOUT_S``); report the finding to
+    :meth:`Decisions.caa_checked`. The alert stays held meanwhile: a copy or a
+    registration that recognises it still decides it ``info``."""
+
+    alert: Alert
+    ca: CAIdentity | None
+
+
+@attrs.frozen
 class Fetch:
     """Read the stored alert ``alert_id``, which ``recognition`` now recognises; report it
     to :meth:`Decisions.fetched`."""
@@ -106,7 +121,7 @@ class Fetch:
     recognition: Recognition
 
 
-Action = StoreAlert | StoreVerdict | StoreFollowUp | Fetch
+Action = StoreAlert | StoreVerdict | StoreFollowUp | Fetch | CheckCaa
 
 
 def follow_up(
@@ -126,14 +141,26 @@ class Policy:
 
     rules: Rules = attrs.field(factory=Rules)
     cas: CAIdentities = attrs.field(factory=CAIdentities)
+    caa: bool = False
+    """Evaluate CAA before deciding an unrecognised issuance (``CAA_CHECK``)."""
 
-    def verdict(self, alert: Alert, recognition: Recognition | None, now: float) -> Verdict:
+    def ca(self, alert: Alert) -> CAIdentity | None:
+        return self.cas.find(alert.facts.authority_key_id)
+
+    def verdict(
+        self,
+        alert: Alert,
+        recognition: Recognition | None,
+        now: float,
+        caa: CaaFinding | None = None,
+    ) -> Verdict:
         return judge(
             alert.matched_sans,
             recognised=recognition is not None,
             rules=self.rules,
-            ca=self.cas.find(alert.facts.authority_key_id),
+            ca=self.ca(alert),
             now=now,
+            caa_forbidden=caa is not None and caa.verdict is CaaVerdict.FORBIDDEN,
         )
 
 
@@ -217,9 +244,9 @@ class Decisions:
         if existing is not None:
             return self._copy(existing, facts, recognition, inventory=inventory, now=now)
         alert = new_alert(observation, match, event_id=self._new_event_id(), now=now)
-        if recognition is not None or self._grace_s == 0:
+        if recognition is not None or (self._grace_s == 0 and not self._policy.caa):
             alert = self._decided(alert, recognition, now)
-        else:
+        else:  # held: for the grace period, or (grace 0) only while CAA is evaluated
             alert = attrs.evolve(alert, decide_at=now + self._grace_s)
         return [StoreAlert(alert)]
 
@@ -234,9 +261,26 @@ class Decisions:
         if stored.event_id != asked.event_id:
             recognition = inventory.recognise(asked.facts)
             return self._copy(stored.id, asked.facts, recognition, inventory=inventory, now=now)
-        if stored.status is Status.HELD and hold:
+        if stored.status is not Status.HELD:
+            return []
+        due_now = stored.decide_at is not None and stored.decide_at <= now
+        if hold or due_now:  # a hold of no time is decided here, without the leader's timer
             self._holds.hold(stored)
+        if due_now:
+            return self._settle(stored.id, inventory=inventory, now=now)
         return []
+
+    def caa_checked(
+        self, alert_id: int, finding: CaaFinding | None, *, inventory: Inventory, now: float
+    ) -> list[Action]:
+        """:class:`CheckCaa` ended: decide the alert with ``finding`` (``None``: CAA could
+        not be evaluated), unless it was decided meanwhile."""
+        held = self._holds.get(alert_id)
+        if held is None:
+            return []
+        recognition = self._holds.recognition(alert_id, inventory)
+        self._holds.release(alert_id)
+        return [StoreVerdict(self._decided(held, recognition, now, caa=finding))]
 
     def fetched(self, alert: Alert, recognition: Recognition, *, now: float) -> list[Action]:
         """The store answered :class:`Fetch` with the alert: decided ``info`` if it is held
@@ -317,12 +361,23 @@ class Decisions:
         recognition = self._holds.recognition(alert_id, inventory)
         if recognition is None and recognised:
             return []
+        if recognition is None and self._policy.caa:
+            if not self._holds.start_check(alert_id):
+                return []  # its CAA is being evaluated already
+            return [CheckCaa(held, self._policy.ca(held))]
         self._holds.release(alert_id)
         return [StoreVerdict(self._decided(held, recognition, now))]
 
-    def _decided(self, alert: Alert, recognition: Recognition | None, now: float) -> Alert:
-        verdict = self._policy.verdict(alert, recognition, now)
-        return decided(alert, verdict, recognition, observer=self._observer, now=now)
+    def _decided(
+        self,
+        alert: Alert,
+        recognition: Recognition | None,
+        now: float,
+        caa: CaaFinding | None = None,
+    ) -> Alert:
+        verdict = self._policy.verdict(alert, recognition, now, caa)
+        caa = None if recognition is not None else caa  # ours: not evaluated
+        return decided(alert, verdict, recognition, observer=self._observer, now=now, caa=caa)
 
     # --- acknowledgements ----------------------------------------------------------------------
 
@@ -405,6 +460,8 @@ class _Hold:
     alert: Alert
     facts: list[CertFacts]
     """Facts of the first copy and of every distinct copy seen during the hold."""
+    checking: bool = False
+    """Its grace is over and its CAA is being evaluated."""
 
 
 class Holds:
@@ -460,6 +517,14 @@ class Holds:
             if alert_id in self._holds:
                 ended.append(alert_id)
         return ended
+
+    def start_check(self, alert_id: int) -> bool:
+        """Mark the held alert's CAA as being evaluated; ``False`` if it already was."""
+        hold = self._holds[alert_id]
+        if hold.checking:
+            return False
+        hold.checking = True
+        return True
 
     def get(self, alert_id: int) -> Alert | None:
         """The held alert, as stored when it was held."""

@@ -15,6 +15,7 @@ from certwatch.delivery.webhook import WebhookSender
 from certwatch.http.probes import HealthProbes
 from certwatch.metrics import Metrics
 from certwatch.pipeline.alerter import Alerter
+from certwatch.pipeline.caa import CaaChecker
 from certwatch.pipeline.matching import Matcher
 from certwatch.sources.certstream import FeedConsumer
 from certwatch.sources.loglist import LogListLoader
@@ -49,6 +50,8 @@ class ApiContext:
     """``None`` with back-fill off (``CT_BACKFILL=0``)."""
     log_list: LogListLoader | None = None
     leadership: Leadership | None = None
+    caa: CaaChecker | None = None
+    """``None`` with CAA_CHECK=0."""
     clock: Callable[[], float] = time.time
     started_at: float = attrs.field(factory=time.time)
     _parsing: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(2))

@@ -14,6 +14,7 @@ import msgspec
 from quart import Response
 
 from certwatch.core.alerts import Alert, Severity, Status
+from certwatch.core.caa import CaaFinding
 from certwatch.core.cas import CAIdentity
 from certwatch.core.policy import Rule, RuleRef
 from certwatch.core.recognition import InventoryCert, KnownKey
@@ -188,6 +189,28 @@ class IssuerCAOut:
 
 
 @attrs.frozen
+class CaaOut:
+    """What CAA says of an issuance (see the README's "CAA")."""
+
+    verdict: str
+    """``forbidden``, ``changed``, ``unknown``, ``permitted`` or ``none``."""
+    name: str
+    """The SAN that gave the verdict, as on the certificate."""
+    owner: str | None
+    """The name whose CAA records these are (a CNAME's target where one was followed)."""
+    records: list[str]
+    first_seen: float | None
+    """When certwatch first saw this RRset, unchanged since."""
+
+    @classmethod
+    def of(cls, finding: CaaFinding) -> CaaOut:
+        return cls(
+            finding.verdict, finding.name, finding.owner, list(finding.records),
+            finding.first_seen,
+        )  # fmt: skip
+
+
+@attrs.frozen
 class Acknowledgement:
     """What ``POST /alerts/<id>/acknowledge`` created."""
 
@@ -233,8 +256,8 @@ class AlertOut:
     """Which rung of the ladder decided (null while held)."""
     issuer_ca: IssuerCAOut | None
     rule: RuleRefOut | None
-    caa: dict[str, Any] | None
-    """The CAA evaluation (null until certwatch looks CAA up)."""
+    caa: CaaOut | None
+    """The CAA evaluation of the SAN that gave the verdict (null: not evaluated)."""
     acknowledged_at: float | None
     acknowledged_scope: str | None
     acknowledged_note: str | None
@@ -274,7 +297,7 @@ class AlertOut:
             reason=alert.reason,
             issuer_ca=None if alert.issuer_ca is None else IssuerCAOut.of(alert.issuer_ca),
             rule=None if alert.rule is None else RuleRefOut.of(alert.rule),
-            caa=None,
+            caa=None if alert.caa is None else CaaOut.of(alert.caa),
             acknowledged_at=alert.acknowledged_at,
             acknowledged_scope=alert.acknowledged_scope,
             acknowledged_note=alert.acknowledged_note,

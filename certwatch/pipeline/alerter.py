@@ -33,8 +33,11 @@ from typing import NoReturn, TypeVar
 import trio
 
 from certwatch.core.alerts import AckScope, Alert, Kind, Severity, Status
+from certwatch.core.caa import CaaFinding
+from certwatch.core.cas import CAIdentity
 from certwatch.core.decision import (
     Action,
+    CheckCaa,
     Decisions,
     Fetch,
     Policy,
@@ -60,6 +63,12 @@ T = TypeVar("T")
 
 HOLDS_POLL_S = 1.0
 """On a shared database, the leader looks for alerts held by other replicas this often."""
+CAA_CHECKS_WAITING = 1024
+"""Decisions waiting for their CAA evaluation; past this, one is decided without it."""
+CAA_CHECKS_AT_ONCE = 256
+"""CAA evaluations in flight at once (each bounded by ``CAA_TIMEOUT_S``, waiting included)."""
+
+CaaCheck = Callable[[Alert, CAIdentity | None], Awaitable[CaaFinding]]
 
 
 async def _always_fresh() -> None:
@@ -83,6 +92,7 @@ class Alerter:
         retention_s: float,
         outbox: trio.MemorySendChannel[int] | None,
         policy: Policy | None = None,
+        caa: CaaCheck | None = None,
         timing: Timing = PRODUCTION_TIMING,
         clock: Callable[[], float] = time.time,
         fresh: Callable[[], Awaitable[None]] = _always_fresh,
@@ -105,6 +115,8 @@ class Alerter:
             policy=policy,
         )
         self._holds_changed = trio.Event()
+        self._caa = caa
+        self._checks, self._checks_receive = trio.open_memory_channel[CheckCaa](CAA_CHECKS_WAITING)
         metrics.dedupe_cache_size.set_function(lambda: self._decisions.remembered)
         metrics.held.set_function(lambda: self._decisions.held)
 
@@ -212,6 +224,28 @@ class Alerter:
                 self._announce(done.alert)
         return done
 
+    async def run_caa_checks(self) -> NoReturn:
+        """Evaluate CAA for the decisions that ask for it, beside the feed: each check in a
+        task of its own, bounded by ``CAA_TIMEOUT_S``, then decided under the lock."""
+        limit = trio.Semaphore(CAA_CHECKS_AT_ONCE)
+        async with trio.open_nursery() as nursery:
+            async for check in self._checks_receive:
+                nursery.start_soon(self._check_caa, check, limit)
+        raise AssertionError("the channel of CAA checks never closes")
+
+    async def _check_caa(self, check: CheckCaa, limit: trio.Semaphore) -> None:
+        assert check.alert.id is not None
+        assert self._caa is not None
+        async with limit:
+            finding = await self._caa(check.alert, check.ca)
+        async with self._lock:
+            await self._fresh()
+            now = self._clock()
+            actions = self._decisions.caa_checked(
+                check.alert.id, finding, inventory=self._inventory, now=now
+            )
+            await self._make(actions)
+
     # --- doing what the decisions ask -----------------------------------------------------------
 
     async def _make(self, actions: Iterable[Action]) -> None:
@@ -241,6 +275,16 @@ class Alerter:
                     fetched = await self._retry(functools.partial(self._store.get_alert, alert_id))
                     if fetched is not None:
                         await self._make(self._decisions.fetched(fetched, recognition, now=now))
+                case CheckCaa(alert):
+                    try:
+                        self._checks.send_nowait(action)
+                    except trio.WouldBlock:  # a flood: decided now rather than late
+                        log.warning("%d decisions wait for CAA: %s decided without it",
+                                    CAA_CHECKS_WAITING, alert.issuance)  # fmt: skip
+                        assert alert.id is not None
+                        await self._make(self._decisions.caa_checked(
+                            alert.id, None, inventory=self._inventory, now=now
+                        ))  # fmt: skip
 
     def _stored_new(self, alert: Alert) -> None:
         if alert.status is not Status.HELD:

@@ -1,5 +1,5 @@
-"""The cleanup ticker: expire inventory rows, old alerts and the old change log, in bounded
-batches."""
+"""The cleanup ticker: expire inventory rows, old alerts, the old change log and CAA RRsets
+not seen for a long time, in bounded batches."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import trio
 
 from certwatch.errors import StoreUnavailable
 from certwatch.pipeline.alerter import Alerter
+from certwatch.pipeline.caa import HISTORY_RETENTION_S
 from certwatch.store import PRUNE_BATCH, CleanupStore
 from certwatch.store.views import CHANGES_RETENTION_S, Views
 
@@ -27,6 +28,7 @@ class CleanupReport:
     alerts: int
     dedupe: int
     changes: int = 0
+    caa: int = 0
 
 
 @attrs.define
@@ -68,8 +70,9 @@ class Cleanup:
         certs = await self.views.prune_certs(now - self.cert_grace_s)
         alerts = await _in_batches(lambda: self.store.prune_alerts(now - self.alert_retention_s))
         changes = await _in_batches(lambda: self.store.prune_changes(now - CHANGES_RETENTION_S))
+        caa = await _in_batches(lambda: self.store.prune_caa(now - HISTORY_RETENTION_S))
         dedupe = self.alerter.forget_before(now - self.alert_retention_s)
-        return CleanupReport(certs=certs, alerts=alerts, dedupe=dedupe, changes=changes)
+        return CleanupReport(certs=certs, alerts=alerts, dedupe=dedupe, changes=changes, caa=caa)
 
 
 async def _in_batches(prune: Callable[[], Awaitable[int]]) -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "Acknowledged",
     "AlerterStore",
     "ApiStore",
+    "CaaStore",
     "Change",
     "Claim",
     "CleanupStore",
@@ -314,6 +315,19 @@ class PositionsStore(Protocol):
     async def record_log_evidence(self, evidence: LogEvidence) -> None: ...
 
 
+class CaaStore(Protocol):
+    """What :mod:`certwatch.pipeline.caa` needs: the history of CAA RRsets."""
+
+    async def observe_caa(self, owner: str, records: Sequence[str], now: float) -> float:
+        """Note ``owner``'s CAA RRset ``records`` now; when it was first seen, unchanged
+        since (a set that changed and came back counts from its return)."""
+        ...
+
+    async def inventory_names(self, limit: int) -> list[str]:
+        """Up to ``limit`` distinct names on the inventory's certificates (``*.`` dropped)."""
+        ...
+
+
 class CleanupStore(Protocol):
     """What :mod:`certwatch.pipeline.cleanup` needs besides the views."""
 
@@ -324,6 +338,10 @@ class CleanupStore(Protocol):
     async def prune_alerts(self, created_before: float) -> int:
         """Delete at most :data:`PRUNE_BATCH` settled alerts stored before ``created_before``
         (never one that has not reached the receiver)."""
+        ...
+
+    async def prune_caa(self, last_seen_before: float) -> int:
+        """Delete at most :data:`PRUNE_BATCH` CAA RRsets last seen before the time given."""
         ...
 
 
@@ -359,6 +377,7 @@ class Store(
     OutboxStore,
     LeadershipStore,
     PositionsStore,
+    CaaStore,
     CleanupStore,
     ApiStore,
     Protocol,

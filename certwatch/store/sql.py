@@ -27,7 +27,16 @@ from certwatch.store.interface import (
     PoolUsage,
     SavedPosition,
 )
-from certwatch.store.queries import Dialect, alerts, changes, domains, inventory, positions, rules
+from certwatch.store.queries import (
+    Dialect,
+    alerts,
+    caa,
+    changes,
+    domains,
+    inventory,
+    positions,
+    rules,
+)
 from certwatch.store.queries import transfer as rows
 
 __all__ = ["SQLStore"]
@@ -143,6 +152,17 @@ class SQLStore(abc.ABC):
         key: KnownKey | None,
     ) -> Acknowledged | None:
         return await self._run(alerts.acknowledge, alert_id, outcome, new_rules, key)
+
+    # --- CAA --------------------------------------------------------------------------------
+
+    async def observe_caa(self, owner: str, records: Sequence[str], now: float) -> float:
+        return await self._run(caa.observe, owner, records, now)
+
+    async def prune_caa(self, last_seen_before: float) -> int:
+        return await self._run(caa.prune, last_seen_before)
+
+    async def inventory_names(self, limit: int) -> list[str]:
+        return await self._run(caa.inventory_names, limit, write=False)
 
     # --- alerts -----------------------------------------------------------------------------
 

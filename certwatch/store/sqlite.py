@@ -199,6 +199,19 @@ MIGRATIONS: Sequence[str] = (
     """,
         _change_triggers(("rules",)),
     ]),
+    # 7: CAA: every RRset seen (since when, unchanged), and each alert's CAA evaluation.
+    """
+    CREATE TABLE caa_rrsets (
+        id         INTEGER PRIMARY KEY,
+        owner      TEXT NOT NULL,
+        records    TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen  REAL NOT NULL,
+        UNIQUE (owner, records)
+    );
+    CREATE INDEX caa_rrsets_last_seen ON caa_rrsets (last_seen);
+    ALTER TABLE alerts ADD COLUMN caa TEXT;
+    """,
 )  # fmt: skip
 
 

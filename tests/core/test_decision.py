@@ -13,11 +13,13 @@ import attrs
 import pytest
 
 from certwatch.core.alerts import AckScope, Alert, Kind, Severity, Status
+from certwatch.core.caa import CaaFinding, CaaVerdict
 from certwatch.core.cas import CAIdentities, CAIdentity
 from certwatch.core.certificates import parse_certificate
 from certwatch.core.decision import (
     MAX_COPIES,
     Action,
+    CheckCaa,
     Decisions,
     Fetch,
     Holds,
@@ -463,3 +465,78 @@ class TestAcknowledgement:
         with pytest.raises(InputError, match="invalid request body") as caught:
             world.decisions.effects(world.store[1], AckScope.ISSUER, "", now=NOW)
         assert "unknown to certwatch" in caught.value.problems[0][1]
+
+
+class TestCaa:
+    def world(self, ca: CA, *, grace_s: float = 60, inventory: Inventory | None = None) -> World:
+        policy = attrs.evolve(policy_for(ca), caa=True)
+        return World(grace_s=grace_s, inventory=inventory, policy=policy)
+
+    def checks(self, world: World) -> list[CheckCaa]:
+        return [a for a in world.asked if isinstance(a, CheckCaa)]
+
+    def test_an_unrecognised_issuance_is_checked_before_its_verdict(self, ca: CA) -> None:
+        """At the end of the hold CAA is evaluated; a stable forbidding RRset: critical."""
+        world = self.world(ca)
+        world.see(observe(ca.issue(["www.example.org"]).message()))
+        world.make(world.decisions.due(NOW + 60, inventory=world.inventory), NOW + 60)
+        [check] = self.checks(world)
+        assert world.sent == []
+        assert check.ca is not None
+        assert check.ca.caa_domains == ("ets.example",)
+        finding = CaaFinding(CaaVerdict.FORBIDDEN, "www.example.org", "example.org",
+                             ('0 issue "pki.goog"',), NOW - 86400)  # fmt: skip
+        done = world.decisions.caa_checked(check.alert.id or 0, finding,
+                                           inventory=world.inventory, now=NOW + 61)  # fmt: skip
+        world.make(done, NOW + 61)
+        [alert] = world.sent
+        assert (alert.severity, alert.reason, alert.caa) == (
+            Severity.CRITICAL, Reason.CAA_FORBIDDEN, finding,
+        )  # fmt: skip
+        assert world.decisions.held == 0
+
+    @pytest.mark.parametrize("verdict", [CaaVerdict.CHANGED, CaaVerdict.UNKNOWN,
+                                         CaaVerdict.PERMITTED, CaaVerdict.NONE])  # fmt: skip
+    def test_other_verdicts_never_change_the_severity(self, ca: CA, verdict: CaaVerdict) -> None:
+        """changed, unknown, permitted, none: suspicious as without CAA, the finding shown."""
+        world = self.world(ca, grace_s=0)
+        world.see(observe(ca.issue(["www.example.org"]).message()))
+        [check] = self.checks(world)  # grace 0: stored held, and checked at once
+        finding = CaaFinding(verdict, "www.example.org")
+        world.make(world.decisions.caa_checked(check.alert.id or 0, finding,
+                                               inventory=world.inventory, now=NOW))  # fmt: skip
+        [alert] = world.sent
+        assert (alert.severity, alert.caa) == (Severity.SUSPICIOUS, finding)
+
+    def test_a_registration_during_the_check_decides_info_and_the_check_is_dropped(
+        self, ca: CA
+    ) -> None:
+        """Recognised while CAA is looked up: info at once (no CAA), the late finding ignored."""
+        ours = ca.issue(["www.example.org"])
+        world = self.world(ca, grace_s=0)
+        world.see(observe(ours.message()))
+        [check] = self.checks(world)
+        world.inventory = registered(ours)
+        world.make(world.decisions.recheck(world.inventory, now=NOW + 1))
+        late = world.decisions.caa_checked(check.alert.id or 0,
+                                           CaaFinding(CaaVerdict.FORBIDDEN, "www.example.org"),
+                                           inventory=world.inventory, now=NOW + 2)  # fmt: skip
+        assert late == []
+        [alert] = world.sent
+        assert (alert.severity, alert.caa) == (Severity.INFO, None)
+
+    def test_an_alert_is_checked_once(self, ca: CA) -> None:
+        """A second settle while its check runs asks for no second check."""
+        world = self.world(ca)
+        world.see(observe(ca.issue(["www.example.org"]).message()))
+        world.make(world.decisions.due(NOW + 60, inventory=world.inventory), NOW + 60)
+        world.make(world.decisions.end_holds(NOW + 61, inventory=world.inventory), NOW + 61)
+        assert len(self.checks(world)) == 1
+
+    def test_a_recognised_issuance_is_never_checked(self, ca: CA) -> None:
+        """Ours: info at once, no CAA lookup, caa null."""
+        ours = ca.issue(["www.example.org"])
+        world = self.world(ca, grace_s=0, inventory=registered(ours))
+        world.see(observe(ours.message()))
+        assert self.checks(world) == []
+        assert [(a.severity, a.caa) for a in world.sent] == [(Severity.INFO, None)]

@@ -70,6 +70,7 @@ async def test_a_sqlite_deployment_moves_to_postgresql_and_twice_is_harmless(
         "alerts: 4 read, 4 copied, 0 already there",
         "ct_log_positions: 1 read, 1 copied, 0 already there",
         "ct_log_evidence: 1 read, 1 copied, 0 already there",
+        "caa_rrsets: 0 read, 0 copied, 0 already there",
     ]
     assert second.returncode == 0, second.stderr
     assert all(line.endswith(" 0 copied, " + line.split(" read")[0].split(": ")[1]

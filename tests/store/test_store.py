@@ -318,3 +318,35 @@ class TestAcknowledge:
         """No such alert: nothing stored, None (a 404)."""
         assert await store.acknowledge(404, acknowledging(""), [a_rule()], None) is None
         assert await store.list_rules() == []
+
+
+class TestCaaHistory:
+    async def test_an_rrset_is_dated_from_when_it_was_first_seen_unchanged(
+        self, store: Store
+    ) -> None:
+        """Seen again: its first sighting; changed: from the change; back: from its return."""
+        a, b = ['0 issue "letsencrypt.org"'], ['0 issue "pki.goog"']
+        assert await store.observe_caa("example.org", a, 10.0) == 10.0
+        assert await store.observe_caa("example.org", a, 20.0) == 10.0
+        assert await store.observe_caa("example.org", b, 30.0) == 30.0
+        assert await store.observe_caa("example.org", b, 40.0) == 30.0
+        assert await store.observe_caa("example.org", a, 50.0) == 50.0  # not 10: it changed
+        assert await store.observe_caa("other.example", b, 60.0) == 60.0  # per owner
+
+    async def test_old_rrsets_are_pruned(self, store: Store) -> None:
+        """RRsets last seen before the cut-off are deleted; the rest keep their dates."""
+        await store.observe_caa("old.example", ['0 issue ";"'], 10.0)
+        await store.observe_caa("new.example", ['0 issue ";"'], 10.0)
+        await store.observe_caa("new.example", ['0 issue ";"'], 100.0)
+        assert await store.prune_caa(50.0) == 1
+        assert await store.observe_caa("new.example", ['0 issue ";"'], 110.0) == 10.0
+        assert await store.observe_caa("old.example", ['0 issue ";"'], 120.0) == 120.0
+
+    async def test_inventory_names_are_distinct_and_bounded(self, store: Store) -> None:
+        """The names on the inventory's certificates, wildcards as their base, at most N."""
+        await store.upsert_cert(
+            InventoryCert(f"{1:040x}", ("*.a.example.org", "a.example.org"), 1, 2)
+        )
+        await store.upsert_cert(InventoryCert(f"{2:040x}", ("b.example.org",), 1, 2))
+        assert sorted(await store.inventory_names(10)) == ["a.example.org", "b.example.org"]
+        assert len(await store.inventory_names(1)) == 1

@@ -34,6 +34,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "api_port": 0,
         "suspicious_grace_s": 0.0,
         "ct_backfill": False,  # tests that back-fill turn it on, with a log list of test logs
+        "caa_check": False,  # tests of CAA turn it on, with a resolver of their own
         "timing": FAST,
     }
     values.update(overrides)

@@ -37,6 +37,8 @@ async def add_domain() -> Response:
     value = watch_entry(body)
     created = await ctx.views.add_domain(value, body.note, ctx.clock())
     log.info("watch entry %s %s", value, "added" if created else "updated")
+    if created and ctx.caa is not None:
+        ctx.caa.soon(value)  # its CAA history starts now, not at the next refresh
     return json_response(DomainCreated(value, created), 201 if created else 200)
 
 

@@ -74,8 +74,9 @@ def get(conn: Connection, alert_id: int) -> Alert | None:
 
 
 _VERDICT = (
-    "severity", "reason", "rule", "issuer_ca", "status", "recognised_by", "next_attempt_at",
-    "queued_at", "acknowledged_at", "acknowledged_scope", "acknowledged_note",
+    "severity", "reason", "rule", "issuer_ca", "caa", "status", "recognised_by",
+    "next_attempt_at", "queued_at", "acknowledged_at", "acknowledged_scope",
+    "acknowledged_note",
 )  # fmt: skip
 """The columns a verdict on a held alert sets."""
 
