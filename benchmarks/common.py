@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -65,6 +65,25 @@ def feed_server(frames: Path, count: int, *extra: str) -> Iterator[str]:
         proc.wait()
 
 
+@contextlib.contextmanager
+def dns_server(delay_s: float, domain: str) -> Iterator[str]:
+    """A CAA resolver answering after ``delay_s``, in its own process; yields
+    ``127.0.0.1:port`` (for ``CAA_RESOLVER``)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "dns_server.py"), "--delay", str(delay_s),
+         "--domain", domain],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().split()[1])
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def prepare_db(path: Path, *, entries: int, certs: int, domains: Sequence[str] = ()) -> None:
     """A database with ``entries`` watch entries and ``certs`` inventory rows (bulk insert)."""
     store = trio.run(SQLiteStore.open, path)
@@ -102,7 +121,13 @@ class Certwatch:
     """``python -m certwatch`` in its own process, on a free port."""
 
     def __init__(
-        self, db: Path, feed_url: str, *, checkout: Path | None = None, **env: str
+        self,
+        db: Path,
+        feed_url: str,
+        *,
+        checkout: Path | None = None,
+        environment: Mapping[str, str] | None = None,
+        **env: str,
     ) -> None:
         """``checkout``: run the certwatch of another checkout (its ``.venv``, from its
         directory), for a before/after on one machine."""
@@ -122,6 +147,7 @@ class Certwatch:
                 "LOG_LEVEL": "WARNING",
                 "CT_BACKFILL": "0",  # no benchmark but backfill.py reads CT logs
                 "CAA_CHECK": "0",  # nor DNS, but those that serve their own resolver
+                **(environment or {}),
                 **env,
             },
             stderr=subprocess.DEVNULL,

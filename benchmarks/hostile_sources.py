@@ -196,7 +196,7 @@ async def run_case(case: Case, seconds: float, checkout: Path | None) -> dict[st
             certwatch = Certwatch(
                 tmp / "cw.db", f"ws://127.0.0.1:{port}/full-stream", checkout=checkout,
                 CT_BACKFILL="1", SUSPICIOUS_GRACE_S="60", CT_BACKFILL_RETRY_PERIOD_S="600",
-                **env,
+                environment=env,
             )  # fmt: skip
             try:
                 await trio.to_thread.run_sync(certwatch.wait_ready)

@@ -1,6 +1,7 @@
 """Alert latency under load: from the feed sending a matched cert to the webhook receiving it.
 
     uv run python benchmarks/latency.py [--rate 5000] [--seconds 30] [--matched-every 50]
+                                        [--caa-delay 0.05]
 
 The feed process sends full-stream frames at ``--rate`` messages per second; every
 ``--matched-every``-th frame is a newly issued certificate for a watched name whose
@@ -12,6 +13,8 @@ this process, which records ``now - seen_at``. Reports p50, p99 and the maximum.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import statistics
 import tempfile
 import time
@@ -19,8 +22,17 @@ from pathlib import Path
 
 import trio
 
-from benchmarks.common import Certwatch, capture, feed_server, machine, prepare_db
+from benchmarks.common import Certwatch, capture, dns_server, feed_server, machine, prepare_db
+from certwatch.metrics import Metrics
+from certwatch.sources.caa import CaaResolver
+from tests.support.dnsservers import DnsServers
 from tests.support.servers import Receiver
+
+LATENCY_ZONE = "\n".join([
+    "$ORIGIN latency.example.", "$TTL 0",
+    "@ IN SOA ns hostmaster 1 3600 600 86400 0", "@ IN NS ns", "ns IN A 127.0.0.1",
+    '@ IN CAA 0 issue "letsencrypt.org"', "",
+])  # fmt: skip
 
 
 async def collect(receiver: Receiver, count: int, latencies: list[float], done: trio.Event) -> None:
@@ -35,15 +47,37 @@ async def collect(receiver: Receiver, count: int, latencies: list[float], done: 
     done.set()
 
 
+async def probe(resolver: str, times: list[float]) -> None:
+    """Look up a new name under latency.example ten times a second, as certwatch does
+    (two queries), recording how long each took: the resolver's own time under this load."""
+    address, port = resolver.rsplit(":", 1)
+    caa = CaaResolver([(address, int(port))], Metrics().caa)
+    for n in itertools.count():
+        started = time.perf_counter()
+        await caa.relevant(f"probe{n}.latency.example")
+        times.append(time.perf_counter() - started)
+        await trio.sleep(0.1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=int, default=5000)
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--matched-every", type=int, default=50)
+    parser.add_argument(
+        "--caa",
+        action="store_true",
+        help="CAA on, asking a real Unbound in front of a real NSD (Debian's packages)",
+    )
+    parser.add_argument(
+        "--caa-delay", type=float, default=None,
+        help="CAA on, with a scripted resolver answering after this many seconds",
+    )  # fmt: skip
     args = parser.parse_args()
     total = args.rate * args.seconds
     alerts = total // args.matched_every
     latencies: list[float] = []
+    resolver_times: list[float] = []
     frames = capture()
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "cw.db"
@@ -56,12 +90,24 @@ def main() -> None:
                 nursery.start_soon(collect, receiver, alerts, latencies, done)
                 hook = receiver.url
                 extra = ["--rate", str(args.rate), "--matched-every", str(args.matched_every)]
-                with feed_server(frames, total, *extra) as url:
-                    service = Certwatch(
-                        db, url, WEBHOOK_URL=hook, SUSPICIOUS_GRACE_S="0", LOG_LEVEL="ERROR"
-                    )
+                caa: dict[str, str] = {}
+                with contextlib.ExitStack() as stack:
+                    if args.caa_delay is not None:
+                        resolver = stack.enter_context(
+                            dns_server(args.caa_delay, "latency.example")
+                        )
+                        caa = {"CAA_CHECK": "1", "CAA_RESOLVER": resolver}
+                    elif args.caa:
+                        servers = DnsServers({"latency.example": LATENCY_ZONE}).start()
+                        stack.callback(servers.stop)
+                        caa = {"CAA_CHECK": "1", "CAA_RESOLVER": servers.resolver}
+                    url = stack.enter_context(feed_server(frames, total, *extra))
+                    env = {"WEBHOOK_URL": hook, "SUSPICIOUS_GRACE_S": "0", "LOG_LEVEL": "ERROR"}
+                    service = Certwatch(db, url, environment={**env, **caa})
                     try:
                         await trio.to_thread.run_sync(service.wait_ready)
+                        if caa:  # the resolver's own time, asked as certwatch asks it
+                            nursery.start_soon(probe, caa["CAA_RESOLVER"], resolver_times)
                         with trio.fail_after(args.seconds * 3 + 30):
                             await done.wait()
                         health = await trio.to_thread.run_sync(service.health)
@@ -75,8 +121,18 @@ def main() -> None:
     ordered = sorted(latencies)
     ms = [x * 1000 for x in ordered]
     print(f"machine: {machine()}")
+    caa = "CAA off"
+    if args.caa_delay is not None:
+        caa = f"CAA on: two queries per alert, each answered after {args.caa_delay} s"
+    elif args.caa:
+        caa = "CAA on: two queries per alert to Unbound, in front of NSD"
     print(f"load: {args.rate:,} msgs/s for {args.seconds} s; {len(ms)} alerts "
-          f"(every {args.matched_every}th frame a new watched cert, grace 0)")  # fmt: skip
+          f"(every {args.matched_every}th frame a new watched cert, grace 0, {caa})")  # fmt: skip
+    if resolver_times:
+        times = sorted(t * 1000 for t in resolver_times)
+        print(f"resolver's own time ({len(times)} lookups of two queries, probed meanwhile): "
+              f"p50 {times[len(times) // 2]:.1f} ms, p99 {times[int(len(times) * 0.99)]:.1f} ms, "
+              f"max {times[-1]:.1f} ms")  # fmt: skip
     print("| alerts | p50 | p99 | max |")
     print("|---|---|---|---|")
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]

@@ -13,6 +13,9 @@ same run this measures
 certwatch's rate is read from ``/healthz`` (``feed.processed``) between the first and the
 last processed frame. Each figure is the median of ``--runs`` runs.
 
+With ``--caa-delay S``, two more: CAA off, and CAA on with a resolver that answers after
+``S`` seconds, on the same feed of matched certificates.
+
 With ``--rules N``, two more configurations run on a feed where every 500th frame is a new
 certificate for a watched name (decided at once, ``SUSPICIOUS_GRACE_S=0``): without rules,
 and with ``N`` rules (expect, restrict and protect) under the watched domain, so every
@@ -22,7 +25,9 @@ decision goes through the ladder with them.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import shutil
 import sqlite3
 import statistics
 import tempfile
@@ -32,7 +37,7 @@ from pathlib import Path
 import trio
 from trio_websocket import open_websocket_url
 
-from benchmarks.common import Certwatch, capture, feed_server, machine, prepare_db
+from benchmarks.common import Certwatch, capture, dns_server, feed_server, machine, prepare_db
 from certwatch.sources.certstream import LIBRARY_QUEUE, MAX_MESSAGE_SIZE
 
 
@@ -52,6 +57,7 @@ async def bare_client(url: str, count: int) -> float:
 
 
 MATCHED_DOMAIN = "throughput.example"
+RUNS = itertools.count()
 
 
 def add_rules(db: Path, count: int) -> None:
@@ -70,21 +76,41 @@ def add_rules(db: Path, count: int) -> None:
 
 
 def certwatch_rate(
-    url: str, count: int, entries: int, workdir: Path, *, rules: int | None = None
-) -> tuple[float, float]:
+    url: str, count: int, entries: int, workdir: Path, *, rules: int | None = None,
+    resolver: str | None = None,
+) -> tuple[float, float]:  # fmt: skip
     """(frames per second, resident MB) for certwatch with ``entries`` watch entries (and,
     with ``rules``, the matched domain watched and that many rules)."""
-    db = workdir / f"cw-{entries}-{rules}.db"
-    if not db.exists():
+    template = workdir / f"cw-{entries}-{rules}.db"
+    if not template.exists():
         domains = [] if rules is None else [MATCHED_DOMAIN]
-        prepare_db(db, entries=entries, certs=100_000, domains=domains)
+        prepare_db(template, entries=entries, certs=100_000, domains=domains)
         if rules:
-            add_rules(db, rules)
-    service = Certwatch(db, url) if rules is None else Certwatch(db, url, SUSPICIOUS_GRACE_S="0")
+            add_rules(template, rules)
+    # A fresh copy per run: the matched certificates are the same in every run, and a
+    # database that alerted them already would only count duplicates.
+    db = workdir / f"run-{next(RUNS)}.db"
+    shutil.copyfile(template, db)
+    if rules is None:
+        service = Certwatch(db, url)
+    elif resolver is None:
+        service = Certwatch(db, url, SUSPICIOUS_GRACE_S="0")
+    else:
+        service = Certwatch(
+            db, url, SUSPICIOUS_GRACE_S="0", CAA_CHECK="1", CAA_RESOLVER=resolver,
+            CAA_TIMEOUT_S="5",
+        )  # fmt: skip
     try:
         service.wait_ready()
         rate, health = service.follow(count)
         assert health["feed"]["dropped"] == 0, health
+        if resolver is not None:  # CAA is really looked up (answers come seconds later)
+            deadline = time.perf_counter() + 60
+            while 'certwatch_caa_lookups_total{result="records"} 0.0' in (
+                service.client.get("/metrics").text
+            ):
+                assert time.perf_counter() < deadline, "no CAA answer in 60 s"
+                time.sleep(0.1)
         return rate, service.rss_mb()
     finally:
         service.stop()
@@ -95,6 +121,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rules", type=int, default=0, help="also measure with this many rules")
+    parser.add_argument(
+        "--caa-delay", type=float, default=0.0, help="also measure CAA on, this slow (s)"
+    )
     args = parser.parse_args()
     frames = capture()
     sizes = sorted(len(line) for line in frames.read_text().splitlines())
@@ -128,6 +157,8 @@ def main() -> None:
     print("runs:", {k: [round(v) for v in vs] for k, vs in results.items()})
     if args.rules:
         rules_comparison(frames, args)
+    if args.caa_delay:
+        caa_comparison(frames, args)
 
 
 def rules_comparison(frames: Path, args: argparse.Namespace) -> None:
@@ -146,6 +177,32 @@ def rules_comparison(frames: Path, args: argparse.Namespace) -> None:
     print(f"| 0 | {none:,.0f} |")
     print(f"| {args.rules:,} | {many:,.0f} |")
     print(f"{args.rules:,} rules vs none: {many / none - 1:+.1%}")
+    print("runs:", {k: [round(v) for v in vs] for k, vs in results.items()})
+
+
+def caa_comparison(frames: Path, args: argparse.Namespace) -> None:
+    """CAA off against CAA on with a slow resolver, on a feed with matched certificates."""
+    results: dict[str, list[float]] = {"off": [], "on": []}
+    extra = ("--matched-every", "500", "--matched-domain", MATCHED_DOMAIN)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        feed_server(frames, args.messages, *extra) as url,
+        dns_server(args.caa_delay, MATCHED_DOMAIN) as resolver,
+    ):
+        for _ in range(args.runs):
+            for label in results:
+                chosen = resolver if label == "on" else None
+                rate, _ = certwatch_rate(url, args.messages, 10, Path(tmp), rules=0,
+                                         resolver=chosen)  # fmt: skip
+                results[label].append(rate)
+    off, on = statistics.median(results["off"]), statistics.median(results["on"])
+    print(f"\nevery 500th frame a new certificate for a watched name, decided at once, CAA "
+          f"answered after {args.caa_delay} s:")  # fmt: skip
+    print("| CAA | msgs/s |")
+    print("|---|---|")
+    print(f"| off | {off:,.0f} |")
+    print(f"| on, resolver {args.caa_delay} s | {on:,.0f} |")
+    print(f"CAA on vs off: {on / off - 1:+.1%}")
     print("runs:", {k: [round(v) for v in vs] for k, vs in results.items()})
 
 

@@ -40,6 +40,11 @@ NEW_ENTRIES_BUFFER = 256
 refresh)."""
 HISTORY_RETENTION_S = 30 * 86400.0
 """RRsets not seen for this long are forgotten (cleanup)."""
+REWRITE_AFTER_S = 60.0
+"""An RRset seen again, unchanged, is written to the history at most this often: a
+decision reads its first sighting from memory rather than wait for a database write."""
+REMEMBERED_OWNERS = 10_000
+"""Owners whose last RRset is remembered in memory (the history itself is in the store)."""
 
 
 class CaaChecker:
@@ -63,6 +68,8 @@ class CaaChecker:
         self._refresh_s = refresh_s
         self._clock = clock
         self._new, self._new_receive = trio.open_memory_channel[str](NEW_ENTRIES_BUFFER)
+        self._seen: dict[str, tuple[tuple[str, ...], float, float]] = {}
+        """owner -> (its RRset, first seen, when written): what this process last wrote."""
 
     # --- decisions ----------------------------------------------------------------------------
 
@@ -96,11 +103,23 @@ class CaaChecker:
         """Note ``lookup``'s RRset in the history; when it was first seen, unchanged."""
         if lookup is None or lookup.owner is None:
             return None
+        owner, texts, now = lookup.owner, lookup.texts(), self._clock()
+        remembered = self._seen.get(owner)
+        if (
+            remembered is not None
+            and remembered[0] == texts
+            and now - remembered[2] < REWRITE_AFTER_S
+        ):
+            return remembered[1]
         try:
-            return await self._store.observe_caa(lookup.owner, lookup.texts(), self._clock())
+            first_seen = await self._store.observe_caa(owner, texts, now)
         except StoreError as e:
-            log.warning("CAA history of %s not updated: %s", lookup.owner, e)
+            log.warning("CAA history of %s not updated: %s", owner, e)
             return None
+        if len(self._seen) >= REMEMBERED_OWNERS:
+            self._seen.clear()
+        self._seen[owner] = (texts, first_seen, now)
+        return first_seen
 
     # --- the history --------------------------------------------------------------------------
 

@@ -35,15 +35,21 @@ def zone(origin: str, serial: int, *records: str) -> str:
 
 def watched_zone(serial: int = 1, apex: str = '@ IN CAA 0 issue "vendor.example"') -> str:
     return zone(WATCHED, serial, apex, '@ IN CAA 0 issuewild ";"',
-                "help IN CNAME x.saas.test.", 'shop IN CAA 128 tbs "Unknown"')  # fmt: skip
+                "help IN CNAME x.saas.test.", 'shop IN CAA 128 tbs "Unknown"',
+                "loop1 IN CNAME loop2", "loop2 IN CNAME loop1")  # fmt: skip
 
 
 SAAS = zone("saas.test", 1, 'x IN CAA 0 issue "other.example"')
+PLAIN = zone("plain.test", 1, "www IN A 127.0.0.1")
+"""A zone without CAA: no name up to the root has any."""
 
 
 @pytest.fixture
 def dns_servers() -> Iterator[DnsServers]:
-    with dns_servers_or_skip({WATCHED: watched_zone(), "saas.test": SAAS}) as servers:
+    # The top-level domain too, as the root's servers would answer it: no CAA there.
+    zones = {WATCHED: watched_zone(), "saas.test": SAAS, "plain.test": PLAIN,
+             "test": zone("test", 1)}  # fmt: skip
+    with dns_servers_or_skip(zones) as servers:
         yield servers
 
 
@@ -175,6 +181,26 @@ async def serial_is(servers: DnsServers, serial: int) -> None:
         return bool(answer.answer) and answer.answer[0][0].serial == serial
 
     await wait_until(reloaded, within=10)
+
+
+async def test_a_cname_loop_is_unknown_and_no_caa_anywhere_is_none(
+    tmp_path: Path, feed: FeedServer, receiver: Receiver, dns_servers: DnsServers,
+    vendor: CA, other: CA,
+) -> None:  # fmt: skip
+    """A CNAME loop (the resolver's SERVFAIL) is unknown; a zone without CAA is none."""
+    settings = caa_settings(tmp_path, feed, receiver, [vendor, other], dns_servers.resolver)
+    async with run_service(settings) as service:
+        await service.add_domain(WATCHED)
+        await service.add_domain("plain.test")
+        with trio.fail_after(10):
+            loop = await decided(receiver, feed, other.issue([f"loop1.{WATCHED}"]))
+        plain = await decided(receiver, feed, other.issue(["www.plain.test"]))
+    assert (loop["severity"], loop["caa"]["verdict"]) == ("suspicious", "unknown")
+    assert (plain["severity"], plain["caa"]) == (
+        "suspicious",
+        {"verdict": "none", "name": "www.plain.test", "owner": None, "records": [],
+         "first_seen": None},
+    )  # fmt: skip
 
 
 async def test_a_failing_resolver_is_unknown_and_decides_on_time(

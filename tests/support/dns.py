@@ -94,10 +94,12 @@ class DnsResponder:
     """Answers CAA queries from ``zone`` (name -> behaviour); names not in it are NXDOMAIN.
     ``queries`` records (name, "udp"/"tcp") of every query."""
 
-    def __init__(self, zone: dict[str, Behaviour] | None = None) -> None:
+    def __init__(self, zone: dict[str, Behaviour] | None = None, *, delay_s: float = 0.0) -> None:
         self.zone: dict[str, Behaviour] = dict(zone or {})
         self.queries: list[tuple[str, str]] = []
         self.port = 0
+        self.delay_s = delay_s
+        """Every answer is sent this long after its query (a slow resolver)."""
         self._udp: trio.socket.SocketType | None = None
 
     @property
@@ -116,11 +118,17 @@ class DnsResponder:
 
     async def _serve_udp(self, udp: trio.socket.SocketType) -> None:
         with udp:
-            while True:
-                data, peer = await udp.recvfrom(65535)
-                answer = self.answer(data, tcp=False)
-                if answer is not None:
-                    await udp.sendto(answer, peer)
+            async with trio.open_nursery() as replies:
+                while True:
+                    data, peer = await udp.recvfrom(65535)
+                    replies.start_soon(self._reply, udp, data, peer)
+
+    async def _reply(self, udp: trio.socket.SocketType, data: bytes, peer: Any) -> None:
+        answer = self.answer(data, tcp=False)
+        if self.delay_s:
+            await trio.sleep(self.delay_s)
+        if answer is not None:
+            await udp.sendto(answer, peer)
 
     async def _serve_tcp(self, stream: trio.SocketStream) -> None:
         async with stream:

@@ -65,6 +65,9 @@ class DnsServers:
             f'  zonesdir: "{d}"\n  database: ""\n  pidfile: ""\n'
             f'  zonelistfile: "{d}/zone.list"\n  xfrdfile: "{d}/xfrd.state"\n'
             f'  xfrdir: "{d}"\n  logfile: "{d}/nsd.log"\n  verbosity: 1\n'
+            # No response rate limiting: every query comes from the one Unbound, and NSD
+            # would slip or drop its answers past 200 a second (Unbound then retries late).
+            "  rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\n"
             "remote-control:\n  control-enable: no\n"
             + "".join(f'zone:\n  name: "{z}"\n  zonefile: "{z}.zone"\n' for z in self.zones)
         )
