@@ -166,13 +166,15 @@ def _replay(file: str, grace_s: float | None) -> NoReturn:
     try:
         if file == "-":
             report = replay(
-                sys.stdin, views.index, views.inventory, sys.stdout, grace_s=grace, policy=policy
-            )
+                sys.stdin, views.index, views.inventory, sys.stdout,
+                grace_s=grace, policy=policy, brands=views.brands,
+            )  # fmt: skip
         else:
             with Path(file).open(encoding="utf-8", errors="replace") as lines:
                 report = replay(
-                    lines, views.index, views.inventory, sys.stdout, grace_s=grace, policy=policy
-                )
+                    lines, views.index, views.inventory, sys.stdout,
+                    grace_s=grace, policy=policy, brands=views.brands,
+                )  # fmt: skip
     except OSError as e:
         print(f"certwatch: cannot read {file}: {e.strerror or e}", file=sys.stderr)
         sys.exit(1)

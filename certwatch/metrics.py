@@ -9,7 +9,7 @@ right at every moment without hot-path updates.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sized
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 from prometheus_client import (
@@ -24,6 +24,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from certwatch.core.alerts import Severity
+from certwatch.core.lookalikes import SKIP_REASONS as LOOKALIKE_SKIPS
+from certwatch.core.lookalikes import Technique
 from certwatch.core.messages import COERCIBLE_FIELDS, KNOWN_TYPES, SKIP_REASONS
 from certwatch.core.policy import RuleKind
 from certwatch.errors import CTLogError, FeedConnectError
@@ -35,6 +37,7 @@ __all__ = [
     "CoverageMetrics",
     "FeedMetrics",
     "LogSample",
+    "LookalikeMetrics",
     "Metrics",
     "OutboxMetrics",
     "StoreMetrics",
@@ -78,6 +81,16 @@ class _CounterView(Collector):
         for key in self._keys:
             family.add_metric([key], float(values.get(key, 0)))
         return [family]
+
+
+class _Brands(Protocol):
+    """The views' brand index (``certwatch.core.lookalikes.BrandIndex``)."""
+
+    @property
+    def hits(self) -> Mapping[Any, int]: ...
+    @property
+    def skipped(self) -> Mapping[Any, int]: ...
+    def __len__(self) -> int: ...
 
 
 class _PoolUsage(Protocol):
@@ -300,6 +313,30 @@ class AlertMetrics:
         )
 
 
+class LookalikeMetrics:
+    """The lookalike watch."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self._r = r
+        self.brands = _gauge(r, "certwatch_brands", "Brands the lookalike watch protects.")
+
+    def watch(self, brands: _Brands) -> None:
+        """Serve the brands, the names that hit (by technique) and the names skipped (by
+        reason) from the views' brand index at every scrape."""
+        self.brands.set_function(lambda: len(brands))
+        self._r.register(_CounterView(
+            "certwatch_lookalike_hits",
+            "Certificate names that imitate a brand, by technique (one per name that hits).",
+            "technique", tuple(t.value for t in Technique), lambda: brands.hits,
+        ))  # fmt: skip
+        self._r.register(_CounterView(
+            "certwatch_lookalike_skipped_names",
+            "Names the lookalike watch did not check: unreadable (bad punycode, no hostname), "
+            "or past a certificate's budget of names looked at closely.",
+            "reason", LOOKALIKE_SKIPS, lambda: brands.skipped,
+        ))  # fmt: skip
+
+
 class CaaMetrics:
     """CAA lookups."""
 
@@ -434,6 +471,7 @@ class Metrics:
         self.coverage = CoverageMetrics(r)
         self.alerts = AlertMetrics(r)
         self.caa = CaaMetrics(r)
+        self.lookalikes = LookalikeMetrics(r)
         self.outbox = OutboxMetrics(r)
         self.store = StoreMetrics(r)
 

@@ -26,6 +26,7 @@ TABLES = (
     ("certs", "fingerprint_sha1"),
     ("keys", "spki_sha256"),
     ("rules", "id"),
+    ("brands", "domain"),
     ("alerts", "id"),
     ("ct_log_positions", "log"),
     ("ct_log_evidence", "id"),

@@ -3,7 +3,8 @@
 The capture is certstream messages, one JSON object per line (``-`` reads stdin). Each line
 goes through the same decoding and matching as the service, and the same decision
 (:mod:`certwatch.core.decision`: dedupe, recognition, the grace period, follow-ups, the
-rules' ladder), against the watch list, inventory and rules in the database, and the CA
+rules' ladder, lookalikes of the brands), against the watch list, inventory, rules and
+brands in the database, and the CA
 identities the service uses; nothing is stored and nothing is sent. The
 clock is the messages' own ``seen``, so a later copy of an issuance that arrives within the
 grace period can still recognise it, as in the service; holds still open when the capture
@@ -34,6 +35,7 @@ from certwatch.core.decision import (
     StoreFollowUp,
     StoreVerdict,
 )
+from certwatch.core.lookalikes import BrandIndex
 from certwatch.core.messages import SKIP_REASONS
 from certwatch.core.names import WatchIndex
 from certwatch.core.policy import Rules
@@ -81,6 +83,7 @@ class ReplayViews:
     index: WatchIndex
     inventory: Inventory
     rules: Rules
+    brands: BrandIndex
 
 
 async def _load(db_path: Path, database_url: str | None) -> ReplayViews:
@@ -95,7 +98,7 @@ async def _load(db_path: Path, database_url: str | None) -> ReplayViews:
         views = await Views.load(store)
     finally:
         store.close()
-    return ReplayViews(views.index, views.inventory, views.rules)
+    return ReplayViews(views.index, views.inventory, views.rules, views.brands)
 
 
 def load_views(db_path: Path, database_url: str | None = None) -> ReplayViews:
@@ -114,10 +117,11 @@ def replay(
     *,
     grace_s: float = 0.0,
     policy: Policy | None = None,
+    brands: BrandIndex | None = None,
 ) -> ReplayReport:
     """Run the pipeline over ``lines``; write would-be webhook payloads to ``out``."""
     metrics = Metrics()
-    pipeline = Matcher(index, metrics.feed, Coverage(metrics.coverage))
+    pipeline = Matcher(index, metrics.feed, Coverage(metrics.coverage), brands=brands)
     ids = itertools.count(1)
     decisions = Decisions(
         grace_s=grace_s, observer=True, new_event_id=lambda: f"replay-{next(ids)}", policy=policy
@@ -167,7 +171,10 @@ def replay(
         counts["matched"] += 1
         now = max(now, hit.observation.seen or now)
         make(decisions.due(now, inventory=inventory))
-        actions = decisions.match(hit.observation, hit.match, inventory=inventory, now=now)
+        if hit.match.entries:
+            actions = decisions.match(hit.observation, hit.match, inventory=inventory, now=now)
+        else:
+            actions = decisions.lookalike(hit.observation, hit.lookalikes, now=now)
         if not any(isinstance(action, StoreAlert) for action in actions):
             counts["duplicates"] += 1
         make(actions)

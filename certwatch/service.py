@@ -153,6 +153,7 @@ async def build(
     public_suffix_kind("example.org")  # loads the Public Suffix List now, not in a request
     views = await Views.load(store, timing=t, clock=clock)
     metrics.store.watch_views(views.index, views.inventory, views.rules.counts)
+    metrics.lookalikes.watch(views.brands)
     policy, caa = _triage(settings, views, store, metrics, clock)
     frames = trio.open_memory_channel[FeedItem](FEED_BUFFER)
     outbox_send, outbox_receive = trio.open_memory_channel[int](OUTBOX_BUFFER)
@@ -181,10 +182,13 @@ async def build(
     )
     reader = CTLogReader(metrics.coverage, timeout_s=t.ct_request_timeout_s, clock=clock)
     heads = TreeHeads(reader, coverage, record_evidence=store.record_log_evidence, clock=clock)
-    entries = MatchedEntries(reader, heads, views.index, alerter.on_match, clock=clock)
+    entries = MatchedEntries(
+        reader, heads, views.index, alerter.on_match, brands=views.brands, clock=clock
+    )
     lookups = Lookups(reader, heads, entries, t) if settings.ct_backfill else None
     matcher = Matcher(
         views.index, metrics.feed, coverage,
+        brands=views.brands,
         on_missing_der=None if lookups is None else lookups.lookup,
         clock=clock,
     )  # fmt: skip

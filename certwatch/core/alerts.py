@@ -24,6 +24,7 @@ from certwatch.core.caa import CaaFinding
 from certwatch.core.cas import CAIdentity
 from certwatch.core.identity import CertFacts
 from certwatch.core.loglist import normalise_log_url
+from certwatch.core.lookalikes import LookalikeHit
 from certwatch.core.names import Match
 from certwatch.core.observation import CertSummary, Observation
 from certwatch.core.policy import Reason, RuleRef, Severity, Verdict
@@ -36,6 +37,7 @@ __all__ = [
     "Severity",
     "Status",
     "decided",
+    "lookalike_alert",
     "new_alert",
     "resolved_follow_up",
     "webhook_payload",
@@ -115,6 +117,8 @@ class Alert:
     acknowledged_at: float | None = None
     acknowledged_scope: AckScope | None = None
     acknowledged_note: str | None = None
+    lookalikes: tuple[LookalikeHit, ...] = ()
+    """For a ``lookalike`` alert: the names imitating brands, best first."""
 
     @property
     def delivered(self) -> bool:
@@ -135,6 +139,29 @@ def new_alert(observation: Observation, match: Match, *, event_id: str, now: flo
         facts=observation.facts,
         seen_at=observation.seen if observation.seen is not None else now,
         created_at=now,
+    )
+
+
+def lookalike_alert(
+    observation: Observation,
+    hits: tuple[LookalikeHit, ...],
+    *,
+    event_id: str,
+    observer: bool,
+    now: float,
+) -> Alert:
+    """The alert for a certificate whose names imitate brands: decided at once (no hold;
+    the inventory and the rules do not apply), queued."""
+    names = tuple(sorted({hit.name for hit in hits}))
+    alert = new_alert(observation, Match(entries=(), sans=names), event_id=event_id, now=now)
+    return attrs.evolve(
+        alert,
+        severity=Severity.LOOKALIKE,
+        reason=Reason.LOOKALIKE,
+        lookalikes=hits,
+        status=Status.OBSERVED if observer else Status.PENDING,
+        next_attempt_at=now,
+        queued_at=now,
     )
 
 
@@ -234,6 +261,8 @@ def webhook_payload(alert: Alert) -> dict[str, Any]:
         "issuer_ca": None if alert.issuer_ca is None else alert.issuer_ca.as_dict(),
         "rule": None if alert.rule is None else alert.rule.as_dict(),
         "caa": None if alert.caa is None else alert.caa.as_dict(),
+        # The lookalike watch: names imitating the organisation's brands.
+        "lookalikes": [hit.as_dict() for hit in alert.lookalikes],
         # Coverage additions (the contract's): where the certificate was seen.
         "observed_via": cert.observed_via,
         "log_url": cert.log_url or normalise_log_url(cert.source_url),

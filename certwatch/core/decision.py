@@ -38,12 +38,14 @@ from certwatch.core.alerts import (
     Kind,
     Status,
     decided,
+    lookalike_alert,
     new_alert,
     resolved_follow_up,
 )
 from certwatch.core.caa import CaaFinding, CaaVerdict
 from certwatch.core.cas import CAIdentities, CAIdentity
 from certwatch.core.identity import CertFacts
+from certwatch.core.lookalikes import LookalikeHit
 from certwatch.core.names import Match
 from certwatch.core.observation import Observation
 from certwatch.core.policy import Reason, Rule, RuleKind, Rules, Severity, Verdict, judge
@@ -233,6 +235,18 @@ class Decisions:
         return self._holds.next_deadline()
 
     # --- events ------------------------------------------------------------------------------
+
+    def lookalike(
+        self, observation: Observation, hits: tuple[LookalikeHit, ...], *, now: float
+    ) -> list[Action]:
+        """A certificate whose names imitate brands (and none is watched): one ``lookalike``
+        alert per issuance, decided at once."""
+        if self._dedupe.get(observation.facts.issuance_key()) is not None:
+            return []
+        alert = lookalike_alert(
+            observation, hits, event_id=self._new_event_id(), observer=self._observer, now=now
+        )
+        return [StoreAlert(alert)]
 
     def match(
         self, observation: Observation, match: Match, *, inventory: Inventory, now: float

@@ -56,13 +56,23 @@ class Severity(enum.StrEnum):
     """Neither ours nor explained: a potential hijack."""
     CRITICAL = "critical"
     """A protected name, a forbidden CA, a CAA violation."""
+    LOOKALIKE = "lookalike"
+    """Not the organisation's names at all: a name imitating one of its brands (outside the
+    ladder: decided at once)."""
 
     @property
     def rank(self) -> int:
+        """The ladder's order (``lookalike`` is beside it, ranked with ``suspicious``)."""
         return _RANKS[self]
 
 
-_RANKS = {s: i for i, s in enumerate(Severity)}
+_RANKS = {
+    Severity.INFO: 0,
+    Severity.EXPECTED: 1,
+    Severity.SUSPICIOUS: 2,
+    Severity.CRITICAL: 3,
+    Severity.LOOKALIKE: 2,
+}
 
 
 class Reason(enum.StrEnum):
@@ -74,6 +84,7 @@ class Reason(enum.StrEnum):
     CAA_FORBIDDEN = "caa-forbidden"
     EXPECT_RULE = "expect-rule"
     UNRECOGNISED = "unrecognised"
+    LOOKALIKE = "lookalike"
 
 
 class RuleKind(enum.StrEnum):

@@ -43,11 +43,12 @@ _TAGS = {
     "certs": "The inventory: certificates the load balancers obtained.",
     "keys": "Public keys registered in advance, with the names they may be used for.",
     "rules": "The organisation's rules: which CAs may issue for which names (triage).",
+    "brands": "Brands the lookalike watch protects, and the names they own near them.",
     "alerts": "Alerts, their delivery, re-queueing it, and acknowledging them.",
     "health": "Health check and metrics (anonymous).",
 }
 """Each route is listed under its resource (the first segment of its path)."""
-_LISTS = frozenset({"/domains", "/certs", "/keys", "/rules", "/alerts"})
+_LISTS = frozenset({"/domains", "/certs", "/keys", "/rules", "/brands", "/alerts"})
 """GET on these answers a JSON array of the documented class."""
 
 

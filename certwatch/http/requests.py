@@ -24,6 +24,7 @@ from certwatch.core.alerts import AckScope
 from certwatch.core.cas import caa_identifier, caa_identifiers
 from certwatch.core.certificates import parse_certificate
 from certwatch.core.identity import fingerprint, serial_number
+from certwatch.core.lookalikes import Brand, brand_domain
 from certwatch.core.messages import decode_json
 from certwatch.core.names import SuffixKind, normalise_entry, normalise_san, public_suffix_kind
 from certwatch.core.policy import Rule, RuleKind
@@ -193,6 +194,15 @@ class RuleIn:
     issuers: list[str] | None = None
     note: str = ""
     expires_at: int | None = None
+
+
+@attrs.frozen
+class BrandIn:
+    """``POST /brands``."""
+
+    domain: str
+    note: str = ""
+    allow: list[str] = attrs.Factory(list)
 
 
 @attrs.frozen
@@ -510,3 +520,24 @@ def acknowledgement_from(body: AcknowledgeIn) -> tuple[AckScope, str]:
         raise InputError("invalid request body", problems)
     assert scope is not None
     return scope, body.note
+
+
+def brand_from(body: BrandIn, now: float) -> Brand:
+    """The brand a ``POST /brands`` asks for, every field checked (all problems at once)."""
+    problems: list[FieldProblem] = []
+    domain = label = ""
+    try:
+        domain, label, _ = brand_domain(body.domain)
+    except InvalidName as e:
+        problems.append(("domain", e.message))
+    allow: list[str] = []
+    for i, value in enumerate(body.allow):
+        try:
+            allow.append(normalise_entry(value))
+        except InvalidName as e:
+            problems.append((f"allow[{i}]", e.message))
+    if len(body.note) > MAX_NOTE:
+        problems.append(("note", f"must be at most {MAX_NOTE} characters"))
+    if problems:
+        raise InputError("invalid request body", problems)
+    return Brand(domain, label, body.note, tuple(sorted(set(allow))), now)

@@ -16,6 +16,7 @@ from quart import Response
 from certwatch.core.alerts import Alert, Severity, Status
 from certwatch.core.caa import CaaFinding
 from certwatch.core.cas import CAIdentity
+from certwatch.core.lookalikes import Brand, LookalikeHit
 from certwatch.core.policy import Rule, RuleRef
 from certwatch.core.recognition import InventoryCert, KnownKey
 
@@ -24,6 +25,7 @@ __all__ = [
     "Acknowledgement",
     "AlertOut",
     "AlertsQuery",
+    "BrandOut",
     "CertOut",
     "CertsQuery",
     "Deleted",
@@ -138,6 +140,36 @@ class KeyCreated:
     note: str
     added_at: float
     created: bool
+
+
+@attrs.frozen
+class BrandOut:
+    domain: str
+    label: str
+    """The brand's label left of its public suffix: what lookalikes imitate."""
+    note: str
+    allow: list[str]
+    added_at: float
+
+    @classmethod
+    def of(cls, brand: Brand) -> BrandOut:
+        return cls(brand.domain, brand.label, brand.note, list(brand.allow), brand.added_at)
+
+
+@attrs.frozen
+class LookalikeOut:
+    brand: str
+    technique: str
+    """``homoglyph``, ``tld-swap``, ``hyphenation``, ``typo``, ``embedding``,
+    ``combosquat`` or ``subdomain``."""
+    name: str
+    unicode_name: str
+    domain: str
+    score: int
+
+    @classmethod
+    def of(cls, hit: LookalikeHit) -> LookalikeOut:
+        return cls(hit.brand, hit.technique, hit.name, hit.unicode_name, hit.domain, hit.score)
 
 
 @attrs.frozen
@@ -261,6 +293,8 @@ class AlertOut:
     acknowledged_at: float | None
     acknowledged_scope: str | None
     acknowledged_note: str | None
+    lookalikes: list[LookalikeOut]
+    """For a ``lookalike`` alert: the names imitating brands, best first."""
 
     @classmethod
     def of(cls, alert: Alert) -> AlertOut:
@@ -301,6 +335,7 @@ class AlertOut:
             acknowledged_at=alert.acknowledged_at,
             acknowledged_scope=alert.acknowledged_scope,
             acknowledged_note=alert.acknowledged_note,
+            lookalikes=[LookalikeOut.of(h) for h in alert.lookalikes],
         )
 
 
@@ -391,6 +426,8 @@ class HealthOut:
     watch_entries: int
     known_fingerprints: int
     known_keys: int
+    brands: int
+    """Brands the lookalike watch protects (0: it does no work)."""
     alerts: AlertsHealth
     webhook: str
     coverage: CoverageHealth

@@ -45,6 +45,7 @@ from certwatch.core.decision import (
     StoreFollowUp,
     StoreVerdict,
 )
+from certwatch.core.lookalikes import LookalikeHit
 from certwatch.core.names import Match
 from certwatch.core.observation import Observation
 from certwatch.core.policy import Rule
@@ -141,14 +142,22 @@ class Alerter:
 
     # --- what happens ---------------------------------------------------------------------------
 
-    async def on_match(self, observation: Observation, match: Match) -> None:
-        """Handle a certificate that matched the watch list."""
+    async def on_match(
+        self,
+        observation: Observation,
+        match: Match,
+        lookalikes: tuple[LookalikeHit, ...] = (),
+    ) -> None:
+        """Handle a certificate that matched the watch list, or (``match`` without entries)
+        whose names imitate brands (``lookalikes``)."""
         async with self._lock:
+            now = self._clock()
+            if not match.entries:
+                await self._make(self._decisions.lookalike(observation, lookalikes, now=now))
+                return
             await self._fresh()
             await self._make(
-                self._decisions.match(
-                    observation, match, inventory=self._inventory, now=self._clock()
-                )
+                self._decisions.match(observation, match, inventory=self._inventory, now=now)
             )
 
     async def run_holds(self, *, adopt_every_s: float | None = None) -> NoReturn:
@@ -301,7 +310,7 @@ class Alerter:
         assert alert.id is not None
         if alert.kind is Kind.ALERT:
             self._metrics.alerts.labels(alert.severity or Severity.SUSPICIOUS).inc()
-        alarming = alert.severity in (Severity.SUSPICIOUS, Severity.CRITICAL)
+        alarming = alert.severity in (Severity.SUSPICIOUS, Severity.CRITICAL, Severity.LOOKALIKE)
         level = logging.WARNING if alarming else logging.INFO
         log.log(
             level,

@@ -1,20 +1,23 @@
 """The processing task: frames from the feed channel to matches for the alerter.
 
-Per frame: peek (decode only names, log and index), count, account coverage, match. Only a
-match decodes the whole message and awaits the alerter (which stores the alert).
+Per frame: peek (decode only names, log and index), count, account coverage, match the
+watch list, and (when there are brands, and nothing is watched) look for lookalikes. Only
+a match or a lookalike decodes the whole message and awaits the alerter (which stores the
+alert).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
 import attrs
 import trio
 
 from certwatch.core.loglist import LogInfo, normalise_log_url
+from certwatch.core.lookalikes import BrandIndex, LookalikeHit
 from certwatch.core.messages import (
     COERCIBLE_FIELDS,
     UNKNOWN_TYPE,
@@ -30,7 +33,7 @@ from certwatch.errors import MalformedMessage
 from certwatch.metrics import MESSAGE_TYPES, FeedMetrics
 from certwatch.pipeline.coverage import Coverage
 
-__all__ = ["Hit", "Matcher", "OnMatch"]
+__all__ = ["Hit", "Matcher", "OnMatch", "match_names"]
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +43,38 @@ COALESCE_S = 0.002
 """Pause after the buffer runs dry (bounds the added latency; far below the 50 ms target)."""
 
 
-OnMatch = Callable[[Observation, Match], Awaitable[None]]
+OnMatch = Callable[[Observation, Match, tuple[LookalikeHit, ...]], Awaitable[None]]
+"""The alerter: a certificate that matched the watch list, or (a match without entries)
+whose names imitate brands."""
 OnMissingDer = Callable[[LogInfo, int], None]
 """Called for a matched certificate whose message has no DER: fetch that entry from its
 log (back-fill's lookup), so recognition by key and by TBS hash can work on it."""
 
 
+def match_names(
+    index: WatchIndex, brands: BrandIndex, names: Sequence[str]
+) -> tuple[Match | None, tuple[LookalikeHit, ...]]:
+    """What a certificate's names are to certwatch: a watch-list match, or (nothing watched,
+    brands known) the names that imitate a brand as a match without entries, or nothing."""
+    match = index.match(names)
+    if match is not None or not len(brands):
+        return match, ()
+    lookalikes = brands.check(names)
+    if not lookalikes:
+        return None, ()
+    return Match(entries=(), sans=tuple(sorted({h.name for h in lookalikes}))), lookalikes
+
+
 @attrs.frozen
 class Hit:
-    """A frame whose certificate matched the watch list."""
+    """A frame whose certificate matched the watch list, or imitates a brand."""
 
     observation: Observation
     match: Match
     source_url: str
     source_type: str
     index: int | None
+    lookalikes: tuple[LookalikeHit, ...] = ()
 
 
 class Matcher:
@@ -66,10 +86,12 @@ class Matcher:
         metrics: FeedMetrics,
         coverage: Coverage,
         *,
+        brands: BrandIndex | None = None,
         on_missing_der: OnMissingDer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._index = index
+        self._brands = brands if brands is not None else BrandIndex()
         self._metrics = metrics
         self._clock = clock
         self.coverage = coverage
@@ -123,7 +145,7 @@ class Matcher:
                     continue
                 hit = process(item)
                 if hit is not None:
-                    await on_match(hit.observation, hit.match)
+                    await on_match(hit.observation, hit.match, hit.lookalikes)
                     # Only now is the entry processed (its alert stored): its position may
                     # be saved from here on.
                     self.coverage.observe(hit.source_url, hit.source_type, hit.index)
@@ -145,7 +167,7 @@ class Matcher:
         self.updates += 1
         self.last_event_at = self._clock()
         source = message.source
-        match = self._index.match(message.leaf_cert.all_domains)
+        match, lookalikes = match_names(self._index, self._brands, message.leaf_cert.all_domains)
         if match is None:
             self.coverage.observe(source.url, source.type, message.cert_index)
             return None
@@ -169,7 +191,7 @@ class Matcher:
             and index is not None
         ):
             self._on_missing_der(info, index)
-        return Hit(observation, match, source.url, source.type, index)
+        return Hit(observation, match, source.url, source.type, index, lookalikes)
 
     def _coerced(self, field: str) -> None:
         self.coerced[field] += 1

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from certwatch.core.ctlog import EntryType, LogEntry
 from certwatch.core.logentry import entry_names, entry_observation
 from certwatch.core.loglist import LogInfo
+from certwatch.core.lookalikes import BrandIndex
 from certwatch.core.names import WatchIndex
 from certwatch.errors import CTLogError, InvalidCertificate
-from certwatch.pipeline.matching import OnMatch
+from certwatch.pipeline.matching import OnMatch, match_names
 from certwatch.sources.ctlog import CTLogReader
 from certwatch.sources.heads import TreeHeads
 
@@ -35,23 +36,26 @@ class MatchedEntries:
         index: WatchIndex,
         on_match: OnMatch,
         *,
+        brands: BrandIndex | None = None,
         clock: Callable[[], float],
     ) -> None:
         self._reader = reader
         self._heads = heads
         self._index = index
+        self._brands = brands if brands is not None else BrandIndex()
         self._on_match = on_match
         self._clock = clock
 
     async def check(self, info: LogInfo, entry: LogEntry) -> None:
-        """Hand ``entry`` on if it matches the watch list (an unreadable one is counted)."""
+        """Hand ``entry`` on if it matches the watch list or imitates a brand (an unreadable
+        one is counted)."""
         try:
             names = entry_names(entry)
         except InvalidCertificate as e:
             self._reader.fail(info, CTLogError("unreadable_certificate", str(e)))
             log.warning("%s: entry %d: the certificate's %s", info.read_url, entry.index, e)
             return
-        match = self._index.match(names)
+        match, lookalikes = match_names(self._index, self._brands, names)
         if match is None:
             return
         verified = await self._verify(info, entry)
@@ -64,7 +68,7 @@ class MatchedEntries:
             info.read_url, entry.index, ",".join(match.sans),
             "verified" if verified else "not verified",
         )  # fmt: skip
-        await self._on_match(observation, match)
+        await self._on_match(observation, match, lookalikes)
 
     async def _verify(self, info: LogInfo, entry: LogEntry) -> bool:
         """Whether ``entry`` is proven in a tree head signed by the log's listed key."""

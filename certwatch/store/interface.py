@@ -21,6 +21,7 @@ import attrs
 
 from certwatch.core.alerts import Alert, Severity, Status
 from certwatch.core.ctlog import TreeHead
+from certwatch.core.lookalikes import Brand
 from certwatch.core.policy import Rule
 from certwatch.core.recognition import InventoryCert, KnownKey
 
@@ -107,14 +108,14 @@ class LogEvidence:
 
 @attrs.frozen
 class Change:
-    """One change to a table the views mirror (``domains``, ``certs``, ``keys``, ``rules``),
-    written by
+    """One change to a table the views mirror (``domains``, ``certs``, ``keys``, ``rules``,
+    ``brands``), written by
     the database itself (a trigger), whoever made it: this replica, another one, or another
     system writing the tables."""
 
     id: int
     kind: str
-    """``domain``, ``cert``, ``key`` or ``rule``."""
+    """``domain``, ``cert``, ``key``, ``rule`` or ``brand``."""
     key: str
     """The row's key (the value, the SHA-1, the SPKI SHA-256, the rule's id)."""
     old: dict[str, Any] | None
@@ -197,6 +198,13 @@ class ViewsStore(Protocol):
 
     async def delete_rule(self, rule_id: int) -> bool: ...
     async def rules_in(self, ids: Sequence[int]) -> list[Rule]: ...
+    async def list_brands(self) -> list[Brand]: ...
+    async def upsert_brand(self, brand: Brand) -> bool:
+        """Add a brand or replace its note and allow list; ``True`` when it is new."""
+        ...
+
+    async def delete_brand(self, domain: str) -> bool: ...
+    async def brands_in(self, domains: Sequence[str]) -> list[Brand]: ...
     async def acknowledge(
         self,
         alert_id: int,

@@ -219,6 +219,20 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX caa_rrsets_last_seen ON caa_rrsets (last_seen);
     ALTER TABLE alerts ADD COLUMN caa TEXT;
     """,
+    # 5: the lookalike watch: the brands (a views table, logged like the others), and on
+    # each lookalike alert the names that imitate them.
+    """
+    CREATE TABLE brands (
+        domain   TEXT PRIMARY KEY,
+        label    TEXT NOT NULL,
+        note     TEXT NOT NULL DEFAULT '',
+        allow    TEXT NOT NULL DEFAULT '[]',
+        added_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TRIGGER brands_changed AFTER INSERT OR UPDATE OR DELETE ON brands
+        FOR EACH ROW EXECUTE FUNCTION certwatch_log_change('brand', 'domain');
+    ALTER TABLE alerts ADD COLUMN lookalikes TEXT;
+    """,
 )
 
 _UNAVAILABLE = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError)

@@ -24,10 +24,11 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from certwatch.core.alerts import Alert
 from certwatch.core.identity import CertFacts
+from certwatch.core.lookalikes import Brand
 from certwatch.core.policy import Rule
 from certwatch.core.recognition import InventoryCert, KnownKey, Recognition
 
-__all__ = ["RowMapping", "alert_rows", "cert_rows", "key_rows", "rule_rows"]
+__all__ = ["RowMapping", "alert_rows", "brand_rows", "cert_rows", "key_rows", "rule_rows"]
 
 T = TypeVar("T")
 
@@ -93,13 +94,20 @@ class RowMapping(Generic[T]):
     columns: tuple[str, ...]
     """The columns written on insert, in order."""
     json_columns: frozenset[str]
+    defaulted: frozenset[str] = frozenset()
+    """Fields with a default other than ``None``: a NULL in their column (a row from
+    before the column existed) loads as the default."""
 
     @classmethod
     def of(cls, kind: type[T], *, key: str | None = None) -> RowMapping[T]:
         resolved = typing.get_type_hints(kind)
-        fields = [f.name for f in attrs.fields(kind) if f.name != key]  # type: ignore[arg-type]
+        every = attrs.fields(kind)  # type: ignore[arg-type]
+        fields = [f.name for f in every if f.name != key]
         json_columns = frozenset(name for name in fields if not _is_scalar(resolved[name]))
-        return cls(kind, key, tuple(fields), json_columns)
+        defaulted = frozenset(
+            f.name for f in every if f.default is not attrs.NOTHING and f.default is not None
+        )
+        return cls(kind, key, tuple(fields), json_columns, defaulted)
 
     def values(self, item: T) -> dict[str, Any]:
         """The row for ``item``: column -> value, JSON columns encoded."""
@@ -119,6 +127,8 @@ class RowMapping(Generic[T]):
             if name not in present:
                 continue
             value = row[name]
+            if value is None and name in self.defaulted:
+                continue
             if name in self.json_columns and value is not None:
                 value = msgspec.json.decode(value)
             data[name] = value
@@ -127,13 +137,18 @@ class RowMapping(Generic[T]):
 
 @functools.cache
 def _mappings() -> tuple[
-    RowMapping[Alert], RowMapping[InventoryCert], RowMapping[KnownKey], RowMapping[Rule]
+    RowMapping[Alert],
+    RowMapping[InventoryCert],
+    RowMapping[KnownKey],
+    RowMapping[Rule],
+    RowMapping[Brand],
 ]:
     return (
         RowMapping.of(Alert, key="id"),
         RowMapping.of(InventoryCert),
         RowMapping.of(KnownKey),
         RowMapping.of(Rule, key="id"),
+        RowMapping.of(Brand),
     )
 
 
@@ -151,3 +166,7 @@ def key_rows() -> RowMapping[KnownKey]:
 
 def rule_rows() -> RowMapping[Rule]:
     return _mappings()[3]
+
+
+def brand_rows() -> RowMapping[Brand]:
+    return _mappings()[4]

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import trio
 
 from certwatch.core.alerts import Alert, Severity, Status
+from certwatch.core.lookalikes import Brand
 from certwatch.core.policy import Rule
 from certwatch.core.recognition import InventoryCert, KnownKey
 from certwatch.store.interface import (
@@ -30,6 +31,7 @@ from certwatch.store.interface import (
 from certwatch.store.queries import (
     Dialect,
     alerts,
+    brands,
     caa,
     changes,
     domains,
@@ -152,6 +154,20 @@ class SQLStore(abc.ABC):
         key: KnownKey | None,
     ) -> Acknowledged | None:
         return await self._run(alerts.acknowledge, alert_id, outcome, new_rules, key)
+
+    # --- brands -----------------------------------------------------------------------------
+
+    async def list_brands(self) -> list[Brand]:
+        return await self._run(brands.listed, write=False)
+
+    async def upsert_brand(self, brand: Brand) -> bool:
+        return await self._run(brands.upsert_brand, brand)
+
+    async def delete_brand(self, domain: str) -> bool:
+        return await self._run(brands.delete, domain)
+
+    async def brands_in(self, domains: Sequence[str]) -> list[Brand]:
+        return await self._run(brands.present, self.dialect, domains, write=False)
 
     # --- CAA --------------------------------------------------------------------------------
 

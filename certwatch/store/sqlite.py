@@ -45,6 +45,7 @@ VIEW_TABLES = (
     ("rules", "rule", "id", (
         "id", "kind", "scope", "issuers", "note", "created_at", "expires_at",
     )),
+    ("brands", "brand", "domain", ("domain", "label", "note", "allow", "added_at")),
 )  # fmt: skip
 """The tables the views mirror: (table, kind of change, key column, columns)."""
 
@@ -212,6 +213,21 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX caa_rrsets_last_seen ON caa_rrsets (last_seen);
     ALTER TABLE alerts ADD COLUMN caa TEXT;
     """,
+    # 8: the lookalike watch: the brands (a views table, logged like the others), and on
+    # each lookalike alert the names that imitate them.
+    "".join([
+        """
+    CREATE TABLE brands (
+        domain   TEXT PRIMARY KEY,
+        label    TEXT NOT NULL,
+        note     TEXT NOT NULL DEFAULT '',
+        allow    TEXT NOT NULL DEFAULT '[]',
+        added_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE alerts ADD COLUMN lookalikes TEXT;
+    """,
+        _change_triggers(("brands",)),
+    ]),
 )  # fmt: skip
 
 

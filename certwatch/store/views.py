@@ -26,6 +26,7 @@ from typing import NoReturn
 import trio
 
 from certwatch.core.alerts import Alert
+from certwatch.core.lookalikes import Brand, BrandIndex
 from certwatch.core.names import WatchIndex
 from certwatch.core.policy import Rule, Rules
 from certwatch.core.recognition import Inventory, InventoryCert, KnownKey
@@ -60,6 +61,7 @@ class Views:
         index: WatchIndex,
         inventory: Inventory,
         rules: Rules | None = None,
+        brands: BrandIndex | None = None,
         *,
         cursor: int = 0,
         timing: Timing = PRODUCTION_TIMING,
@@ -73,6 +75,8 @@ class Views:
         self.inventory = inventory
         """Read it freely; change it only through these methods."""
         self.rules = rules if rules is not None else Rules()
+        """Read them freely; change them only through these methods."""
+        self.brands = brands if brands is not None else BrandIndex()
         """Read them freely; change them only through these methods."""
         self._clock = clock
         self.cursor = cursor
@@ -91,8 +95,10 @@ class Views:
     ) -> Views:
         """The views of what ``store`` holds."""
         cursor = await store.last_change()  # first: later changes are read again, harmlessly
-        index, inventory, rules = await _read_all(store)
-        return cls(store, index, inventory, rules, cursor=cursor, timing=timing, clock=clock)
+        index, inventory, rules, brands = await _read_all(store)
+        return cls(
+            store, index, inventory, rules, brands, cursor=cursor, timing=timing, clock=clock
+        )
 
     @asynccontextmanager
     async def _change(self) -> AsyncIterator[None]:
@@ -178,6 +184,21 @@ class Views:
         async with self._change():
             deleted = await self._store.delete_rule(rule_id)
             self.rules.discard(rule_id)
+        return deleted
+
+    # --- brands -----------------------------------------------------------------------------
+
+    async def upsert_brand(self, brand: Brand) -> bool:
+        """Add a brand or replace its note and allow list; ``True`` when it is new."""
+        async with self._change():
+            created = await self._store.upsert_brand(brand)
+            self.brands.add(brand)
+        return created
+
+    async def delete_brand(self, domain: str) -> bool:
+        async with self._change():
+            deleted = await self._store.delete_brand(domain)
+            self.brands.discard(domain)
         return deleted
 
     # --- acknowledgements -------------------------------------------------------------------
@@ -290,11 +311,19 @@ class Views:
                 self.rules.discard(rule_id)
             for rule in stored:
                 self.rules.add(rule)
+        changed_brands = sorted({c.key for c in changes if c.kind == "brand"})
+        if changed_brands:
+            current = {b.domain: b for b in await self._store.brands_in(changed_brands)}
+            for domain in changed_brands:
+                if domain in current:
+                    self.brands.add(current[domain])
+                else:
+                    self.brands.discard(domain)
 
     async def reload(self) -> None:
         """Read the views whole again, and take them in place."""
         cursor = await self._store.last_change()
-        index, inventory, rules = await _read_all(self._store)
+        index, inventory, rules, brands = await _read_all(self._store)
         async with self._lock:
             current = set(self.index)
             wanted = set(index)
@@ -308,13 +337,14 @@ class Views:
                 self.rules.discard(rule.id)
             for rule in rules:
                 self.rules.add(rule)
+            self.brands.replace(brands)
             self.cursor = max(self.cursor, cursor)
         log.info("views read again whole: %d watch entries, %d inventory certs, %d keys, "
                  "%d rules", len(self.index), len(self.inventory), self.inventory.key_count,
                  len(self.rules))  # fmt: skip
 
 
-async def _read_all(store: ViewsStore) -> tuple[WatchIndex, Inventory, Rules]:
+async def _read_all(store: ViewsStore) -> tuple[WatchIndex, Inventory, Rules, BrandIndex]:
     """Everything the views hold, from ``store`` (the inventory read in batches: 100,000
     rows read whole would churn far more memory than the views keep)."""
     index = WatchIndex(await store.domain_values())
@@ -322,4 +352,5 @@ async def _read_all(store: ViewsStore) -> tuple[WatchIndex, Inventory, Rules]:
     async for batch in store.cert_batches():
         inventory.add_certs(batch)
     rules = Rules(await store.list_rules())
-    return index, inventory, rules
+    brands = BrandIndex(await store.list_brands())
+    return index, inventory, rules, brands

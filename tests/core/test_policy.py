@@ -151,9 +151,11 @@ class TestLadder:
         assert protected.reason is Reason.PROTECT_RULE
 
     def test_severities_climb_in_the_contracts_order(self) -> None:
-        """info < expected < suspicious < critical."""
-        assert [s.rank for s in Severity] == [0, 1, 2, 3]
-        assert list(Severity) == ["info", "expected", "suspicious", "critical"]
+        """info < expected < suspicious < critical; lookalike beside them, as suspicious."""
+        ladder = [Severity.INFO, Severity.EXPECTED, Severity.SUSPICIOUS, Severity.CRITICAL]
+        assert [s.rank for s in ladder] == [0, 1, 2, 3]
+        assert list(Severity) == ["info", "expected", "suspicious", "critical", "lookalike"]
+        assert Severity.LOOKALIKE.rank == Severity.SUSPICIOUS.rank
 
 
 NAMES = st.sampled_from(

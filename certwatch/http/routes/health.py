@@ -81,6 +81,7 @@ async def healthz() -> Response:
             last_error=feed.last_error,
         ),
         watch_entries=len(ctx.views.index),
+        brands=len(ctx.views.brands),
         known_fingerprints=len(ctx.views.inventory),
         known_keys=ctx.views.inventory.key_count,
         alerts=AlertsHealth(held=ctx.alerter.held, dedupe_cache=ctx.alerter.remembered),

@@ -8,6 +8,7 @@ ON CONFLICT``; ``RETURNING``); where they differ, the backend's :class:`Dialect`
 
 - :mod:`.domains`: the watch list;
 - :mod:`.inventory`: the certificates the LBs pushed, and the keys registered in advance;
+- :mod:`.brands`: the brands the lookalike watch protects;
 - :mod:`.rules`: the organisation's expect, restrict and protect rules;
 - :mod:`.changes`: the log of changes to those tables (replicas' views follow it);
 - :mod:`.alerts`: alerts, their decisions, and the outbox (claims, attempts);

