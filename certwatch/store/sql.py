@@ -160,7 +160,7 @@ class SQLStore(abc.ABC):
     async def list_brands(self) -> list[Brand]:
         return await self._run(brands.listed, write=False)
 
-    async def upsert_brand(self, brand: Brand) -> bool:
+    async def upsert_brand(self, brand: Brand) -> tuple[Brand, bool]:
         return await self._run(brands.upsert_brand, brand)
 
     async def delete_brand(self, domain: str) -> bool:

@@ -188,12 +188,13 @@ class Views:
 
     # --- brands -----------------------------------------------------------------------------
 
-    async def upsert_brand(self, brand: Brand) -> bool:
-        """Add a brand or replace its note and allow list; ``True`` when it is new."""
+    async def upsert_brand(self, brand: Brand) -> tuple[Brand, bool]:
+        """Add a brand or replace its note and allow list: the brand as stored, and
+        ``True`` when it is new."""
         async with self._change():
-            created = await self._store.upsert_brand(brand)
-            self.brands.add(brand)
-        return created
+            stored, created = await self._store.upsert_brand(brand)
+            self.brands.add(stored)
+        return stored, created
 
     async def delete_brand(self, domain: str) -> bool:
         async with self._change():

@@ -23,6 +23,7 @@ ROUTES = {
     ("get", "/certs"), ("post", "/certs"), ("delete", "/certs/{sha1}"),
     ("get", "/keys"), ("post", "/keys"), ("delete", "/keys/{spki}"),
     ("get", "/rules"), ("post", "/rules"), ("delete", "/rules/{rule_id}"),
+    ("get", "/brands"), ("post", "/brands"), ("delete", "/brands/{domain}"),
     ("get", "/alerts"), ("post", "/alerts/{alert_id}/retry"), ("post", "/alerts/retry-failed"),
     ("post", "/alerts/{alert_id}/acknowledge"),
 }  # fmt: skip
@@ -117,7 +118,7 @@ async def test_every_route_is_listed_under_its_resource_with_a_whole_summary(
             assert len(operation["tags"]) == 1
             assert operation["tags"][0] in tags, path
             assert operation["summary"].endswith("."), (path, operation["summary"])
-    assert tags == {"domains", "certs", "keys", "rules", "alerts", "health"}
+    assert tags == {"domains", "certs", "keys", "rules", "brands", "alerts", "health"}
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")

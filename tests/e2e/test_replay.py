@@ -11,6 +11,7 @@ import trio
 
 from certwatch.core.certificates import parse_certificate
 from certwatch.core.identity import fingerprint
+from certwatch.core.lookalikes import Brand
 from certwatch.core.recognition import InventoryCert, KnownKey
 from certwatch.store.sqlite import SQLiteStore
 from tests.support import CONTRIB, SAMPLES
@@ -158,3 +159,28 @@ def test_one_message_is_one_message_in_the_summary(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "replayed 1 message in" in result.stderr
     assert "0 duplicate copies" in result.stderr
+
+
+async def with_brand(db: Path) -> None:
+    store = await SQLiteStore.open(db)
+    await store.upsert_brand(Brand("ethereum.org", "ethereum", allow=("ethereum.foundation",)))
+    store.close()
+
+
+def test_replay_reports_lookalikes_of_the_brands(tmp_path: Path, ca: CA) -> None:
+    """A capture's lookalike certificate is a lookalike payload line; the allow list is not."""
+    trio.run(with_brand, tmp_path / "cw.db")
+    capture = tmp_path / "capture.jsonl"
+    lines = [
+        ca.issue(["ethereum-wallet.net"]).message(),
+        ca.issue(["docs.ethereum.foundation"]).message(),
+        ca.issue(["www.example.com"]).message(),
+    ]
+    capture.write_text("\n".join(json.dumps(m) for m in lines) + "\n", encoding="utf-8")
+    result = run_certwatch(
+        "replay", str(capture), env={**os.environ, "DB_PATH": str(tmp_path / "cw.db")}
+    )
+    assert result.returncode == 0, result.stderr
+    [alert] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert (alert["severity"], alert["lookalikes"][0]["technique"]) == ("lookalike", "combosquat")
+    assert "1 lookalike" in result.stderr

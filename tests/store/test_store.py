@@ -11,6 +11,7 @@ import trio
 
 from certwatch.core.alerts import AckScope, Alert, Kind, Severity, Status
 from certwatch.core.identity import CertFacts
+from certwatch.core.lookalikes import Brand
 from certwatch.core.policy import Rule, RuleKind
 from certwatch.core.recognition import Evidence, InventoryCert, KnownKey, Recognition
 from certwatch.errors import Conflict
@@ -350,3 +351,22 @@ class TestCaaHistory:
         await store.upsert_cert(InventoryCert(f"{2:040x}", ("b.example.org",), 1, 2))
         assert sorted(await store.inventory_names(10)) == ["a.example.org", "b.example.org"]
         assert len(await store.inventory_names(1)) == 1
+
+
+class TestBrands:
+    async def test_brands_round_trip_keep_their_date_and_are_logged(self, store: Store) -> None:
+        """Added, updated (keeping when it was added), listed, deleted; each change logged."""
+        start = await store.last_change()
+        first, created = await store.upsert_brand(Brand("ethereum.org", "ethereum", "", (), 1.0))
+        again, updated = await store.upsert_brand(
+            Brand("ethereum.org", "ethereum", "ours", ("ethereum.foundation",), 9.0)
+        )
+        assert (created, updated) == (True, False)
+        assert again == Brand("ethereum.org", "ethereum", "ours", ("ethereum.foundation",), 1.0)
+        assert await store.list_brands() == [again]
+        assert await store.brands_in(["ethereum.org", "other.org"]) == [again]
+        assert await store.delete_brand("ethereum.org")
+        assert not await store.delete_brand("ethereum.org")
+        changes = await store.changes_since(start)
+        assert [(c.kind, c.key) for c in changes] == [("brand", "ethereum.org")] * 3
+        assert first.added_at == 1.0

@@ -28,8 +28,7 @@ async def add_brand() -> Response:
     """Protect a brand (re-posting updates its note and allow list)."""
     ctx = context()
     brand = brand_from(structure(await json_body(), BrandIn), ctx.clock())
-    created = await ctx.views.upsert_brand(brand)
-    stored = ctx.views.brands.get(brand.domain) or brand
+    stored, created = await ctx.views.upsert_brand(brand)
     log.info("brand %s %s", brand.domain, "added" if created else "updated")
     return json_response(BrandOut.of(stored), 201 if created else 200)
 

@@ -22,16 +22,16 @@ def present(conn: Connection, dialect: Dialect, domains: Sequence[str]) -> list[
     return [brand_rows().load(r) for r in rows]
 
 
-def upsert_brand(conn: Connection, brand: Brand) -> bool:
-    """Add a brand, or replace its note and allow list (keeping when it was added); ``True``
-    when it is new."""
+def upsert_brand(conn: Connection, brand: Brand) -> tuple[Brand, bool]:
+    """Add a brand, or replace its note and allow list (keeping when it was added): the
+    brand as stored, and ``True`` when it is new."""
     existing = conn.execute(
         "SELECT added_at FROM brands WHERE domain = ?", (brand.domain,)
     ).fetchone()
     if existing is not None:
         brand = Brand(brand.domain, brand.label, brand.note, brand.allow, existing["added_at"])
     upsert(conn, "brands", "domain", brand_rows(), brand)
-    return existing is None
+    return brand, existing is None
 
 
 def delete(conn: Connection, domain: str) -> bool:
