@@ -16,6 +16,9 @@ last processed frame. Each figure is the median of ``--runs`` runs.
 With ``--caa-delay S``, two more: CAA off, and CAA on with a resolver that answers after
 ``S`` seconds, on the same feed of matched certificates.
 
+With ``--brands N``, two more: no brands, and ``N`` brands (well-known brands' domains), so
+every name of every frame goes through the lookalike watch.
+
 With ``--rules N``, two more configurations run on a feed where every 500th frame is a new
 certificate for a watched name (decided at once, ``SUSPICIOUS_GRACE_S=0``): without rules,
 and with ``N`` rules (expect, restrict and protect) under the watched domain, so every
@@ -75,18 +78,45 @@ def add_rules(db: Path, count: int) -> None:
     conn.close()
 
 
+BRANDS = """
+google apple microsoft amazon paypal facebook instagram whatsapp netflix linkedin twitter
+github gitlab dropbox adobe oracle salesforce spotify airbnb uber shopify stripe coinbase
+binance kraken metamask ethereum bitcoin blockchain opensea uniswap ledger trezor
+chase wellsfargo bankofamerica citibank hsbc barclays santander revolut wise venmo
+zelle americanexpress mastercard visa discover capitalone usbank paypal-business
+outlook office365 icloud yahoo protonmail zoom slack atlassian docusign okta
+cloudflare godaddy namecheap digitalocean heroku vercel netlify fastly akamai
+walmart target bestbuy ebay alibaba aliexpress etsy ikea costco homedepot
+fedex dhl usps ups royalmail postnl steam roblox epicgames playstation xbox
+nintendo twitch discord telegram signal tiktok snapchat reddit pinterest
+"""
+"""Labels of well-known brands, each brand a ``.com`` domain (``--brands``)."""
+
+
+def add_brands(db: Path, count: int) -> None:
+    labels = BRANDS.split()[:count]
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.executemany(
+        "INSERT INTO brands (domain, label, note, allow, added_at) VALUES (?, ?, '', '[]', 1)",
+        [(f"{label}.com", label) for label in labels],
+    )
+    conn.close()
+
+
 def certwatch_rate(
     url: str, count: int, entries: int, workdir: Path, *, rules: int | None = None,
-    resolver: str | None = None,
+    resolver: str | None = None, brands: int | None = None,
 ) -> tuple[float, float]:  # fmt: skip
     """(frames per second, resident MB) for certwatch with ``entries`` watch entries (and,
     with ``rules``, the matched domain watched and that many rules)."""
-    template = workdir / f"cw-{entries}-{rules}.db"
+    template = workdir / f"cw-{entries}-{rules}-{brands}.db"
     if not template.exists():
         domains = [] if rules is None else [MATCHED_DOMAIN]
         prepare_db(template, entries=entries, certs=100_000, domains=domains)
         if rules:
             add_rules(template, rules)
+        if brands:
+            add_brands(template, brands)
     # A fresh copy per run: the matched certificates are the same in every run, and a
     # database that alerted them already would only count duplicates.
     db = workdir / f"run-{next(RUNS)}.db"
@@ -124,6 +154,9 @@ def main() -> None:
     parser.add_argument(
         "--caa-delay", type=float, default=0.0, help="also measure CAA on, this slow (s)"
     )
+    parser.add_argument(
+        "--brands", type=int, default=0, help="also measure with this many brands (<= 100)"
+    )
     args = parser.parse_args()
     frames = capture()
     sizes = sorted(len(line) for line in frames.read_text().splitlines())
@@ -159,6 +192,26 @@ def main() -> None:
         rules_comparison(frames, args)
     if args.caa_delay:
         caa_comparison(frames, args)
+    if args.brands:
+        brands_comparison(frames, args)
+
+
+def brands_comparison(frames: Path, args: argparse.Namespace) -> None:
+    """No brands against ``args.brands`` brands: every name through the lookalike watch."""
+    results: dict[int, list[float]] = {0: [], args.brands: []}
+    with tempfile.TemporaryDirectory() as tmp, feed_server(frames, args.messages) as url:
+        for _ in range(args.runs):
+            for brands in results:
+                rate, _ = certwatch_rate(url, args.messages, 10, Path(tmp), brands=brands)
+                results[brands].append(rate)
+    none, many = statistics.median(results[0]), statistics.median(results[args.brands])
+    print(f"\nthe lookalike watch on every name ({args.brands} brands):")
+    print("| brands | msgs/s |")
+    print("|---|---|")
+    print(f"| 0 | {none:,.0f} |")
+    print(f"| {args.brands} | {many:,.0f} |")
+    print(f"{args.brands} brands vs none: {many / none:.1%} of the rate")
+    print("runs:", {k: [round(v) for v in vs] for k, vs in results.items()})
 
 
 def rules_comparison(frames: Path, args: argparse.Namespace) -> None:

@@ -70,7 +70,6 @@ CACHE = 65_536
 """Names whose verdict is remembered (copies of a certificate arrive several times)."""
 MAX_NAME = 253
 
-_FLAT = str.maketrans({"-": None, ".": None, "0": "o", "1": "l"})
 _ASCII_FOLD = str.maketrans({"0": "o", "1": "l"})
 _HOSTNAME = re.compile(r"[a-z0-9*_.-]+")
 _REGISTRABLE_LABEL = re.compile(r"([a-z0-9-]+)\.(?:([a-z0-9-]{1,3})\.)?[a-z0-9-]+$", re.M)
@@ -252,6 +251,57 @@ class _Prepared:
 
 
 @attrs.frozen
+class _Key:
+    """What a word of the automaton stands for."""
+
+    brand: _Prepared
+    anchor: int = 0
+    """0: the brand's label itself (or split by a dot, or a short one as a whole label).
+    Else a typo's anchor, to be checked: ``+n`` a label's first characters (``.eth``),
+    ``-n`` its last (``eum.``), ``n`` the word's length."""
+    lengths: frozenset[int] = frozenset()
+    """For an anchor: the lengths the label may have."""
+
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz23456789"
+"""What a folded label is made of (0 and 1 fold to o and l; hyphens are dropped)."""
+
+
+def _one_edit(label: str) -> set[str]:
+    """Every string one edit (optimal string alignment) from ``label``, itself left out."""
+    out = set()
+    for i in range(len(label) + 1):
+        for c in _ALPHABET:
+            out.add(label[:i] + c + label[i:])
+    for i in range(len(label)):
+        out.add(label[:i] + label[i + 1 :])
+        for c in _ALPHABET:
+            out.add(label[:i] + c + label[i + 1 :])
+        if i + 1 < len(label):
+            out.add(label[:i] + label[i + 1] + label[i] + label[i + 2 :])
+    out.discard(label)
+    return out
+
+
+def _keys(p: _Prepared) -> list[tuple[str, _Key]]:
+    """The automaton's words for a brand, over names as ``\\n``-separated, folded text
+    without hyphens."""
+    flat, words = p.flat, []
+    if len(flat) >= SHORT_BRAND:
+        words.append((flat, _Key(p)))
+        words += [(flat[:i] + "." + flat[i:], _Key(p)) for i in range(1, len(flat))]
+    else:  # a whole label (tld-swap, homoglyph, hyphens), or with its suffix run on
+        suffix = p.brand.suffix.replace(".", "")
+        words += [(edge + flat + tail, _Key(p)) for edge in ".\n" for tail in (".", suffix)]
+    if p.edits > 1:
+        lengths = frozenset(range(len(flat) - p.edits, len(flat) + p.edits + 1))
+        for edge in ".\n":
+            words.append((edge + flat[:3], _Key(p, 4, lengths)))
+        words.append((flat[-3:] + ".", _Key(p, -4, lengths)))
+    return words
+
+
+@attrs.frozen
 class _Parts:
     """A name split for the rules."""
 
@@ -312,15 +362,6 @@ class BrandIndex:
             edits = 0 if size < SHORT_BRAND else (2 if size >= LONG_BRAND else 1)
             prepared.append(_Prepared(brand, folded, folded.replace("-", ""), edits))
         self._prepared = prepared
-        automaton = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
-        by_flat: dict[str, list[_Prepared]] = {}
-        for p in prepared:
-            by_flat.setdefault(p.flat, []).append(p)
-        for flat, group in by_flat.items():
-            automaton.add_word(flat, tuple(group))
-        if by_flat:
-            automaton.make_automaton()
-        self._automaton = automaton if by_flat else None
         by_prefix: dict[str, tuple[_Prepared, ...]] = {}
         by_suffix: dict[str, tuple[_Prepared, ...]] = {}
         for p in prepared:
@@ -328,21 +369,23 @@ class BrandIndex:
                 by_prefix[p.folded[:2]] = (*by_prefix.get(p.folded[:2], ()), p)
                 by_suffix[p.folded[-2:]] = (*by_suffix.get(p.folded[-2:], ()), p)
         self._by_prefix, self._by_suffix = by_prefix, by_suffix
-        ends = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
-        anchors: dict[str, tuple[int, set[int]]] = {}
+        keys: dict[str, list[_Key]] = {}
         for p in prepared:
-            if p.edits:
-                size = 3 if len(p.flat) >= 7 else 2
-                lengths = set(range(len(p.flat) - p.edits, len(p.flat) + p.edits + 1))
-                for key, offset in ((p.flat[:size], 1), (p.flat[-size:], -1)):
-                    for edge in (".", "\n"):
-                        word = edge + key if offset > 0 else key + "."
-                        anchors.setdefault(word, (offset, set()))[1].update(lengths)
-        for word, (offset, lengths) in anchors.items():
-            ends.add_word(word, (offset * len(word), frozenset(lengths)))
-        if anchors:
-            ends.make_automaton()
-        self._ends = ends if anchors else None
+            for word, key in _keys(p):
+                keys.setdefault(word, []).append(key)
+        automaton = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
+        for word, found in keys.items():
+            automaton.add_word(word, tuple(found))
+        if keys:
+            automaton.make_automaton()
+        self._automaton = automaton if keys else None
+        neighbours: dict[str, list[_Prepared]] = {}
+        for p in prepared:
+            if p.edits == 1:
+                for variant in _one_edit(p.flat):
+                    neighbours.setdefault(variant, []).append(p)
+        self._neighbours = {k: tuple(v) for k, v in neighbours.items()}
+        self._neighbour_keys = frozenset(neighbours)
         self._typo_lengths = frozenset(
             n for p in prepared if p.edits
             for n in range(len(p.folded) - p.edits, len(p.folded) + p.edits + 1)
@@ -386,14 +429,14 @@ class BrandIndex:
         return tuple(hits)
 
     def _maybe(self, names: Sequence[str]) -> bool:
-        """Whether any of a certificate's names could imitate a brand: two Aho-Corasick
-        passes over all of them at once (the firehose's common case ends here).
-
-        The first looks for a brand's folded label in the names with their dots and
-        hyphens removed (every technique but a typo holds it). The second looks for a
-        label that starts or ends like a brand's label: one edit leaves the first three or
-        the last three characters of a label of seven or more as they were (two, of five or
-        six), so a typo of the registrable label shows there."""
+        """Whether any of a certificate's names could imitate a brand: one Aho-Corasick pass
+        over all of them at once (the firehose's common case ends here), looking for a
+        brand's folded label in them (five characters or more: every technique but a typo
+        holds it; a short one as a whole label), and for a label that starts or ends like a
+        brand's label of nine characters or more (two edits may be made: the first three or
+        last three characters of the label then usually stay as they were).
+        A typo of a shorter brand (one edit) is found by its every variant, computed in
+        advance."""
         try:
             joined = "\n".join(names).lower()
         except TypeError:  # a name that is no string: the slow path skips it
@@ -405,18 +448,16 @@ class BrandIndex:
             folded = folded.replace("rn", "m")
         if "vv" in folded:
             folded = folded.replace("vv", "w")
-        flat = folded.replace("-", "").replace(".", "")
-        labels = self._automaton
-        if labels is not None and next(labels.iter(flat), None) is not None:
-            return True
-        ends = self._ends
-        if ends is None:
-            return False
         text = "\n" + folded.replace("-", "") + "\n"
-        for end, (size, lengths) in ends.iter(text):
-            if _registrable_label_of(text, end, size, lengths):
-                return True
-        return False
+        automaton = self._automaton
+        if automaton is not None:
+            for end, found in automaton.iter(text):
+                for key in found:
+                    if key.anchor == 0 or _registrable_label_of(text, end, key):
+                        return True
+        # A typo of a brand of five to eight characters: every label one edit from it is
+        # known in advance, so the names' labels meet them in one set intersection.
+        return not self._neighbour_keys.isdisjoint(text.replace("\n", ".").split("."))
 
     def _candidates(self, raw: str) -> tuple[_Prepared, ...] | None:
         """The brands a name could imitate (cheap), ``None`` for none; every brand for a
@@ -424,19 +465,17 @@ class BrandIndex:
         name = raw.lower()
         if not name.isascii() or "xn--" in name:
             return tuple(self._prepared)
-        flat = name.translate(_FLAT)
-        if "rn" in flat:
-            flat = flat.replace("rn", "m")
-        if "vv" in flat:
-            flat = flat.replace("vv", "w")
+        text = "\n" + _ascii_lookalikes(name).replace("-", "") + "\n"
         found: list[_Prepared] = []
         automaton = self._automaton
         if automaton is not None:
-            for _, group in automaton.iter(flat):
-                found.extend(group)
+            for _, keys in automaton.iter(text):
+                found.extend(key.brand for key in keys if key.anchor == 0)
         if self._typo_lengths:
             # The registrable label is one of the two left of a one- or two-label suffix.
             for label in name.rstrip(".").split(".")[-3:-1]:
+                folded = _ascii_lookalikes(label.replace("-", ""))
+                found.extend(self._neighbours.get(folded, ()))
                 if len(label) in self._typo_lengths:
                     found.extend(self._near(label))
         return tuple(dict.fromkeys(found)) or None
@@ -527,11 +566,12 @@ class BrandIndex:
         )
 
 
-def _registrable_label_of(text: str, end: int, size: int, lengths: frozenset[int]) -> bool:
+def _registrable_label_of(text: str, end: int, key: _Key) -> bool:
     """Whether the anchor found at ``end`` of ``text`` (names separated by newlines; a
     positive ``size``: an anchor ``.xy`` starting a label, negative: ``xy.`` ending one)
     sits in a label of one of ``lengths`` that is followed by at most two more labels (so
     it may be the registrable one)."""
+    size, lengths = key.anchor, key.lengths
     if size > 0:
         start = end - size + 2
         stop = len(text)
