@@ -84,6 +84,16 @@ def dns_server(delay_s: float, domain: str) -> Iterator[str]:
         proc.wait()
 
 
+def add_brands(db: Path, labels: Sequence[str]) -> None:
+    """Brands ``<label>.com`` in a prepared database."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.executemany(
+        "INSERT INTO brands (domain, label, note, allow, added_at) VALUES (?, ?, '', '[]', 1)",
+        [(f"{label}.com", label) for label in labels],
+    )
+    conn.close()
+
+
 def prepare_db(path: Path, *, entries: int, certs: int, domains: Sequence[str] = ()) -> None:
     """A database with ``entries`` watch entries and ``certs`` inventory rows (bulk insert)."""
     store = trio.run(SQLiteStore.open, path)

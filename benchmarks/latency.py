@@ -22,7 +22,15 @@ from pathlib import Path
 
 import trio
 
-from benchmarks.common import Certwatch, capture, dns_server, feed_server, machine, prepare_db
+from benchmarks.common import (
+    Certwatch,
+    add_brands,
+    capture,
+    dns_server,
+    feed_server,
+    machine,
+    prepare_db,
+)
 from certwatch.metrics import Metrics
 from certwatch.sources.caa import CaaResolver
 from tests.support.dnsservers import DnsServers
@@ -65,6 +73,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--matched-every", type=int, default=50)
     parser.add_argument(
+        "--lookalike",
+        action="store_true",
+        help="the new certificates imitate a brand (latency.com) instead of being watched",
+    )
+    parser.add_argument(
         "--caa",
         action="store_true",
         help="CAA on, asking a real Unbound in front of a real NSD (Debian's packages)",
@@ -81,7 +94,10 @@ def main() -> None:
     frames = capture()
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "cw.db"
-        prepare_db(db, entries=10, certs=100_000, domains=["latency.example"])
+        domains = [] if args.lookalike else ["latency.example"]
+        prepare_db(db, entries=10, certs=100_000, domains=domains)
+        if args.lookalike:  # bench<n>.latency.example: a tld-swap of the brand latency.com
+            add_brands(db, ["latency"])
 
         async def run() -> None:
             async with trio.open_nursery() as nursery:
@@ -126,8 +142,9 @@ def main() -> None:
         caa = f"CAA on: two queries per alert, each answered after {args.caa_delay} s"
     elif args.caa:
         caa = "CAA on: two queries per alert to Unbound, in front of NSD"
+    what = "lookalike of a brand" if args.lookalike else "watched"
     print(f"load: {args.rate:,} msgs/s for {args.seconds} s; {len(ms)} alerts "
-          f"(every {args.matched_every}th frame a new watched cert, grace 0, {caa})")  # fmt: skip
+          f"(every {args.matched_every}th frame a new {what} cert, grace 0, {caa})")  # fmt: skip
     if resolver_times:
         times = sorted(t * 1000 for t in resolver_times)
         print(f"resolver's own time ({len(times)} lookups of two queries, probed meanwhile): "

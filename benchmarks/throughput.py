@@ -40,7 +40,15 @@ from pathlib import Path
 import trio
 from trio_websocket import open_websocket_url
 
-from benchmarks.common import Certwatch, capture, dns_server, feed_server, machine, prepare_db
+from benchmarks.common import (
+    Certwatch,
+    add_brands,
+    capture,
+    dns_server,
+    feed_server,
+    machine,
+    prepare_db,
+)
 from certwatch.sources.certstream import LIBRARY_QUEUE, MAX_MESSAGE_SIZE
 
 
@@ -93,16 +101,6 @@ nintendo twitch discord telegram signal tiktok snapchat reddit pinterest
 """Labels of well-known brands, each brand a ``.com`` domain (``--brands``)."""
 
 
-def add_brands(db: Path, count: int) -> None:
-    labels = BRANDS.split()[:count]
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.executemany(
-        "INSERT INTO brands (domain, label, note, allow, added_at) VALUES (?, ?, '', '[]', 1)",
-        [(f"{label}.com", label) for label in labels],
-    )
-    conn.close()
-
-
 def certwatch_rate(
     url: str, count: int, entries: int, workdir: Path, *, rules: int | None = None,
     resolver: str | None = None, brands: int | None = None,
@@ -116,7 +114,7 @@ def certwatch_rate(
         if rules:
             add_rules(template, rules)
         if brands:
-            add_brands(template, brands)
+            add_brands(template, BRANDS.split()[:brands])
     # A fresh copy per run: the matched certificates are the same in every run, and a
     # database that alerted them already would only count duplicates.
     db = workdir / f"run-{next(RUNS)}.db"

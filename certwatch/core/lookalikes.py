@@ -267,8 +267,10 @@ _ALPHABET = "abcdefghijklmnopqrstuvwxyz23456789"
 """What a folded label is made of (0 and 1 fold to o and l; hyphens are dropped)."""
 
 
-def _one_edit(label: str) -> set[str]:
-    """Every string one edit (optimal string alignment) from ``label``, itself left out."""
+@functools.lru_cache(maxsize=4096)
+def _one_edit(label: str) -> frozenset[str]:
+    """Every string one edit (optimal string alignment) from ``label``, itself left out
+    (remembered: the brands are indexed again whenever one changes)."""
     out = set()
     for i in range(len(label) + 1):
         for c in _ALPHABET:
@@ -280,7 +282,7 @@ def _one_edit(label: str) -> set[str]:
         if i + 1 < len(label):
             out.add(label[:i] + label[i + 1] + label[i] + label[i + 2 :])
     out.discard(label)
-    return out
+    return frozenset(out)
 
 
 def _keys(p: _Prepared) -> list[tuple[str, _Key]]:
@@ -362,6 +364,10 @@ class BrandIndex:
             edits = 0 if size < SHORT_BRAND else (2 if size >= LONG_BRAND else 1)
             prepared.append(_Prepared(brand, folded, folded.replace("-", ""), edits))
         self._prepared = prepared
+        if prepared:  # the data a closer look needs, loaded now rather than mid-stream
+            _words()
+            _skeletons()
+            _suffixes()
         by_prefix: dict[str, tuple[_Prepared, ...]] = {}
         by_suffix: dict[str, tuple[_Prepared, ...]] = {}
         for p in prepared:
