@@ -25,6 +25,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import sys
+from pathlib import Path
+
+# The checkout first: run as a script, Python puts tests/ on the path, not the checkout, and a
+# dependency (confusables 1.2.0) installs a stray top-level ``tests`` package into
+# site-packages that would shadow this repository's.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trio
 

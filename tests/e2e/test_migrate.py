@@ -9,6 +9,7 @@ import attrs
 import trio
 
 from certwatch.core.alerts import Kind, Severity, Status
+from certwatch.core.lookalikes import Brand
 from certwatch.core.policy import Rule, RuleKind
 from certwatch.core.recognition import InventoryCert, KnownKey
 from certwatch.store import LogEvidence, SavedPosition, SQLiteStore
@@ -32,6 +33,7 @@ async def a_deployment(path: Path) -> None:
             await store.insert_rule(
                 Rule(RuleKind.EXPECT, scope, ("letsencrypt.org",), "vendor", 4.0, None)
             )
+        await store.upsert_brand(Brand("example.org", "example", "", ("example.net",), 5.0))
         await store.record_log_evidence(LogEvidence("https://log.example", "fork", {}, 6.0))
         delivered = await store.insert_alert(pending_alert(1, 10.0))
         assert delivered.id is not None
@@ -67,6 +69,7 @@ async def test_a_sqlite_deployment_moves_to_postgresql_and_twice_is_harmless(
         "certs: 3 read, 3 copied, 0 already there",
         "keys: 1 read, 1 copied, 0 already there",
         "rules: 2 read, 2 copied, 0 already there",
+        "brands: 1 read, 1 copied, 0 already there",
         "alerts: 4 read, 4 copied, 0 already there",
         "ct_log_positions: 1 read, 1 copied, 0 already there",
         "ct_log_evidence: 1 read, 1 copied, 0 already there",
@@ -84,6 +87,7 @@ async def test_a_sqlite_deployment_moves_to_postgresql_and_twice_is_harmless(
         assert await target.list_certs(100, 0) == await source.list_certs(100, 0)
         assert await target.list_keys() == await source.list_keys()
         assert await target.list_rules() == await source.list_rules()
+        assert await target.list_brands() == await source.list_brands()
         assert await target.log_positions() == await source.log_positions()
         copied = {a.event_id: a for a in await target.list_alerts()}
         original = {a.event_id: a for a in await source.list_alerts()}
