@@ -13,7 +13,8 @@ Three data sets, three matchers run on each:
 - **ordinary firehose names**: every name of the benchmark capture (false positives per
   million names, with the 15 brands and the dnstwist brands together).
 
-Matchers: certwatch's ``BrandIndex``; a phishing_catcher-style scorer (keywords, brand
+Matchers: certwatch's ``BrandIndex``; the same with only hits scored 80 or more (what an
+n8n branch filtering on the best score would pass); a phishing_catcher-style scorer (keywords, brand
 words, suspicious TLDs, entropy, dashes and depth, a one-edit fuzzy keyword bonus, flagged
 at 80: written here from the published rules, not copied: the project is GPL-3.0); a
 dnstwist exact-set matcher (a name is flagged when its registrable domain is one of
@@ -111,6 +112,13 @@ def certwatch_matcher(brands: list[Brand]) -> Matcher:
     return lambda name: bool(index.check([name]))
 
 
+def certwatch_scored_matcher(brands: list[Brand]) -> Matcher:
+    """certwatch's hits with a score of 80 or more only: what an n8n branch filtering on
+    ``lookalikes[0].score`` would page on (the rest to a digest)."""
+    index = BrandIndex(brands)
+    return lambda name: any(hit.score >= 80 for hit in index.check([name]))
+
+
 _KEYWORDS = {
     "login": 25, "log-in": 25, "sign-in": 25, "signin": 25, "account": 25, "verification": 25,
     "verify": 25, "webscr": 25, "password": 25, "credential": 25, "support": 25,
@@ -197,6 +205,7 @@ def main() -> None:
     ]
     makers = {
         "certwatch": certwatch_matcher,
+        "certwatch, score >= 80": certwatch_scored_matcher,
         "phishing_catcher-style": catcher_matcher,
         "dnstwist exact set": twist_exact_matcher,
     }
