@@ -12,6 +12,7 @@ import argparse
 
 import trio
 
+import benchmarks  # noqa: F401  (the checkout's tests package first: see benchmarks/__init__.py)
 from tests.support.dns import Behaviour, DnsResponder, Records
 
 

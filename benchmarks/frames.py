@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+import benchmarks  # noqa: F401  (the checkout's tests package first: see benchmarks/__init__.py)
 from tests.support.certs import build_leaf, leaf_message
 
 TLDS = ["com", "net", "org", "io", "de", "fr", "co.uk", "dev", "app", "info"]

@@ -40,6 +40,7 @@ from typing import Any
 import attrs
 import trio
 
+import benchmarks  # noqa: F401  (the checkout's tests package first: see benchmarks/__init__.py)
 from certwatch.core.cas import OWNERS, CAIdentity, IdentitiesFile
 from tests.support.certs import CA, Issuance
 from tests.support.servers import FeedServer, Receiver
