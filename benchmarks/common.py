@@ -48,40 +48,33 @@ def capture(count: int = 3000) -> Path:
 
 
 @contextlib.contextmanager
-def feed_server(frames: Path, count: int, *extra: str) -> Iterator[str]:
-    """The fast feed in its own process; yields its ws:// URL."""
+def _helper(script: str, *args: str) -> Iterator[int]:
+    """One of the helper scripts beside this file, in its own process; yields the port it
+    prints first (``serving <port>``)."""
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "feed_server.py"), "--frames", str(frames),
-         "--count", str(count), *extra],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+        [sys.executable, str(HERE / script), *args], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
-        port = int(proc.stdout.readline().split()[1])
-        yield f"ws://127.0.0.1:{port}/full-stream"
+        yield int(proc.stdout.readline().split()[1])
     finally:
         proc.terminate()
         proc.wait()
 
 
 @contextlib.contextmanager
+def feed_server(frames: Path, count: int, *extra: str) -> Iterator[str]:
+    """The fast feed in its own process; yields its ws:// URL."""
+    with _helper("feed_server.py", "--frames", str(frames), "--count", str(count), *extra) as port:
+        yield f"ws://127.0.0.1:{port}/full-stream"
+
+
+@contextlib.contextmanager
 def dns_server(delay_s: float, domain: str) -> Iterator[str]:
     """A CAA resolver answering after ``delay_s``, in its own process; yields
     ``127.0.0.1:port`` (for ``CAA_RESOLVER``)."""
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "dns_server.py"), "--delay", str(delay_s),
-         "--domain", domain],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline().split()[1])
+    with _helper("dns_server.py", "--delay", str(delay_s), "--domain", domain) as port:
         yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 def add_brands(db: Path, labels: Sequence[str]) -> None:

@@ -202,14 +202,8 @@ def brands_comparison(frames: Path, args: argparse.Namespace) -> None:
             for brands in results:
                 rate, _ = certwatch_rate(url, args.messages, 10, Path(tmp), brands=brands)
                 results[brands].append(rate)
-    none, many = statistics.median(results[0]), statistics.median(results[args.brands])
-    print(f"\nthe lookalike watch on every name ({args.brands} brands):")
-    print("| brands | msgs/s |")
-    print("|---|---|")
-    print(f"| 0 | {none:,.0f} |")
-    print(f"| {args.brands} | {many:,.0f} |")
-    print(f"{args.brands} brands vs none: {many / none:.1%} of the rate")
-    print("runs:", {k: [round(v) for v in vs] for k, vs in results.items()})
+    report(f"the lookalike watch on every name ({args.brands} brands):", "brands",
+           {f"{n:,}": runs for n, runs in results.items()})  # fmt: skip
 
 
 def rules_comparison(frames: Path, args: argparse.Namespace) -> None:
@@ -221,19 +215,13 @@ def rules_comparison(frames: Path, args: argparse.Namespace) -> None:
             for rules in results:
                 rate, _ = certwatch_rate(url, args.messages, 10, Path(tmp), rules=rules)
                 results[rules].append(rate)
-    none, many = statistics.median(results[0]), statistics.median(results[args.rules])
-    print("\nevery 500th frame a new certificate for a watched name, decided at once:")
-    print("| rules | msgs/s |")
-    print("|---|---|")
-    print(f"| 0 | {none:,.0f} |")
-    print(f"| {args.rules:,} | {many:,.0f} |")
-    print(f"{args.rules:,} rules vs none: {many / none - 1:+.1%}")
-    print("runs:", {k: [round(v) for v in vs] for k, vs in results.items()})
+    report("every 500th frame a new certificate for a watched name, decided at once:", "rules",
+           {f"{n:,}": runs for n, runs in results.items()})  # fmt: skip
 
 
 def caa_comparison(frames: Path, args: argparse.Namespace) -> None:
     """CAA off against CAA on with a slow resolver, on a feed with matched certificates."""
-    results: dict[str, list[float]] = {"off": [], "on": []}
+    results: dict[str, list[float]] = {"off": [], f"on, resolver {args.caa_delay} s": []}
     extra = ("--matched-every", "500", "--matched-domain", MATCHED_DOMAIN)
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -242,19 +230,24 @@ def caa_comparison(frames: Path, args: argparse.Namespace) -> None:
     ):
         for _ in range(args.runs):
             for label in results:
-                chosen = resolver if label == "on" else None
+                chosen = None if label == "off" else resolver
                 rate, _ = certwatch_rate(url, args.messages, 10, Path(tmp), rules=0,
                                          resolver=chosen)  # fmt: skip
                 results[label].append(rate)
-    off, on = statistics.median(results["off"]), statistics.median(results["on"])
-    print(f"\nevery 500th frame a new certificate for a watched name, decided at once, CAA "
-          f"answered after {args.caa_delay} s:")  # fmt: skip
-    print("| CAA | msgs/s |")
-    print("|---|---|")
-    print(f"| off | {off:,.0f} |")
-    print(f"| on, resolver {args.caa_delay} s | {on:,.0f} |")
-    print(f"CAA on vs off: {on / off - 1:+.1%}")
-    print("runs:", {k: [round(v) for v in vs] for k, vs in results.items()})
+    report(f"every 500th frame a new certificate for a watched name, decided at once, CAA "
+           f"answered after {args.caa_delay} s:", "CAA", results)  # fmt: skip
+
+
+def report(title: str, column: str, results: dict[str, list[float]]) -> None:
+    """A comparison's table: the median of each case's runs, against the first case's."""
+    medians = {label: statistics.median(runs) for label, runs in results.items()}
+    first = next(iter(medians.values()))
+    print(f"\n{title}")
+    print(f"| {column} | msgs/s (median) | against the first |")
+    print("|---|---|---|")
+    for label, median in medians.items():
+        print(f"| {label} | {median:,.0f} | {median / first:.1%} |")
+    print("runs:", {label: [round(v) for v in runs] for label, runs in results.items()})
 
 
 if __name__ == "__main__":
