@@ -315,90 +315,124 @@ class _Parts:
     registrable: str
 
 
+@attrs.frozen(eq=False)
+class IndexedBrands:
+    """A set of brands with the tables :class:`BrandIndex` checks names against. Building
+    one is pure but takes tens of milliseconds with a hundred brands: build it with
+    :meth:`BrandIndex.rebuilt` off the event loop, then :meth:`BrandIndex.install` it."""
+
+    brands: dict[str, Brand]
+    prepared: tuple[_Prepared, ...]
+    by_prefix: dict[str, tuple[_Prepared, ...]]
+    by_suffix: dict[str, tuple[_Prepared, ...]]
+    automaton: ahocorasick.Automaton | None
+    neighbours: dict[str, tuple[_Prepared, ...]]
+    neighbour_keys: frozenset[str]
+    typo_lengths: frozenset[int]
+    allow: frozenset[str]
+    domains: frozenset[str]
+
+
+def _indexed(brands: dict[str, Brand]) -> IndexedBrands:
+    prepared = []
+    for brand in brands.values():
+        folded = fold(brand.label)
+        size = len(brand.label)
+        edits = 0 if size < SHORT_BRAND else (2 if size >= LONG_BRAND else 1)
+        prepared.append(_Prepared(brand, folded, folded.replace("-", ""), edits))
+    if prepared:  # the data a closer look needs, loaded now rather than mid-stream
+        _words()
+        _skeletons()
+        _suffixes()
+    by_prefix: dict[str, tuple[_Prepared, ...]] = {}
+    by_suffix: dict[str, tuple[_Prepared, ...]] = {}
+    for p in prepared:
+        if p.edits:
+            by_prefix[p.folded[:2]] = (*by_prefix.get(p.folded[:2], ()), p)
+            by_suffix[p.folded[-2:]] = (*by_suffix.get(p.folded[-2:], ()), p)
+    keys: dict[str, list[_Key]] = {}
+    for p in prepared:
+        for word, key in _keys(p):
+            keys.setdefault(word, []).append(key)
+    automaton = None
+    if keys:
+        automaton = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
+        for word, found in keys.items():
+            automaton.add_word(word, tuple(found))
+        automaton.make_automaton()
+    neighbours: dict[str, list[_Prepared]] = {}
+    for p in prepared:
+        if p.edits == 1:
+            for variant in _one_edit(p.flat):
+                neighbours.setdefault(variant, []).append(p)
+    typo_lengths = frozenset(
+        n for p in prepared if p.edits
+        for n in range(len(p.folded) - p.edits, len(p.folded) + p.edits + 1)
+    )  # fmt: skip
+    return IndexedBrands(
+        brands=brands,
+        prepared=tuple(prepared),
+        by_prefix=by_prefix,
+        by_suffix=by_suffix,
+        automaton=automaton,
+        neighbours={k: tuple(v) for k, v in neighbours.items()},
+        neighbour_keys=frozenset(neighbours),
+        typo_lengths=typo_lengths,
+        allow=frozenset(a for b in brands.values() for a in b.allow),
+        domains=frozenset(brands),
+    )
+
+
 class BrandIndex:
     """The brands, indexed for the firehose: :meth:`check` a certificate's names."""
 
     def __init__(self, brands: Iterable[Brand] = ()) -> None:
-        self._brands: dict[str, Brand] = {}
         self._cache: OrderedDict[str, tuple[LookalikeHit, ...]] = OrderedDict()
         self.hits = dict.fromkeys(Technique, 0)
         """Names that hit, by technique (``certwatch_lookalike_hits_total``)."""
         self.skipped = dict.fromkeys(SKIP_REASONS, 0)
         """Names not checked: ``unreadable`` (bad punycode, no hostname, too long) or past
         a certificate's ``budget`` (``certwatch_lookalike_skipped_names_total``)."""
-        self._rebuild()
-        for brand in brands:
-            self._brands[brand.domain] = brand
-        self._rebuild()
+        self._t = _indexed({brand.domain: brand for brand in brands})
 
     def __len__(self) -> int:
-        return len(self._brands)
+        return len(self._t.brands)
 
     def brands(self) -> list[Brand]:
         """Every brand, by domain."""
-        return sorted(self._brands.values(), key=lambda b: b.domain)
+        return sorted(self._t.brands.values(), key=lambda b: b.domain)
 
     def get(self, domain: str) -> Brand | None:
-        return self._brands.get(domain)
+        return self._t.brands.get(domain)
+
+    def rebuilt(self, *, put: Iterable[Brand] = (), remove: Iterable[str] = ()) -> IndexedBrands:
+        """These brands with ``put`` added (or replacing those of their domains) and the
+        domains ``remove`` left out, indexed; this index is unchanged. Safe to call from a
+        worker thread while the event loop checks names."""
+        brands = dict(self._t.brands)
+        for domain in remove:
+            brands.pop(domain, None)
+        for brand in put:
+            brands[brand.domain] = brand
+        return _indexed(brands)
+
+    def install(self, indexed: IndexedBrands) -> None:
+        """Check names against ``indexed`` from now on (every holder of this index sees it;
+        the counts go on)."""
+        self._t = indexed
+        self._cache.clear()
 
     def add(self, brand: Brand) -> None:
         """Add a brand, or replace the one of its domain."""
-        self._brands[brand.domain] = brand
-        self._rebuild()
+        self.install(self.rebuilt(put=[brand]))
 
     def discard(self, domain: str) -> None:
-        if self._brands.pop(domain, None) is not None:
-            self._rebuild()
+        if domain in self._t.brands:
+            self.install(self.rebuilt(remove=[domain]))
 
     def replace(self, other: BrandIndex) -> None:
-        """Take ``other``'s brands in place (every holder of this index sees them; the
-        counts go on)."""
-        self._brands = dict(other._brands)
-        self._rebuild()
-
-    def _rebuild(self) -> None:
-        prepared = []
-        for brand in self._brands.values():
-            folded = fold(brand.label)
-            size = len(brand.label)
-            edits = 0 if size < SHORT_BRAND else (2 if size >= LONG_BRAND else 1)
-            prepared.append(_Prepared(brand, folded, folded.replace("-", ""), edits))
-        self._prepared = prepared
-        if prepared:  # the data a closer look needs, loaded now rather than mid-stream
-            _words()
-            _skeletons()
-            _suffixes()
-        by_prefix: dict[str, tuple[_Prepared, ...]] = {}
-        by_suffix: dict[str, tuple[_Prepared, ...]] = {}
-        for p in prepared:
-            if p.edits:
-                by_prefix[p.folded[:2]] = (*by_prefix.get(p.folded[:2], ()), p)
-                by_suffix[p.folded[-2:]] = (*by_suffix.get(p.folded[-2:], ()), p)
-        self._by_prefix, self._by_suffix = by_prefix, by_suffix
-        keys: dict[str, list[_Key]] = {}
-        for p in prepared:
-            for word, key in _keys(p):
-                keys.setdefault(word, []).append(key)
-        automaton = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
-        for word, found in keys.items():
-            automaton.add_word(word, tuple(found))
-        if keys:
-            automaton.make_automaton()
-        self._automaton = automaton if keys else None
-        neighbours: dict[str, list[_Prepared]] = {}
-        for p in prepared:
-            if p.edits == 1:
-                for variant in _one_edit(p.flat):
-                    neighbours.setdefault(variant, []).append(p)
-        self._neighbours = {k: tuple(v) for k, v in neighbours.items()}
-        self._neighbour_keys = frozenset(neighbours)
-        self._typo_lengths = frozenset(
-            n for p in prepared if p.edits
-            for n in range(len(p.folded) - p.edits, len(p.folded) + p.edits + 1)
-        )  # fmt: skip
-        self._allow = frozenset(a for b in self._brands.values() for a in b.allow)
-        self._domains = frozenset(self._brands)
-        self._cache.clear()
+        """Take ``other``'s brands in place, as indexed already."""
+        self.install(other._t)
 
     # --- the firehose ------------------------------------------------------------------------
 
@@ -407,7 +441,7 @@ class BrandIndex:
     ) -> tuple[LookalikeHit, ...]:
         """The lookalike hits among a certificate's names, best first (empty without
         brands). ``excluded``: names not to report (those under a watch entry)."""
-        if not self._brands or not self._maybe(names):
+        if not self._t.brands or not self._maybe(names):
             return ()
         hits: list[LookalikeHit] = []
         budget = MAX_CANDIDATES_PER_CERTIFICATE
@@ -455,7 +489,7 @@ class BrandIndex:
         if "vv" in folded:
             folded = folded.replace("vv", "w")
         text = "\n" + folded.replace("-", "") + "\n"
-        automaton = self._automaton
+        automaton = self._t.automaton
         if automaton is not None:
             for end, found in automaton.iter(text):
                 for key in found:
@@ -463,26 +497,26 @@ class BrandIndex:
                         return True
         # A typo of a brand of five to eight characters: every label one edit from it is
         # known in advance, so the names' labels meet them in one set intersection.
-        return not self._neighbour_keys.isdisjoint(text.replace("\n", ".").split("."))
+        return not self._t.neighbour_keys.isdisjoint(text.replace("\n", ".").split("."))
 
     def _candidates(self, raw: str) -> tuple[_Prepared, ...] | None:
         """The brands a name could imitate (cheap), ``None`` for none; every brand for a
         name that needs decoding to tell (an IDN)."""
         name = raw.lower()
         if not name.isascii() or "xn--" in name:
-            return tuple(self._prepared)
+            return self._t.prepared
         text = "\n" + _ascii_lookalikes(name).replace("-", "") + "\n"
         found: list[_Prepared] = []
-        automaton = self._automaton
+        automaton = self._t.automaton
         if automaton is not None:
             for _, keys in automaton.iter(text):
                 found.extend(key.brand for key in keys if key.anchor == 0)
-        if self._typo_lengths:
+        if self._t.typo_lengths:
             # The registrable label is one of the two left of a one- or two-label suffix.
             for label in name.rstrip(".").split(".")[-3:-1]:
                 folded = _ascii_lookalikes(label.replace("-", ""))
-                found.extend(self._neighbours.get(folded, ()))
-                if len(label) in self._typo_lengths:
+                found.extend(self._t.neighbours.get(folded, ()))
+                if len(label) in self._t.typo_lengths:
                     found.extend(self._near(label))
         return tuple(dict.fromkeys(found)) or None
 
@@ -491,7 +525,7 @@ class BrandIndex:
         leaves a label's first two or last two characters as they were (brands of 5+), so
         only the brands sharing either are measured; two edits that touch both ends are
         not seen (typosquats edit the middle)."""
-        suspects = self._by_prefix.get(label[:2], ()) + self._by_suffix.get(label[-2:], ())
+        suspects = self._t.by_prefix.get(label[:2], ()) + self._t.by_suffix.get(label[-2:], ())
         if not suspects:
             return []
         folded = _ascii_lookalikes(label.replace("-", ""))
@@ -508,7 +542,7 @@ class BrandIndex:
         if parts is None:
             self.skipped["unreadable"] += 1
             return ()
-        if parts.registrable in self._domains or self._allowed(parts):
+        if parts.registrable in self._t.domains or self._allowed(parts):
             return ()
         hits = []
         for p in candidates:
@@ -519,7 +553,7 @@ class BrandIndex:
 
     def _allowed(self, parts: _Parts) -> bool:
         labels = parts.name.split(".")
-        return any(".".join(labels[i:]) in self._allow for i in range(len(labels)))
+        return any(".".join(labels[i:]) in self._t.allow for i in range(len(labels)))
 
     def _parts(self, raw: str) -> _Parts | None:
         """The name split for the rules; ``None`` for a name that is no hostname."""
