@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import os
 import statistics
 import tempfile
 import time
@@ -67,6 +68,12 @@ async def probe(resolver: str, times: list[float]) -> None:
         await trio.sleep(0.1)
 
 
+def pin(pid: int, core: int) -> None:
+    """Every thread of process ``pid`` on ``core`` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), {core})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=int, default=5000)
@@ -86,7 +93,14 @@ def main() -> None:
         "--caa-delay", type=float, default=None,
         help="CAA on, with a scripted resolver answering after this many seconds",
     )  # fmt: skip
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="this process and the feed on the first core, certwatch on the second (Linux)",
+    )
     args = parser.parse_args()
+    if args.pin:  # before the feed starts: it inherits the core
+        os.sched_setaffinity(0, {0})
     total = args.rate * args.seconds
     alerts = total // args.matched_every
     latencies: list[float] = []
@@ -122,6 +136,8 @@ def main() -> None:
                     service = Certwatch(db, url, environment={**env, **caa})
                     try:
                         await trio.to_thread.run_sync(service.wait_ready)
+                        if args.pin:
+                            pin(service.proc.pid, 1)
                         if caa:  # the resolver's own time, asked as certwatch asks it
                             nursery.start_soon(probe, caa["CAA_RESOLVER"], resolver_times)
                         with trio.fail_after(args.seconds * 3 + 30):
