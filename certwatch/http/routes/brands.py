@@ -7,10 +7,8 @@ import logging
 from quart import Blueprint, Response
 from quart_schema import document_request, document_response
 
-from certwatch.core.names import normalise_entry
-from certwatch.errors import InvalidName
 from certwatch.http.context import context
-from certwatch.http.requests import BrandIn, brand_from, json_body, structure
+from certwatch.http.requests import BrandIn, brand_from, json_body, path_entry, structure
 from certwatch.http.responses import BrandOut, Deleted, error_response, json_response
 
 __all__ = ["brands"]
@@ -44,10 +42,7 @@ async def list_brands() -> Response:
 @document_response(Deleted, 200)
 async def delete_brand(domain: str) -> Response:
     """Stop protecting a brand (the path value is normalised like the input)."""
-    try:
-        value = normalise_entry(domain)
-    except InvalidName as e:
-        raise e.in_field("domain", "invalid path") from None
+    value = path_entry(domain, "domain")
     if not await context().views.delete_brand(value):
         return error_response(404, f"no brand {value!r}")
     log.info("brand %s deleted", value)

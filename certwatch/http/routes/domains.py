@@ -7,10 +7,8 @@ import logging
 from quart import Blueprint, Response
 from quart_schema import document_request, document_response
 
-from certwatch.core.names import normalise_entry
-from certwatch.errors import InvalidName
 from certwatch.http.context import context
-from certwatch.http.requests import DomainIn, json_body, structure, watch_entry
+from certwatch.http.requests import DomainIn, json_body, path_entry, structure, watch_entry
 from certwatch.http.responses import (
     Deleted,
     DomainCreated,
@@ -54,10 +52,7 @@ async def list_domains() -> Response:
 @document_response(Deleted, 200)
 async def delete_domain(value: str) -> Response:
     """Stop watching a domain (the path value is normalised like the input)."""
-    try:
-        entry = normalise_entry(value)
-    except InvalidName as e:
-        raise e.in_field("value", "invalid path") from None
+    entry = path_entry(value, "value")
     if not await context().views.delete_domain(entry):
         return error_response(404, f"no watch entry {entry!r}")
     log.info("watch entry %s deleted", entry)

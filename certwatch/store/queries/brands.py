@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import attrs
+
 from certwatch.core.lookalikes import Brand
 from certwatch.store.queries import Connection, Dialect, upsert
 from certwatch.store.rows import brand_rows
@@ -29,7 +31,7 @@ def upsert_brand(conn: Connection, brand: Brand) -> tuple[Brand, bool]:
         "SELECT added_at FROM brands WHERE domain = ?", (brand.domain,)
     ).fetchone()
     if existing is not None:
-        brand = Brand(brand.domain, brand.label, brand.note, brand.allow, existing["added_at"])
+        brand = attrs.evolve(brand, added_at=existing["added_at"])
     upsert(conn, "brands", "domain", brand_rows(), brand)
     return brand, existing is None
 
