@@ -8,6 +8,7 @@ The end-to-end tests use real servers instead (:mod:`tests.support.dnsservers`).
 
 from __future__ import annotations
 
+import errno
 import socket
 from typing import Any
 
@@ -21,6 +22,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import trio
+
+from tests.support.servers import free_port
 
 __all__ = [
     "BadTag",
@@ -100,21 +103,31 @@ class DnsResponder:
         self.port = 0
         self.delay_s = delay_s
         """Every answer is sent this long after its query (a slow resolver)."""
-        self._udp: trio.socket.SocketType | None = None
 
     @property
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 
     async def start(self, nursery: trio.Nursery) -> DnsResponder:
-        udp = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        await udp.bind(("127.0.0.1", 0))
-        self.port = udp.getsockname()[1]
-        self._udp = udp
-        listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
+        udp, listeners = await self._bind()
         nursery.start_soon(self._serve_udp, udp)
         nursery.start_soon(trio.serve_listeners, self._serve_tcp, listeners)
         return self
+
+    async def _bind(self) -> tuple[trio.socket.SocketType, list[trio.SocketListener]]:
+        """A UDP socket and a TCP listener on one port. ``free_port`` checked both, but
+        anything may bind it before we do: then another port."""
+        for _ in range(20):
+            self.port = free_port()
+            udp = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                await udp.bind(self.address)
+                return udp, await trio.open_tcp_listeners(self.port, host="127.0.0.1")
+            except OSError as exc:
+                udp.close()
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+        raise OSError(errno.EADDRINUSE, "no port free for both UDP and TCP")
 
     async def _serve_udp(self, udp: trio.socket.SocketType) -> None:
         with udp:

@@ -29,20 +29,14 @@ __all__ = ["DnsServers", "dns_servers_or_skip"]
 NOT_INSTALLED = "needs NSD and Unbound (Debian's nsd and unbound packages)"
 
 
-def _udp_port() -> int:
-    """A port free for both UDP and TCP on loopback (TCP is checked; UDP almost always
-    follows on a test machine)."""
-    return free_port()
-
-
 class DnsServers:
     """NSD and Unbound, started with ``zones`` (zone name -> zone file text)."""
 
     def __init__(self, zones: Mapping[str, str]) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="certwatch-dns-"))
         self.zones = dict(zones)
-        self.nsd_port = _udp_port()
-        self.port = _udp_port()
+        self.nsd_port = free_port()
+        self.port = free_port()
         """Unbound's: what certwatch asks (CAA_RESOLVER)."""
         self._nsd: subprocess.Popen[bytes] | None = None
         self._unbound: subprocess.Popen[bytes] | None = None

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
+import itertools
 import json
+import random
 import socket
 from typing import Any
 
@@ -85,11 +87,27 @@ class FeedServer:
             await conn.aclose(code=1001, reason="going away")
 
 
+_PORTS = range(20_000, 32_000)
+"""Where ``free_port`` looks: below Linux's ephemeral range (32768-60999 by default), so
+no connection the kernel opens meanwhile can take the port before its server binds it."""
+_next_port = itertools.count(random.randrange(len(_PORTS)))
+
+
 def free_port() -> int:
-    """A loopback TCP port free now, for a server in another process (which must bind it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now for both TCP and UDP, for a server that binds it later
+    (often in another process). A port the kernel picks (``bind(0)``) comes from the
+    ephemeral range, where any outgoing connection may take it before the server binds;
+    ports here are handed out in turn, never twice in a run until the range wraps."""
+    for _ in range(len(_PORTS)):
+        port = _PORTS[next(_next_port) % len(_PORTS)]
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, kind) as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise OSError("no free loopback port in 20000-31999")
 
 
 @attrs.define
