@@ -24,7 +24,7 @@ from certwatch.core.caa import CaaFinding
 from certwatch.core.cas import CAIdentity
 from certwatch.core.identity import CertFacts
 from certwatch.core.loglist import normalise_log_url
-from certwatch.core.lookalikes import LookalikeHit
+from certwatch.core.lookalikes import LookalikeHit, lookalike_match
 from certwatch.core.names import Match
 from certwatch.core.observation import CertSummary, Observation
 from certwatch.core.policy import Reason, RuleRef, Severity, Verdict
@@ -152,8 +152,7 @@ def lookalike_alert(
 ) -> Alert:
     """The alert for a certificate whose names imitate brands: decided at once (no hold;
     the inventory and the rules do not apply), queued."""
-    names = tuple(sorted({hit.name for hit in hits}))
-    alert = new_alert(observation, Match(entries=(), sans=names), event_id=event_id, now=now)
+    alert = new_alert(observation, lookalike_match(hits), event_id=event_id, now=now)
     return attrs.evolve(
         alert,
         severity=Severity.LOOKALIKE,

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from certwatch.core.names import normalise_entry
+from certwatch.core.names import normalise_entry, self_and_parents
 from certwatch.errors import InvalidName
 
 __all__ = [
@@ -100,8 +100,7 @@ class Lookup:
 def climb(name: str) -> list[str]:
     """The names whose CAA is asked for ``name``, in order: itself, then each parent up
     to (and including) the top-level domain, never the root. ``*.x`` climbs from ``x``."""
-    labels = name.removeprefix("*.").rstrip(".").split(".")
-    return [".".join(labels[i:]) for i in range(len(labels))]
+    return list(self_and_parents(name.removeprefix("*.").rstrip(".")))
 
 
 def _issuer(value: str) -> str | None:

@@ -39,10 +39,15 @@ from pathlib import Path
 import ahocorasick
 import attrs
 import idna
-from publicsuffixlist import PublicSuffixList
 from rapidfuzz.distance import OSA
 
-from certwatch.core.names import normalise_entry
+from certwatch.core.names import (
+    Match,
+    WatchIndex,
+    normalise_entry,
+    public_suffix_list,
+    self_and_parents,
+)
 from certwatch.errors import InvalidName
 
 __all__ = [
@@ -55,6 +60,8 @@ __all__ = [
     "Technique",
     "brand_domain",
     "fold",
+    "lookalike_match",
+    "match_names",
 ]
 
 SHORT_BRAND = 5
@@ -142,11 +149,6 @@ def _words() -> frozenset[str]:
     return frozenset(w for w in words if len(w) >= 3)
 
 
-@functools.cache
-def _suffixes() -> PublicSuffixList:
-    return PublicSuffixList()  # the private section too: a tenant's domain is its own
-
-
 # --- folding ---------------------------------------------------------------------------------
 
 
@@ -187,7 +189,7 @@ def brand_domain(value: str) -> tuple[str, str, str]:
     domain (one label above a public suffix, the private section included): (domain, label,
     suffix). :class:`InvalidName` otherwise."""
     domain = normalise_entry(value)
-    registrable = _suffixes().privatesuffix(domain)
+    registrable = public_suffix_list().privatesuffix(domain)
     if registrable is None:
         raise InvalidName(f"{domain} is a public suffix, not a registrable domain")
     if registrable != domain:
@@ -342,7 +344,7 @@ def _indexed(brands: dict[str, Brand]) -> IndexedBrands:
     if prepared:  # the data a closer look needs, loaded now rather than mid-stream
         _words()
         _skeletons()
-        _suffixes()
+        public_suffix_list()
     by_prefix: dict[str, tuple[_Prepared, ...]] = {}
     by_suffix: dict[str, tuple[_Prepared, ...]] = {}
     for p in prepared:
@@ -421,33 +423,24 @@ class BrandIndex:
         self._t = indexed
         self._cache.clear()
 
-    def add(self, brand: Brand) -> None:
-        """Add a brand, or replace the one of its domain."""
-        self.install(self.rebuilt(put=[brand]))
-
-    def discard(self, domain: str) -> None:
-        if domain in self._t.brands:
-            self.install(self.rebuilt(remove=[domain]))
-
     def replace(self, other: BrandIndex) -> None:
         """Take ``other``'s brands in place, as indexed already."""
         self.install(other._t)
 
     # --- the firehose ------------------------------------------------------------------------
 
-    def check(
-        self, names: Sequence[str], *, excluded: frozenset[str] = frozenset()
-    ) -> tuple[LookalikeHit, ...]:
+    def check(self, names: Sequence[str]) -> tuple[LookalikeHit, ...]:
         """The lookalike hits among a certificate's names, best first (empty without
-        brands). ``excluded``: names not to report (those under a watch entry)."""
+        brands). Names under a watch entry are the caller's to leave out
+        (:func:`match_names`)."""
         if not self._t.brands or not self._maybe(names):
             return ()
         hits: list[LookalikeHit] = []
         budget = MAX_CANDIDATES_PER_CERTIFICATE
         cache = self._cache
         for raw in names:
-            if not isinstance(raw, str) or raw in excluded:
-                continue
+            if not isinstance(raw, str):  # the feed's JSON may hold anything
+                continue  # type: ignore[unreachable]
             found = cache.get(raw)
             if found is None:
                 candidates = self._candidates(raw)
@@ -546,8 +539,7 @@ class BrandIndex:
         return tuple(hits)
 
     def _allowed(self, parts: _Parts) -> bool:
-        labels = parts.name.split(".")
-        return any(".".join(labels[i:]) in self._t.allow for i in range(len(labels)))
+        return any(name in self._t.allow for name in self_and_parents(parts.name))
 
     def _parts(self, raw: str) -> _Parts | None:
         """The name split for the rules; ``None`` for a name that is no hostname."""
@@ -567,7 +559,7 @@ class BrandIndex:
             return None
         if any(not label or len(label) > 63 for label in labels):
             return None
-        registrable = _suffixes().privatesuffix(name)
+        registrable = public_suffix_list().privatesuffix(name)
         if registrable is None:
             return None
         left = len(labels) - registrable.count(".")  # labels up to the registrable label
@@ -598,6 +590,26 @@ class BrandIndex:
             domain=parts.registrable,
             score=max(0, min(100, score)),
         )
+
+
+def lookalike_match(hits: Sequence[LookalikeHit]) -> Match:
+    """Lookalike hits as a match without watch entries: its SANs the imitating names."""
+    return Match(entries=(), sans=tuple(sorted({hit.name for hit in hits})))
+
+
+def match_names(
+    index: WatchIndex, brands: BrandIndex, names: Sequence[str]
+) -> tuple[Match | None, tuple[LookalikeHit, ...]]:
+    """What a certificate's names are to certwatch: a watch-list match (its lookalike
+    names, if any, are not reported), or (nothing watched, brands known) the names that
+    imitate a brand as a match without entries, or nothing."""
+    match = index.match(names)
+    if match is not None or not len(brands):
+        return match, ()
+    lookalikes = brands.check(names)
+    if not lookalikes:
+        return None, ()
+    return lookalike_match(lookalikes), lookalikes
 
 
 def _registrable_label_of(text: str, end: int, key: _Key) -> bool:

@@ -31,6 +31,8 @@ __all__ = [
     "normalise_names",
     "normalise_san",
     "public_suffix_kind",
+    "public_suffix_list",
+    "self_and_parents",
 ]
 
 _MAX_NAME = 253
@@ -110,6 +112,11 @@ def _suffix_lists() -> tuple[PublicSuffixList, PublicSuffixList]:
     return PublicSuffixList(only_icann=True), PublicSuffixList()
 
 
+def public_suffix_list() -> PublicSuffixList:
+    """The whole list, the private section included (a tenant's domain is its own)."""
+    return _suffix_lists()[1]
+
+
 def public_suffix_kind(entry: str) -> SuffixKind | None:
     """Whether a normalised entry is itself a public suffix, and of which section."""
     icann, everything = _suffix_lists()
@@ -150,7 +157,7 @@ def normalise_names(names: Iterable[str]) -> frozenset[str]:
     return frozenset(out)
 
 
-def _suffixes(name: str) -> Iterator[str]:
+def self_and_parents(name: str) -> Iterator[str]:
     """``a.b.c`` yields ``a.b.c``, ``b.c``, ``c``."""
     yield name
     i = name.find(".")
@@ -250,14 +257,14 @@ class WatchIndex:
         entries = self._entries
         if san.startswith("*."):
             base = san[2:]
-            found = [s for s in _suffixes(base) if s in entries]
+            found = [s for s in self_and_parents(base) if s in entries]
             below = self._by_parent.get(base)
             if isinstance(below, str):
                 found.append(below)
             elif below:
                 found.extend(below)
             return found
-        return [s for s in _suffixes(san) if s in entries]
+        return [s for s in self_and_parents(san) if s in entries]
 
     def match(self, names: Iterable[str]) -> Match | None:
         """Match a certificate's names as the feed gives them; ``None`` when nothing matches.

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
 import attrs
 import trio
 
 from certwatch.core.loglist import LogInfo, normalise_log_url
-from certwatch.core.lookalikes import BrandIndex, LookalikeHit
+from certwatch.core.lookalikes import BrandIndex, LookalikeHit, match_names
 from certwatch.core.messages import (
     COERCIBLE_FIELDS,
     UNKNOWN_TYPE,
@@ -33,7 +33,7 @@ from certwatch.errors import MalformedMessage
 from certwatch.metrics import MESSAGE_TYPES, FeedMetrics
 from certwatch.pipeline.coverage import Coverage
 
-__all__ = ["Hit", "Matcher", "OnMatch", "match_names"]
+__all__ = ["Hit", "Matcher", "OnMatch"]
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +49,6 @@ whose names imitate brands."""
 OnMissingDer = Callable[[LogInfo, int], None]
 """Called for a matched certificate whose message has no DER: fetch that entry from its
 log (back-fill's lookup), so recognition by key and by TBS hash can work on it."""
-
-
-def match_names(
-    index: WatchIndex, brands: BrandIndex, names: Sequence[str]
-) -> tuple[Match | None, tuple[LookalikeHit, ...]]:
-    """What a certificate's names are to certwatch: a watch-list match, or (nothing watched,
-    brands known) the names that imitate a brand as a match without entries, or nothing."""
-    match = index.match(names)
-    if match is not None or not len(brands):
-        return match, ()
-    lookalikes = brands.check(names)
-    if not lookalikes:
-        return None, ()
-    return Match(entries=(), sans=tuple(sorted({h.name for h in lookalikes}))), lookalikes
 
 
 @attrs.frozen

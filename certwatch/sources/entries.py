@@ -14,10 +14,10 @@ from collections.abc import Callable
 from certwatch.core.ctlog import EntryType, LogEntry
 from certwatch.core.logentry import entry_names, entry_observation
 from certwatch.core.loglist import LogInfo
-from certwatch.core.lookalikes import BrandIndex
+from certwatch.core.lookalikes import BrandIndex, match_names
 from certwatch.core.names import WatchIndex
 from certwatch.errors import CTLogError, InvalidCertificate
-from certwatch.pipeline.matching import OnMatch, match_names
+from certwatch.pipeline.matching import OnMatch
 from certwatch.sources.ctlog import CTLogReader
 from certwatch.sources.heads import TreeHeads
 

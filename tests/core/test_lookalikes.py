@@ -12,7 +12,9 @@ from certwatch.core.lookalikes import (
     Technique,
     brand_domain,
     fold,
+    match_names,
 )
+from certwatch.core.names import Match, WatchIndex
 from certwatch.errors import InvalidName
 
 ETHEREUM = Brand("ethereum.org", "ethereum", allow=("ethereum.foundation",))
@@ -94,9 +96,16 @@ class TestNeverALookalike:
         """The brand's domain, its allow list, longer words, short brands' near-misses."""
         assert index().check([name]) == ()
 
-    def test_watched_names_are_left_out(self) -> None:
-        """A name the caller excludes (under a watch entry) is not reported."""
-        assert index().check(["ethereum.io"], excluded=frozenset({"ethereum.io"})) == ()
+    def test_a_watched_certificate_is_no_lookalike(self) -> None:
+        """A watched name makes it the watch list's (lookalikes unreported); else a lookalike."""
+        watched = WatchIndex(["shop.example.net"])
+        names = ["ethereum.io", "shop.example.net"]
+        assert match_names(watched, index(), names) == (
+            Match(entries=("shop.example.net",), sans=("shop.example.net",)), ()
+        )  # fmt: skip
+        match, hits = match_names(watched, index(), ["ethereum.io", "www.example.com"])
+        assert match == Match(entries=(), sans=("ethereum.io",))
+        assert [(h.name, h.technique) for h in hits] == [("ethereum.io", Technique.TLD_SWAP)]
 
     def test_a_short_brand_still_gets_the_strong_techniques(self) -> None:
         """hp: no typo or combosquat, but a swapped suffix and a homoglyph still hit."""
@@ -171,9 +180,10 @@ class TestBrands:
         """A re-added brand's allow list applies; a removed brand hits nothing."""
         brands = index(ETHEREUM)
         assert brands.check(["ethereum.io"])
-        brands.add(Brand("ethereum.org", "ethereum", allow=("ethereum.io",)))
+        brands.install(brands.rebuilt(put=[Brand("ethereum.org", "ethereum",
+                                                 allow=("ethereum.io",))]))  # fmt: skip
         assert brands.check(["ethereum.io"]) == ()
-        brands.discard("ethereum.org")
+        brands.install(brands.rebuilt(remove=["ethereum.org"]))
         assert brands.check(["ethereum-wallet.net"]) == ()
         assert len(brands) == 0
 
