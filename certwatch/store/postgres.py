@@ -11,7 +11,9 @@ The queries are :mod:`.sql`'s; this module owns the connections:
   tables notify every change, so replicas read the change log at once;
 - the leader's connection, holding a session-level advisory lock while this replica is the
   leader: the lock dies with the connection, so a dead leader's role is free again as soon
-  as the server notices.
+  as the server notices;
+- the health check's connection, for its round trip: never waiting behind pooled work that
+  a lock holds (a locked table is not a dead database).
 
 Schema versions live in ``certwatch_schema``; :data:`MIGRATIONS` run under an advisory
 lock, so replicas starting together migrate once. A role that owns its database is enough:
@@ -299,6 +301,8 @@ class PostgresStore(SQLStore):
         self._listening = trio.CapacityLimiter(1)
         self._leader: psycopg.Connection[Any] | None = None
         self._leading = trio.CapacityLimiter(1)
+        self._pinger: psycopg.Connection[Any] | None = None
+        self._pinging = trio.CapacityLimiter(1)
 
     @classmethod
     async def open(
@@ -351,7 +355,7 @@ class PostgresStore(SQLStore):
         return cls(pool, url, size=pool_size)
 
     def close(self) -> None:
-        for conn in (self._listener, self._leader):
+        for conn in (self._listener, self._leader, self._pinger):
             if conn is not None:
                 conn.close()
         self._pool.close()
@@ -368,13 +372,21 @@ class PostgresStore(SQLStore):
             raise _translate(e) from e
 
     async def ping(self) -> float:
-        """One round trip; abandoned (the thread finishing on its own) when cancelled, so a
-        health check waiting on a dead server can give up."""
+        """One round trip, on the health check's own connection (the pool's may all be
+        waiting on a lock); abandoned (the thread finishing on its own) when cancelled, so
+        a health check waiting on a dead server can give up."""
+
+        def select(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("SELECT 1")
+
         started = time.perf_counter()
-        call = functools.partial(
-            self._transaction, lambda conn: conn.execute("SELECT 1 AS one").fetchone(), ()
-        )
-        await trio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
+        try:
+            await self._on(self._pinging, "_pinger", select, abandon=True)
+        except StoreUnavailable:
+            # A connection the server dropped (it restarted) fails once, as the pool's own
+            # check would find: a fresh one tells how the server is now.
+            started = time.perf_counter()
+            await self._on(self._pinging, "_pinger", select, abandon=True)
         return time.perf_counter() - started
 
     # --- dedicated connections --------------------------------------------------------------
