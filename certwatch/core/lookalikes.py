@@ -62,6 +62,7 @@ __all__ = [
     "fold",
     "lookalike_match",
     "match_names",
+    "typo_edits",
 ]
 
 SHORT_BRAND = 5
@@ -113,6 +114,13 @@ _BASE_SCORE = {
     Technique.COMBOSQUAT: 70,
     Technique.SUBDOMAIN: 60,
 }
+
+
+def typo_edits(label: str) -> int:
+    """Edits a typo of a brand with this label may make: none under five characters, two
+    from nine, else one."""
+    size = len(label)
+    return 0 if size < SHORT_BRAND else (2 if size >= LONG_BRAND else 1)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -338,8 +346,7 @@ def _indexed(brands: dict[str, Brand]) -> IndexedBrands:
     prepared = []
     for brand in brands.values():
         folded = fold(brand.label)
-        size = len(brand.label)
-        edits = 0 if size < SHORT_BRAND else (2 if size >= LONG_BRAND else 1)
+        edits = typo_edits(brand.label)
         prepared.append(_Prepared(brand, folded, folded.replace("-", ""), edits))
     if prepared:  # the data a closer look needs, loaded now rather than mid-stream
         _words()
@@ -689,17 +696,30 @@ def _combosquat(brand: str, label: str) -> bool:
     at = label.find(brand)
     if at < 0 or label == brand:
         return False
-    words = _words()
-    # The run of letters the brand sits in must not be a longer word ("pineapple").
+    # The run of letters the brand sits in.
     start, end = at, at + len(brand)
     while start > 0 and label[start - 1].isalpha():
         start -= 1
     while end < len(label) and label[end].isalpha():
         end += 1
-    if end - start > len(brand) and label[start:end] in words:
+    if _inside_a_word(label[start:end], at - start, len(brand)):
         return False
     rest = label[:at] + "-" + label[at + len(brand) :]
     return all(_segments_cached(piece) for piece in re.split(r"[-0-9]+", rest) if piece)
+
+
+def _inside_a_word(run: str, at: int, size: int) -> bool:
+    """Whether ``run`` (letters) reads as words in which the one covering ``run[at:at +
+    size]`` is longer than it: ``pineapple`` and ``pineapplejuice`` hold no ``apple``,
+    ``greenapple`` does."""
+    words = _words()
+    for i in range(max(0, at - 20), at + 1):
+        if i and not _segments_cached(run[:i]):
+            continue
+        for j in range(at + size, min(len(run), i + 40) + 1):
+            if j - i > size and run[i:j] in words and (j == len(run) or _segments_cached(run[j:])):
+                return True
+    return False
 
 
 @functools.lru_cache(maxsize=4096)

@@ -54,6 +54,8 @@ class TestTechniques:
             ("ethereum-wallet.net", Technique.COMBOSQUAT),
             ("myethereumwallet.com", Technique.COMBOSQUAT),
             ("ethereum2024.com", Technique.COMBOSQUAT),
+            ("greenapple.com", Technique.COMBOSQUAT),  # words around a brand that is a word
+            ("apple-pineapple.com", Technique.COMBOSQUAT),  # the brand whole, then a word
             ("ethereum.account-verify.com", Technique.SUBDOMAIN),
         ],
     )
@@ -88,6 +90,8 @@ class TestNeverALookalike:
             "docs.ethereum.foundation", "ethereum.foundation",  # its allow list
             "intelligence.com",  # a brand inside a longer word
             "pineapple.com",  # "apple" inside a longer word
+            "pineapplejuice.com", "freshpineapple.net",  # inside a word among words
+            "applets-online.com",  # "apple" inside "applets"
             "hpe.com", "hp-support.net",  # no typo/combosquat for brands under 5 characters
             "example.com", "www.google.com", "mail.yahoo.co.uk",
         ],
