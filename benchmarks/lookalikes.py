@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import dnstwist
+from english_words import get_english_words_set
 from publicsuffixlist import PublicSuffixList
 from rapidfuzz.distance import OSA, Levenshtein
 
@@ -164,6 +165,31 @@ def ordinary_certificates(names: int, seed: int = 7) -> list[list[str]]:
         certs.append(cert)
         total += len(cert)
     return certs
+
+
+def huge_certificates(ordinary: list[str], seed: int = 5) -> dict[str, list[str]]:
+    """5,000-name certificates of hostile and ordinary shapes (each name distinct)."""
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+
+    def junk(k: int) -> str:
+        return "".join(rng.choices(letters, k=k))
+
+    web2 = get_english_words_set(["web2"], lower=True, alpha=True)  # what certwatch reads
+    words = sorted(w for w in web2 if 3 <= len(w) <= 8)
+
+    def phrase(k: int) -> str:
+        return "".join(rng.choices(words, k=k))[:22]
+
+    n = 5_000
+    return {
+        "ordinary names": ordinary[:n],
+        "a brand inside random letters": [f"{junk(25)}ethereum{junk(25)}.com" for _ in range(n)],
+        "a brand among words": [f"{phrase(3)}ethereum{phrase(3)}.com" for _ in range(n)],
+        "labels one edit from a brand": [f"{junk(8)}.metamas{c}.com" for c in letters * 193][:n],
+        "a long brand's first letters": [f"myeth{junk(6)}llet.com" for _ in range(n)],
+        "IDN labels": [f"{junk(8)}.xn--{junk(8)}.com" for _ in range(n)],
+    }
 
 
 # --- the matchers ---------------------------------------------------------------------------
@@ -350,6 +376,16 @@ def main() -> None:
             index.check(cert)
         timings.append((time.perf_counter() - started) / len(names) * 1e6)
 
+    # The event loop's time for one 5,000-name certificate, by shape.
+    huge: dict[str, list[float]] = {}
+    for shape, cert in huge_certificates(names).items():
+        huge[shape] = []
+        for _ in range(5):
+            index = BrandIndex(all_brands)
+            started = time.perf_counter()
+            index.check(cert)
+            huge[shape].append((time.perf_counter() - started) * 1000)
+
     print(f"machine: {machine()}")
     print(f"dnstwist variants of {len(twist_brands)} brands ({', '.join(TWIST_BRANDS)}): "
           f"{len(variants):,} claimed by the contract")  # fmt: skip
@@ -377,6 +413,13 @@ def main() -> None:
     print(f"certwatch's cost per name: {cost_us:.2f} us one name at a time; "
           f"{statistics.median(timings):.2f} us as certificates carry them "
           f"({sum(map(len, certs)) / len(certs):.1f} names each), median of 3")  # fmt: skip
+    print()
+    print(f"a 5,000-name certificate, {len(all_brands)} brands (ms, 5 runs):")
+    print()
+    print("| names | median | max |")
+    print("|---|---|---|")
+    for shape, ms in huge.items():
+        print(f"| {shape} | {statistics.median(ms):.1f} | {max(ms):.1f} |")
 
 
 if __name__ == "__main__":

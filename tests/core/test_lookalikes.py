@@ -3,10 +3,13 @@ hostile names. Pure logic, no sockets."""
 
 from __future__ import annotations
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from certwatch.core.lookalikes import (
     MAX_CANDIDATES_PER_CERTIFICATE,
+    MAX_SUSPECTS_PER_CERTIFICATE,
     Brand,
     BrandIndex,
     Technique,
@@ -156,6 +159,64 @@ class TestHostileNames:
     def test_names_that_are_not_strings_are_skipped(self) -> None:
         """A feed that sends a number where a name goes: skipped."""
         assert index().check([12, None, "ethereum.io"]) != ()  # type: ignore[list-item]
+
+    def test_a_name_holding_a_newline_moves_no_other(self) -> None:
+        """Names are looked at together, one a line: a newline inside one shifts nothing."""
+        hits = index().check(["a\nb.example.com", "www.example.org", "ethereum.io"])
+        assert [h.name for h in hits] == ["ethereum.io"]
+
+    def test_too_many_suspects_are_counted_not_looked_at(self) -> None:
+        """Names only close at a glance: a bound of them checked, the rest counted."""
+        brands = index(Brand("myetherwallet.com", "myetherwallet"))
+        names = [f"mye{n:010d}.com" for n in range(5000)]  # 13 characters, not one edit
+        assert brands.check(names) == ()
+        assert brands.skipped["budget"] == 5000 - MAX_SUSPECTS_PER_CERTIFICATE
+
+
+ORDINARY = ["www.example.com", "mail.shop.example.net", "*.cdn.example.org", "api.test.co.uk",
+            "x.y.z.example.de"]  # fmt: skip
+NEAR_MISSES = ["grapple.example.com", "pineapple-juice.net", "ethereal.org"]
+"""Names a certificate-wide pass cannot tell from imitations: each takes a close look."""
+IMITATIONS = ["ethereum.io", "paypa1.com", "\u0435thereum.org", "xn--thereum-6gg.org",
+              "ethereun.org", "appple.com", "ether-eum.com", "ethereum-wallet.net",
+              "ethereum.org.secure-login.com", "ethereum.account-verify.com",
+              "mynetherwallet.io", "login.paypal-secure.com"]  # fmt: skip
+
+
+class TestACertificateAtOnce:
+    """The names of a certificate are looked at together (one pass over all of them): each
+    name's verdict is still its own, wherever it sits among the others."""
+
+    @pytest.mark.parametrize("where", [0, 1, 2_500, 4_999])
+    @pytest.mark.parametrize("name", IMITATIONS)
+    def test_an_imitation_among_thousands_of_ordinary_names(self, name: str, where: int) -> None:
+        """An imitation anywhere among 5,000 names is found as it is found alone."""
+        alone = index(ETHEREUM, PAYPAL, APPLE, Brand("myetherwallet.com", "myetherwallet"))
+        among = index(ETHEREUM, PAYPAL, APPLE, Brand("myetherwallet.com", "myetherwallet"))
+        names = [f"host{n}.{ORDINARY[n % len(ORDINARY)]}" for n in range(4_999)]
+        names.insert(where, name)
+        assert alone.check([name]) != ()
+        assert among.check(names) == alone.check([name])
+
+    @hypothesis.given(
+        st.lists(
+            st.sampled_from(ORDINARY + NEAR_MISSES + IMITATIONS),
+            max_size=MAX_CANDIDATES_PER_CERTIFICATE,  # within the budget of close looks
+        )
+    )
+    @hypothesis.settings(max_examples=200, deadline=None)
+    def test_a_certificate_is_its_names(self, names: list[str]) -> None:
+        """The hits of a certificate are the hits of each of its names alone."""
+        brands = index(ETHEREUM, PAYPAL, APPLE, Brand("myetherwallet.com", "myetherwallet"))
+        one_by_one = [
+            hit
+            for name in names
+            for hit in index(
+                ETHEREUM, PAYPAL, APPLE, Brand("myetherwallet.com", "myetherwallet")
+            ).check([name])
+        ]
+        key = lambda h: (-h.score, h.name, h.brand)  # noqa: E731
+        assert list(brands.check(names)) == sorted(one_by_one, key=key)
 
 
 class TestBrands:
