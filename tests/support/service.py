@@ -82,7 +82,11 @@ async def run_service(settings: Settings, **kwargs: Any) -> AsyncIterator[Runnin
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(run)
         headers = {"Authorization": f"Bearer {settings.api_token}"}
-        async with httpx.AsyncClient(base_url=binds[0], headers=headers) as client:
+        # A connection per request: the fault tests' server closes idle connections after
+        # 0.5 s, and a request sent on a pooled connection just as the server closes it is
+        # lost ("Server disconnected without sending a response"; httpx retries no POST).
+        no_reuse = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=binds[0], headers=headers, limits=no_reuse) as client:
             yield RunningService(binds[0], client, shutdown, stopped)
         shutdown.set()
 
