@@ -186,6 +186,12 @@ def _ascii_lookalikes(text: str) -> str:
     return text
 
 
+def _folded(joined: str) -> str:
+    """Names joined by newlines (lowercase) as the automaton reads them: ASCII look-alikes
+    mapped, hyphens dropped, a newline at each end."""
+    return "\n" + _ascii_lookalikes(joined).replace("-", "") + "\n"
+
+
 def fold(label: str) -> str:
     """A label as it looks: skeleton, marks stripped, lowercase, ASCII look-alikes mapped
     (``label`` in Unicode; decode an A-label first)."""
@@ -472,9 +478,11 @@ class BrandIndex:
         except TypeError:  # the feed's JSON may hold anything: what is no string is skipped
             kept = [name for name in names if isinstance(name, str)]
             joined = "\n".join(kept)
-        suspects, horizon = self._suspects(kept, joined.lower())
-        if not suspects and horizon == len(kept):  # the firehose's common case
+        joined = joined.lower()
+        text = _folded(joined)
+        if not self._maybe(joined, text):  # the firehose's common case ends here
             return ()
+        suspects, horizon = self._suspects(kept, joined, text)
         hits: list[LookalikeHit] = []
         budget = MAX_CANDIDATES_PER_CERTIFICATE
         cache = self._cache
@@ -500,7 +508,18 @@ class BrandIndex:
         hits.sort(key=lambda h: (-h.score, h.name, h.brand))
         return tuple(hits)
 
-    def _suspects(self, names: Sequence[str], joined: str) -> tuple[list[int], int]:
+    def _maybe(self, joined: str, text: str) -> bool:
+        """Whether any of a certificate's names (``joined`` by newlines, lowercase;
+        :func:`_folded`) could imitate a brand, at a glance: an IDN, a match of the brands'
+        automaton, a label one edit from a brand's (the firehose's common case is no)."""
+        if not joined.isascii() or "xn--" in joined:
+            return True
+        automaton = self._t.automaton
+        if automaton is not None and next(automaton.iter(text), None) is not None:
+            return True
+        return not self._t.neighbour_keys.isdisjoint(text.replace("\n", ".").split("."))
+
+    def _suspects(self, names: Sequence[str], joined: str, text: str) -> tuple[list[int], int]:
         """The positions of the names that could imitate a brand, in order, and how far
         that is known (names from ``horizon`` on were not looked at: a bound was reached).
 
@@ -512,50 +531,44 @@ class BrandIndex:
         edits allow (an Aho-Corasick automaton finds these); or one whose registrable label
         is one edit from a brand's of five to eight characters (every such label is known in
         advance: the names' labels meet them in one set intersection). ``joined``: the
-        names joined by newlines, lowercase."""
+        names joined by newlines, lowercase; ``text``: that folded (:func:`_folded`)."""
         t = self._t
-        encoded = not joined.isascii() or "xn--" in joined
-        text = "\n" + _ascii_lookalikes(joined).replace("-", "") + "\n"
-        matches = t.automaton.iter(text) if t.automaton is not None else iter(())
-        first = next(matches, None)
-        labels = text.replace("\n", ".").split(".")
-        if first is None and not encoded and t.neighbour_keys.isdisjoint(labels):
-            return [], len(names)  # the firehose's common case ends here
         if names and joined.count("\n") != len(names) - 1:  # a newline in a name: one line each
-            return self._suspects(names, "\n".join(n.replace("\n", " ") for n in names).lower())
+            joined = "\n".join(name.replace("\n", " ") for name in names).lower()
+            text = _folded(joined)
         horizon = len(names)
         limit = MAX_SUSPECTS_PER_CERTIFICATE
         found: set[int] = set()
-        if encoded:
+        if not joined.isascii() or "xn--" in joined:
             idn = [at for at, name in enumerate(joined.split("\n"))
                    if not name.isascii() or "xn--" in name]  # fmt: skip
             if len(idn) > limit:
                 horizon = idn[limit]
             found.update(idn[:limit])
-        lines = text[1:-1].split("\n")
         starts: list[int] = []  # where each name starts in ``text``, once needed
 
         def name_at(position: int) -> int:
             if not starts:
-                starts.extend(itertools.accumulate(map((1).__add__, map(len, lines)), initial=1))
+                lengths = map(len, text[1:-1].split("\n"))
+                starts.extend(itertools.accumulate(map((1).__add__, lengths), initial=1))
             return bisect.bisect_right(starts, position) - 1
 
-        if first is not None:
+        if t.automaton is not None:
             matched: set[int] = set()
-            for count, (end, keys) in enumerate(itertools.chain((first,), matches)):
-                at = name_at(end)
-                if at >= horizon or count >= MAX_MATCHES_PER_CERTIFICATE:
-                    horizon = min(horizon, at)
+            for count, (end, keys) in enumerate(t.automaton.iter(text)):
+                if count >= MAX_MATCHES_PER_CERTIFICATE:
+                    horizon = min(horizon, name_at(end))
                     break
-                if at in matched:
-                    continue
                 if any(key.anchor == 0 or _registrable_label_of(text, end, key) for key in keys):
+                    at = name_at(end)
+                    if at >= horizon:
+                        break
                     matched.add(at)
                     if len(matched) > limit:
                         horizon = at
                         break
             found.update(matched)
-        hit = t.neighbour_keys.intersection(labels)
+        hit = t.neighbour_keys.intersection(text.replace("\n", ".").split("."))
         if hit:
             # The names holding such a label: found by one regular expression (or, with
             # very many such labels, name by name), then checked name by name.
@@ -563,12 +576,13 @@ class BrandIndex:
             if len(hit) <= limit:
                 pattern = re.compile(r"[.\n](?:" + "|".join(map(re.escape, hit)) + r")\.")
                 where = sorted({name_at(m.start() + 1) for m in pattern.finditer(text)})
+            lines = text[1:-1].split("\n")
             near = 0
             for at in where:
                 if at >= horizon:
                     break
-                labels = lines[at].rstrip(".").split(".")[-3:-1]
-                if any(label in t.neighbour_keys for label in labels):
+                last = lines[at].rstrip(".").split(".")[-3:-1]
+                if any(label in t.neighbour_keys for label in last):
                     near += 1
                     if near > limit:
                         horizon = at
@@ -585,7 +599,7 @@ class BrandIndex:
         name = raw.lower()
         if not name.isascii() or "xn--" in name:
             return self._t.prepared
-        text = "\n" + _ascii_lookalikes(name).replace("-", "") + "\n"
+        text = _folded(name)
         found: list[_Prepared] = []
         automaton = self._t.automaton
         if automaton is not None:
