@@ -168,12 +168,6 @@ def _words() -> frozenset[str]:
     return frozenset(w for w in words if len(w) >= 3) | _SHORT_WORDS
 
 
-@functools.cache
-def _backwards_words() -> frozenset[str]:
-    """The words, each spelt backwards (to read a name from its end)."""
-    return frozenset(word[::-1] for word in _words())
-
-
 # --- folding ---------------------------------------------------------------------------------
 
 
@@ -373,7 +367,6 @@ def _indexed(brands: dict[str, Brand]) -> IndexedBrands:
         prepared.append(_Prepared(brand, folded, folded.replace("-", ""), edits))
     if prepared:  # the data a closer look needs, loaded now rather than mid-stream
         _words()
-        _backwards_words()
         _skeletons()
         public_suffix_list()
     by_prefix: dict[str, tuple[_Prepared, ...]] = {}
@@ -806,14 +799,14 @@ def _combosquat(brand: str, label: str) -> bool:
     beyond = label[:start] + "-" + label[end:]
     if not all(_segments(piece) for piece in re.split(r"[-0-9]+", beyond) if piece):
         return False
-    before = _read(label[start:at])  # before[i]: label[start:start + i] is words
-    after = _read(label[at + len(brand) : end], backwards=True)  # after[k]: the last k letters
-    if not before[-1] or not after[-1]:
+    before = _read(label[start:at])  # before[i]: its first i letters are words
+    after = _read_back(label[at + len(brand) : end])  # after[k]: from its k-th letter on
+    if not before[-1] or not after[0]:
         return False
     # Inside a longer word: one covering the brand, with words before and after it.
     run, at, size = label[start:end], at - start, len(brand)
     words = _words()
-    stops = [j for j in range(at + size, len(run) + 1) if after[len(run) - j]]
+    stops = [j for j in range(at + size, len(run) + 1) if after[j - at - size]]
     for i in range(max(0, at - (_LONGEST_WORD - size)), at + 1):
         if before[i]:
             for j in stops:
@@ -834,13 +827,11 @@ def _segments(piece: str) -> bool:
     return len(piece) <= 40 and _read(piece)[-1]
 
 
-def _read(piece: str, *, backwards: bool = False) -> list[bool]:
+def _read(piece: str) -> list[bool]:
     """``ok[i]``: the first ``i`` characters of ``piece`` are a run of words (dictionary
-    words of 3+ letters, and a few short ones); with ``backwards``, the last ``i``. Only
-    the ends that a run of words reaches are extended, so random letters cost little."""
+    words of 3+ letters, and a few short ones). Only the ends that a run of words reaches
+    are extended, so random letters cost little."""
     words = _words()
-    if backwards:
-        piece, words = piece[::-1], _backwards_words()
     size = len(piece)
     ok = [True] + [False] * size
     for start in range(size):
@@ -848,4 +839,17 @@ def _read(piece: str, *, backwards: bool = False) -> list[bool]:
             for stop in range(start + 1, min(size, start + _LONGEST_WORD) + 1):
                 if not ok[stop] and piece[start:stop] in words:
                     ok[stop] = True
+    return ok
+
+
+def _read_back(piece: str) -> list[bool]:
+    """``ok[i]``: ``piece[i:]`` is a run of words (:func:`_read` from the end)."""
+    words = _words()
+    size = len(piece)
+    ok = [False] * size + [True]
+    for stop in range(size, 0, -1):
+        if ok[stop]:
+            for start in range(stop - 1, max(0, stop - _LONGEST_WORD) - 1, -1):
+                if not ok[start] and piece[start:stop] in words:
+                    ok[start] = True
     return ok
