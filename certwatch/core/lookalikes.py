@@ -55,7 +55,7 @@ from certwatch.core.names import (
 from certwatch.errors import InvalidName
 
 __all__ = [
-    "MAX_CANDIDATES_PER_CERTIFICATE",
+    "MAX_DOMAINS_PER_CERTIFICATE",
     "SHORT_BRAND",
     "SKIP_REASONS",
     "Brand",
@@ -74,10 +74,11 @@ SHORT_BRAND = 5
 too many words)."""
 LONG_BRAND = 9
 """Brand labels this long or longer allow two edits for a typo."""
-MAX_CANDIDATES_PER_CERTIFICATE = 32
-"""Names of one certificate looked at closely at most (a 5,000-name certificate of
-near-misses must not stall the feed); the rest are counted as skipped."""
-MAX_SUSPECTS_PER_CERTIFICATE = 4 * MAX_CANDIDATES_PER_CERTIFICATE
+MAX_DOMAINS_PER_CERTIFICATE = 32
+"""Registrable domains of one certificate looked at closely at most (a 5,000-name
+certificate of near-misses must not stall the feed; every name of a domain looked at is);
+the names of the others are counted as skipped."""
+MAX_SUSPECTS_PER_CERTIFICATE = 8 * MAX_DOMAINS_PER_CERTIFICATE
 """Names of one certificate that the certificate-wide pass hands on to the per-name check
 at most (each costs a few microseconds)."""
 MAX_MATCHES_PER_CERTIFICATE = 8 * MAX_SUSPECTS_PER_CERTIFICATE
@@ -461,8 +462,9 @@ class BrandIndex:
         A certificate's cost is bounded whatever its names: one pass over all of them at
         once finds the few that could imitate a brand (:meth:`_suspects`); at most
         :data:`MAX_SUSPECTS_PER_CERTIFICATE` of those get the per-name check and at most
-        :data:`MAX_CANDIDATES_PER_CERTIFICATE` the close look. Names left unchecked past
-        either bound are counted (``skipped["budget"]``)."""
+        :data:`MAX_DOMAINS_PER_CERTIFICATE` registrable domains the close look (every
+        suspect name of those). Names left unchecked past either bound are counted
+        (``skipped["budget"]``)."""
         if not self._t.brands:
             return ()
         kept = names
@@ -477,20 +479,32 @@ class BrandIndex:
             return ()
         suspects, horizon = self._suspects(kept, joined, text)
         hits: list[LookalikeHit] = []
-        budget = MAX_CANDIDATES_PER_CERTIFICATE
+        budget = MAX_DOMAINS_PER_CERTIFICATE  # close looks at a new domain or unreadable name
+        domains: set[str] = set()  # looked at closely: each of their names is
         cache = self._cache
         for at in suspects:
             raw = kept[at]
             found = cache.get(raw)
             if found is None:
-                if budget <= 0:
+                if budget <= 0 and not _under(raw, domains):
                     self.skipped["budget"] += 1
                     continue
                 candidates = self._candidates(raw)
                 if not candidates:
                     continue
-                budget -= 1
-                found = self._evaluate(raw, candidates)
+                parts = self._parts(raw)
+                if parts is None:
+                    self.skipped["unreadable"] += 1
+                    budget -= 1
+                    found = ()
+                else:
+                    if parts.registrable not in domains:
+                        if budget <= 0:
+                            self.skipped["budget"] += 1
+                            continue
+                        budget -= 1
+                        domains.add(parts.registrable)
+                    found = self._evaluate(parts, candidates)
                 cache[raw] = found
                 if len(cache) > CACHE:
                     cache.popitem(last=False)
@@ -624,11 +638,7 @@ class BrandIndex:
 
     # --- a closer look -----------------------------------------------------------------------
 
-    def _evaluate(self, raw: str, candidates: Sequence[_Prepared]) -> tuple[LookalikeHit, ...]:
-        parts = self._parts(raw)
-        if parts is None:
-            self.skipped["unreadable"] += 1
-            return ()
+    def _evaluate(self, parts: _Parts, candidates: Sequence[_Prepared]) -> tuple[LookalikeHit, ...]:
         if parts.registrable in self._t.domains or self._allowed(parts):
             return ()
         hits = []
@@ -690,6 +700,13 @@ class BrandIndex:
             domain=parts.registrable,
             score=max(0, min(100, score)),
         )
+
+
+def _under(raw: str, domains: set[str]) -> bool:
+    """Whether a name is one of ``domains`` (A-labels) or under one: a cheap look, without
+    the Public Suffix List, at a name once a certificate's budget of domains is spent (an
+    IDN written in Unicode is not recognised, and skipped)."""
+    return any(name in domains for name in self_and_parents(raw.lower().rstrip(".")))
 
 
 def lookalike_match(hits: Sequence[LookalikeHit]) -> Match:
@@ -783,6 +800,7 @@ def _embeds(brand: Brand, parts: _Parts) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def _combosquat(brand: str, label: str) -> bool:
     """``label`` holds ``brand`` with only hyphens, digits and words around it, and the brand
     is not part of a longer word (``pineapple``, ``pineapplejuice``; ``greenapple`` is a

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import strategies as st
 
 from certwatch.core.lookalikes import (
-    MAX_CANDIDATES_PER_CERTIFICATE,
+    MAX_DOMAINS_PER_CERTIFICATE,
     MAX_SUSPECTS_PER_CERTIFICATE,
     Brand,
     BrandIndex,
@@ -153,8 +153,16 @@ class TestHostileNames:
         brands = index()
         names = [f"ethereum-{n}.com" for n in range(5000)]
         hits = brands.check(names)
-        assert len(hits) == MAX_CANDIDATES_PER_CERTIFICATE
-        assert brands.skipped["budget"] == 5000 - MAX_CANDIDATES_PER_CERTIFICATE
+        assert len(hits) == MAX_DOMAINS_PER_CERTIFICATE
+        assert brands.skipped["budget"] == 5000 - MAX_DOMAINS_PER_CERTIFICATE
+
+    def test_every_name_of_a_lookalike_domain_is_reported(self) -> None:
+        """100 names under one lookalike domain: every one hits, none is skipped."""
+        brands = index()
+        names = [f"host{n}.ethereum-login.com" for n in range(100)]
+        hits = brands.check(names)
+        assert sorted(h.name for h in hits) == sorted(names)
+        assert brands.skipped["budget"] == 0
 
     def test_names_that_are_not_strings_are_skipped(self) -> None:
         """A feed that sends a number where a name goes: skipped."""
@@ -201,7 +209,7 @@ class TestACertificateAtOnce:
     @hypothesis.given(
         st.lists(
             st.sampled_from(ORDINARY + NEAR_MISSES + IMITATIONS),
-            max_size=MAX_CANDIDATES_PER_CERTIFICATE,  # within the budget of close looks
+            max_size=MAX_DOMAINS_PER_CERTIFICATE,  # within the budget of close looks
         )
     )
     @hypothesis.settings(max_examples=200, deadline=None)
