@@ -78,7 +78,7 @@ MAX_DOMAINS_PER_CERTIFICATE = 32
 """Registrable domains of one certificate looked at closely at most (a 5,000-name
 certificate of near-misses must not stall the feed; every name of a domain looked at is);
 the names of the others are counted as skipped."""
-MAX_SUSPECTS_PER_CERTIFICATE = 8 * MAX_DOMAINS_PER_CERTIFICATE
+MAX_SUSPECTS_PER_CERTIFICATE = 4 * MAX_DOMAINS_PER_CERTIFICATE
 """Names of one certificate that the certificate-wide pass hands on to the per-name check
 at most (each costs a few microseconds)."""
 MAX_MATCHES_PER_CERTIFICATE = 8 * MAX_SUSPECTS_PER_CERTIFICATE
