@@ -109,6 +109,9 @@ class Alerter:
         self._outbox = outbox
         self._clock = clock
         self._lock = trio.Lock()
+        self._changes = 0
+        """Bumped, under the lock, by whatever may decide or release a hold here: the
+        leader's read of the held alerts is stale if it changed during the read."""
         self._decisions = Decisions(
             grace_s=grace_s,
             observer=outbox is None,
@@ -170,8 +173,11 @@ class Alerter:
             self.leading = True
             while True:
                 if adopt_every_s is not None:
+                    changes = self._changes
                     held = await self._retry(self._store.held_alerts)
                     async with self._lock:
+                        if changes != self._changes:  # decided meanwhile: read them again
+                            held = await self._retry(self._store.held_alerts)
                         self._decisions.take_up(held)
                 async with self._lock:
                     await self._fresh()
@@ -226,6 +232,7 @@ class Alerter:
             rules, key = self._decisions.effects(alert, scope, note, now=now)
             outcome = self._decisions.acknowledgement(alert, scope, note, now=now)
             done = await store(alert.id, outcome, rules, key)
+            self._changes += 1
             if done is not None:
                 self._decisions.acknowledged(alert.id)
                 if done.alert.kind is Kind.RESOLVED:
@@ -260,6 +267,7 @@ class Alerter:
     async def _make(self, actions: Iterable[Action]) -> None:
         """Make the store operations ``actions`` asks for (and those their answers lead
         to), each retried through database faults; send what they decided."""
+        self._changes += 1
         for action in actions:
             now = self._clock()
             match action:

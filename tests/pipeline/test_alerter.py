@@ -7,13 +7,14 @@ called inline (``threaded=False``) so that virtual time cannot race past a worke
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
@@ -27,7 +28,7 @@ from certwatch.core.recognition import Inventory, InventoryCert, KnownKey
 from certwatch.metrics import Metrics
 from certwatch.pipeline.alerter import Alerter
 from certwatch.pipeline.cleanup import Cleanup
-from certwatch.store import PRUNE_BATCH
+from certwatch.store import PRUNE_BATCH, AlerterStore
 from certwatch.store.sqlite import SQLiteStore
 from certwatch.store.views import CHANGES_RETENTION_S, Views
 from tests.support.alerts import pending_alert
@@ -95,7 +96,12 @@ class World:
 
 @asynccontextmanager
 async def world(
-    path: Path, *, grace: float = GRACE, clock: Callable[[], float] = virtual_wall_clock
+    path: Path,
+    *,
+    grace: float = GRACE,
+    clock: Callable[[], float] = virtual_wall_clock,
+    adopt_every_s: float | None = None,
+    seen_by_alerter: Callable[[SQLiteStore], AlerterStore] = lambda store: store,
 ) -> AsyncIterator[World]:
     store = await SQLiteStore.open(path, threaded=False)
     try:
@@ -103,7 +109,7 @@ async def world(
         metrics = Metrics()
         send, receive = trio.open_memory_channel[int](100)
         alerter = Alerter(
-            store,
+            seen_by_alerter(store),
             views.inventory,
             metrics.alerts,
             grace_s=grace,
@@ -113,7 +119,7 @@ async def world(
         )
         await alerter.load()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(alerter.run_holds)
+            nursery.start_soon(functools.partial(alerter.run_holds, adopt_every_s=adopt_every_s))
             yield World(
                 store, views, alerter, receive, metrics, nursery, WatchIndex(["example.org"])
             )
@@ -221,6 +227,55 @@ class TestDecisions:
             assert ok.recognised_by is not None
             assert ok.recognised_by.evidence == "key"
             assert bad.severity == "suspicious"
+
+
+class HeldReadsWait:
+    """A store whose next read of the held alerts, once armed, waits with what it read until
+    the test lets it go (what a slow shared database does to the leader's read)."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self.armed = False
+        self.reading = trio.Event()
+        self.go = trio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def held_alerts(self) -> list[Alert]:
+        held = await self._store.held_alerts()
+        if self.armed:
+            self.armed = False
+            self.reading.set()
+            await self.go.wait()
+        return held
+
+
+class TestSharedStore:
+    async def test_a_hold_decided_during_the_leaders_read_is_not_held_again(
+        self, tmp_path: Path, ca: CA
+    ) -> None:
+        """A hold decided while the leader reads the held alerts stays decided, not held."""
+        issuance = ca.issue(["a.example.org"])
+        wrappers: list[HeldReadsWait] = []
+
+        def wrap(store: SQLiteStore) -> AlerterStore:
+            wrappers.append(HeldReadsWait(store))
+            return cast(AlerterStore, wrappers[0])
+
+        async with world(tmp_path / "db", adopt_every_s=0.2, seen_by_alerter=wrap) as w:
+            slow = wrappers[0]
+            await w.see(issuance.message("go-tiled"))
+            await trio.testing.wait_all_tasks_blocked()  # held; the leader waits for its next read
+            assert w.alerter.held == 1
+            slow.armed = True
+            await slow.reading.wait()  # the leader has read the held alert, and waits
+            await w.register(row(issuance))  # decided meanwhile: info
+            slow.go.set()
+            await trio.testing.wait_all_tasks_blocked()  # the leader took up what is held
+            assert w.alerter.held == 0
+            (alert,) = await w.alerts()
+            assert (alert.severity, alert.status) == ("info", "pending")
 
 
 class TestDedupe:
