@@ -95,6 +95,12 @@ def twist_variants(domain: str) -> list[tuple[Technique, str]]:
     return out
 
 
+def registrable(name: str) -> str | None:
+    """A certificate name's registrable domain (the Public Suffix List's private section
+    included), ``None`` for a public suffix."""
+    return PSL.privatesuffix(name.lower().removeprefix("*."))
+
+
 def near(name: str, labels: Iterable[str]) -> bool:
     """A blacklisted name is near a brand: its registrable label within two edits of the
     brand's label, or holding it (five characters or more)."""
@@ -263,8 +269,7 @@ def twist_exact_matcher(brands: list[Brand]) -> Matcher:
         known.update(d["domain"] for d in fuzzer.domains if d["fuzzer"] != "*original")
 
     def flagged(name: str) -> bool:
-        registrable = PSL.privatesuffix(name.lower().removeprefix("*."))
-        return registrable in known
+        return registrable(name) in known
 
     return flagged
 
@@ -273,15 +278,13 @@ def floor_matcher(brands: list[Brand]) -> Matcher:
     """The contract floor: a name whose registrable label, as written, is the brand's with
     another suffix (``tld-swap``), or one edit from it (two for 9+ characters; ``typo``;
     brands of 5+). Every matcher that keeps the contract flags at least these."""
+    domains = {brand.domain for brand in brands}
 
     def flagged(name: str) -> bool:
-        registrable = PSL.privatesuffix(name.lower().removeprefix("*."))
-        if registrable is None:
+        domain = registrable(name)
+        if domain is None or domain in domains:
             return False
-        label = registrable.partition(".")[0]
-        for brand in brands:
-            if registrable == brand.domain:
-                return False
+        label = domain.partition(".")[0]
         for brand in brands:
             if label == brand.label:
                 return True
@@ -358,7 +361,7 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         alerts = sum(any(cert) for cert in verdicts)
         flagged_domains = {
-            PSL.privatesuffix(name.removeprefix("*."))
+            registrable(name)
             for cert, flags in zip(certs, verdicts, strict=True)
             for name, flag in zip(cert, flags, strict=True)
             if flag

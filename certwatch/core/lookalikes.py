@@ -37,7 +37,7 @@ import itertools
 import re
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from pathlib import Path
 
 import ahocorasick
@@ -179,6 +179,11 @@ def _ascii_lookalikes(text: str) -> str:
     if "vv" in text:
         text = text.replace("vv", "w")
     return text
+
+
+def _encoded(text: str) -> bool:
+    """Whether names need decoding to be told apart (Unicode, or an A-label)."""
+    return not text.isascii() or "xn--" in text
 
 
 def _folded(joined: str) -> str:
@@ -519,7 +524,7 @@ class BrandIndex:
         """Whether any of a certificate's names (``joined`` by newlines, lowercase;
         :func:`_folded`) could imitate a brand, at a glance: an IDN, a match of the brands'
         automaton, a label one edit from a brand's (the firehose's common case is no)."""
-        if not joined.isascii() or "xn--" in joined:
+        if _encoded(joined):
             return True
         automaton = self._t.automaton
         if automaton is not None and next(automaton.iter(text), None) is not None:
@@ -546,17 +551,17 @@ class BrandIndex:
         horizon = len(names)
         limit = MAX_SUSPECTS_PER_CERTIFICATE
         found: set[int] = set()
-        if not joined.isascii() or "xn--" in joined:
-            idn = [at for at, name in enumerate(joined.split("\n"))
-                   if not name.isascii() or "xn--" in name]  # fmt: skip
+        if _encoded(joined):
+            idn = [at for at, name in enumerate(joined.split("\n")) if _encoded(name)]
             if len(idn) > limit:
                 horizon = idn[limit]
             found.update(idn[:limit])
+        lines = text[1:-1].split("\n")  # the names as folded, one a line
         starts: list[int] = []  # where each name starts in ``text``, once needed
 
         def name_at(position: int) -> int:
             if not starts:
-                lengths = map(len, text[1:-1].split("\n"))
+                lengths = map(len, lines)
                 starts.extend(itertools.accumulate(map((1).__add__, lengths), initial=1))
             return bisect.bisect_right(starts, position) - 1
 
@@ -583,7 +588,6 @@ class BrandIndex:
             if len(hit) <= limit:
                 pattern = re.compile(r"[.\n](?:" + "|".join(map(re.escape, hit)) + r")\.")
                 where = sorted({name_at(m.start() + 1) for m in pattern.finditer(text)})
-            lines = text[1:-1].split("\n")
             near = 0
             for at in where:
                 if at >= horizon:
@@ -604,7 +608,7 @@ class BrandIndex:
         """The brands a name could imitate (cheap), ``None`` for none; every brand for a
         name that needs decoding to tell (an IDN)."""
         name = raw.lower()
-        if not name.isascii() or "xn--" in name:
+        if _encoded(name):
             return self._t.prepared
         text = _folded(name)
         found: list[_Prepared] = []
@@ -649,7 +653,7 @@ class BrandIndex:
         return tuple(hits)
 
     def _allowed(self, parts: _Parts) -> bool:
-        return any(name in self._t.allow for name in self_and_parents(parts.name))
+        return _under(parts.name, self._t.allow)
 
     def _parts(self, raw: str) -> _Parts | None:
         """The name split for the rules; ``None`` for a name that is no hostname."""
@@ -702,11 +706,11 @@ class BrandIndex:
         )
 
 
-def _under(raw: str, domains: set[str]) -> bool:
-    """Whether a name is one of ``domains`` (A-labels) or under one: a cheap look, without
-    the Public Suffix List, at a name once a certificate's budget of domains is spent (an
-    IDN written in Unicode is not recognised, and skipped)."""
-    return any(name in domains for name in self_and_parents(raw.lower().rstrip(".")))
+def _under(raw: str, names: Container[str]) -> bool:
+    """Whether a name is one of ``names`` (A-labels) or under one: a brand's ``allow``, or
+    the domains a certificate's budget was spent on (looked at without the Public Suffix
+    List; an IDN written in Unicode is not recognised)."""
+    return any(name in names for name in self_and_parents(raw.lower().rstrip(".")))
 
 
 def lookalike_match(hits: Sequence[LookalikeHit]) -> Match:
